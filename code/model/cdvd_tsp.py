@@ -1,0 +1,95 @@
+"""CDVD-TSP: the cascade of (flow, warp, temporal sharpness prior, restoration) stages with shared weights."""
+import logging
+
+import torch
+from torch import Tensor, nn
+
+from model.checkpoint import load_weights
+from model.flow_pwc import Flow_PWC
+from model.prior import temporal_sharpness_prior
+from model.recons_video import RECONS_VIDEO
+
+logger = logging.getLogger(__name__)
+
+
+class CDVD_TSP(nn.Module):
+    """Cascaded video deblurring with the temporal sharpness prior (Pan, Bai, Tang, CVPR 2020).
+
+    ``n_sequence = 2T + 1`` input frames give T stages; each stage restores every frame that has both neighbours,
+    so the sequence shortens by two per stage and the last stage restores the middle frame. The released model is
+    T = 2 (five frames). The flow net and the restoration net are shared by all stages.
+
+    ``device`` is accepted for compatibility with the release and ignored: tensors follow the input.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        n_sequence: int = 5,
+        out_channels: int = 3,
+        n_resblock: int = 3,
+        n_feat: int = 32,
+        load_flow_net: bool = False,
+        load_recons_net: bool = False,
+        flow_pretrain_fn: str = "",
+        recons_pretrain_fn: str = "",
+        is_mask_filter: bool = True,
+        device: object = None,
+    ) -> None:
+        super().__init__()
+        if n_sequence < 3 or n_sequence % 2 == 0:
+            raise ValueError(f"n_sequence must be odd and at least 3 (2T + 1 frames for T stages), got {n_sequence}")
+        self.n_sequence = n_sequence
+        self.n_stages = (n_sequence - 1) // 2
+        self.is_mask_filter = is_mask_filter
+        self.flow_net = Flow_PWC(load_pretrain=load_flow_net, pretrain_fn=flow_pretrain_fn)
+        self.recons_net = RECONS_VIDEO(
+            in_channels=in_channels,
+            n_sequence=3,
+            out_channels=out_channels,
+            n_resblock=n_resblock,
+            n_feat=n_feat,
+            extra_channels=1,
+        )
+        if load_recons_net:
+            load_weights(self.recons_net, recons_pretrain_fn)
+            logger.info("loaded restoration net weights from %s", recons_pretrain_fn)
+
+    def align(self, center: Tensor, neighbor: Tensor) -> tuple[Tensor, Tensor]:
+        """Warp ``neighbor`` onto ``center`` with the flow from center to neighbor: (warped, mask)."""
+        return self.flow_net.warp(neighbor, self.flow_net.estimate_flow(center, neighbor))
+
+    def restore_center(self, previous: Tensor, center: Tensor, following: Tensor) -> Tensor:
+        """One stage step for one frame: align both neighbours, compute the prior, restore the center."""
+        previous_aligned, previous_mask = self.align(center, previous)
+        following_aligned, following_mask = self.align(center, following)
+        prior = temporal_sharpness_prior(
+            [previous_aligned, center, following_aligned],
+            [previous_mask, None, following_mask],
+            smooth=self.is_mask_filter,
+        )
+        return self.recons_net(torch.cat([previous_aligned, center, following_aligned, prior], dim=1))
+
+    def stage(self, frames: list[Tensor]) -> list[Tensor]:
+        """Restore every frame of ``frames`` that has two neighbours (the sequence shortens by two)."""
+        return [self.restore_center(*frames[index - 1 : index + 2]) for index in range(1, len(frames) - 1)]
+
+    def forward_stages(self, x: Tensor) -> list[list[Tensor]]:
+        """Every stage's outputs for ``x`` [B, 2T + 1, C, H, W]: stage s (from 0) restores frames s+1 .. 2T-1-s."""
+        if x.dim() != 5 or x.shape[1] != self.n_sequence:
+            raise ValueError(f"CDVD_TSP expects [B, {self.n_sequence}, C, H, W] input, got {list(x.shape)}")
+        frames = list(x.unbind(dim=1))
+        stages = []
+        for _ in range(self.n_stages):
+            frames = self.stage(frames)
+            stages.append(frames)
+        return stages
+
+    def forward(self, x: Tensor) -> tuple[Tensor | None, ...]:
+        """Release-compatible output: every stage's outputs but the last, the final output, then None.
+
+        For T = 2 this is ``(recons_1, recons_2, recons_3, out, None)`` as released (None was the unused mid loss).
+        """
+        stages = self.forward_stages(x)
+        intermediate = [frame for outputs in stages[:-1] for frame in outputs]
+        return (*intermediate, stages[-1][0], None)

@@ -1,0 +1,219 @@
+"""PWC-Net optical flow (the release's `Network`) and `Flow_PWC`: flow estimation plus frame warping.
+
+Names of modules follow the release exactly, so `network-default.pytorch` and the released CDVD-TSP checkpoints
+load unchanged. All grids are built in the input's dtype and on its device.
+"""
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.checkpoint import load_weights
+from model.correlation import cost_volume
+
+logger = logging.getLogger(__name__)
+
+PYRAMID_CHANNELS = (16, 32, 64, 96, 128, 196)
+LEVEL_NAMES = ("moduleOne", "moduleTwo", "moduleThr", "moduleFou", "moduleFiv", "moduleSix")
+COST_CHANNELS = 81
+DENSE_CHANNELS = (128, 128, 96, 64, 32)
+FLOW_SCALE = 20.0
+"""The network predicts flow divided by 20 (PWC-Net's training convention)."""
+SIZE_MULTIPLE = 64
+"""The network sees frames resized to multiples of 64 (six stride-2 levels)."""
+
+
+def leaky_relu() -> nn.LeakyReLU:
+    return nn.LeakyReLU(negative_slope=0.1)
+
+
+def warp_features(features: Tensor, flow: Tensor) -> Tensor:
+    """The decoders' feature warp: sample ``features`` at (x + u, y + v) with zero padding.
+
+    align_corners=True semantics; positions that fall partly outside are zeroed by a mask made by warping a
+    channel of ones along (kept where it is above 0.999). The mask carries no gradient.
+    """
+    batch, _, height, width = flow.shape
+    horizontal = torch.linspace(-1.0, 1.0, width, dtype=flow.dtype, device=flow.device).view(1, 1, width)
+    vertical = torch.linspace(-1.0, 1.0, height, dtype=flow.dtype, device=flow.device).view(1, height, 1)
+    grid = torch.stack(
+        [horizontal + flow[:, 0] / ((width - 1.0) / 2.0), vertical + flow[:, 1] / ((height - 1.0) / 2.0)], dim=3
+    )
+    ones = features.new_ones(batch, 1, height, width)
+    sampled = F.grid_sample(
+        torch.cat([features, ones], dim=1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    mask = (sampled[:, -1:].detach() > 0.999).to(features.dtype)
+    return sampled[:, :-1] * mask
+
+
+class Extractor(nn.Module):
+    """Six-level feature pyramid: three 3x3 convs per level (the first with stride 2), LeakyReLU(0.1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        in_channels = 3
+        for name, out_channels in zip(LEVEL_NAMES, PYRAMID_CHANNELS):
+            level = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
+                leaky_relu(),
+                nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1),
+                leaky_relu(),
+                nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1),
+                leaky_relu(),
+            )
+            setattr(self, name, level)
+            in_channels = out_channels
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        """Return the pyramid, finest (level 1) first."""
+        pyramid = []
+        features = image
+        for name in LEVEL_NAMES:
+            features = getattr(self, name)(features)
+            pyramid.append(features)
+        return pyramid
+
+
+def decoder_input_channels(level: int) -> int:
+    """Channels entering the dense convs of the decoder at ``level`` (2..6)."""
+    if level == 6:
+        return COST_CHANNELS
+    return COST_CHANNELS + PYRAMID_CHANNELS[level - 1] + 2 + 2
+
+
+class Decoder(nn.Module):
+    """One coarse-to-fine level: cost volume, dense convs (each output put in front of its input), flow."""
+
+    WARP_SCALES = {5: 0.625, 4: 1.25, 3: 2.5, 2: 5.0}
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        current = decoder_input_channels(level)
+        if level < 6:
+            previous_features = decoder_input_channels(level + 1) + sum(DENSE_CHANNELS)
+            self.moduleUpflow = nn.ConvTranspose2d(2, 2, kernel_size=4, stride=2, padding=1)
+            self.moduleUpfeat = nn.ConvTranspose2d(previous_features, 2, kernel_size=4, stride=2, padding=1)
+            self.warp_scale = self.WARP_SCALES[level]
+        self.cost_activation = leaky_relu()
+        in_channels = current
+        for name, out_channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS):
+            setattr(self, name, nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), leaky_relu()))
+            in_channels += out_channels
+        self.moduleSix = nn.Sequential(nn.Conv2d(in_channels, 2, kernel_size=3, padding=1))
+
+    def forward(
+        self, first: Tensor, second: Tensor, previous: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor]:
+        """Return (flow, features) at this level; ``previous`` is the coarser level's (flow, features)."""
+        if previous is None:
+            features = self.cost_activation(cost_volume(first, second))
+        else:
+            flow = self.moduleUpflow(previous[0])
+            upsampled_features = self.moduleUpfeat(previous[1])
+            warped_second = warp_features(second, flow * self.warp_scale)
+            volume = self.cost_activation(cost_volume(first, warped_second))
+            features = torch.cat([volume, first, flow, upsampled_features], dim=1)
+        for name in LEVEL_NAMES[:5]:
+            features = torch.cat([getattr(self, name)(features), features], dim=1)
+        return self.moduleSix(features), features
+
+
+class Refiner(nn.Module):
+    """Context network: dilated 3x3 convs on level 2's features, giving a flow residual."""
+
+    LAYERS = ((128, 1), (128, 2), (128, 4), (96, 8), (64, 16), (32, 1))
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = decoder_input_channels(2) + sum(DENSE_CHANNELS)
+        for out_channels, dilation in self.LAYERS:
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation), leaky_relu()]
+            in_channels = out_channels
+        layers.append(nn.Conv2d(in_channels, 2, kernel_size=3, padding=1))
+        self.moduleMain = nn.Sequential(*layers)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.moduleMain(features)
+
+
+class Network(nn.Module):
+    """PWC-Net as released with CDVD-TSP. Input sizes must be multiples of 64; output is flow / 20 at 1/4 size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moduleExtractor = Extractor()
+        for level in range(2, 7):
+            setattr(self, LEVEL_NAMES[level - 1], Decoder(level))
+        self.moduleRefiner = Refiner()
+
+    def forward(self, first: Tensor, second: Tensor) -> Tensor:
+        first_pyramid = self.moduleExtractor(first)
+        second_pyramid = self.moduleExtractor(second)
+        estimate = None
+        for level in range(6, 1, -1):
+            decoder = getattr(self, LEVEL_NAMES[level - 1])
+            estimate = decoder(first_pyramid[level - 1], second_pyramid[level - 1], estimate)
+        flow, features = estimate
+        return flow + self.moduleRefiner(features)
+
+
+def sampling_grid(flow: Tensor) -> Tensor:
+    """Normalised grid_sample grid for pixel positions (x + u, y + v) under align_corners=True."""
+    _, _, height, width = flow.shape
+    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width)
+    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1)
+    grid_x = 2.0 * (xs + flow[:, 0]) / max(width - 1, 1) - 1.0
+    grid_y = 2.0 * (ys + flow[:, 1]) / max(height - 1, 1) - 1.0
+    return torch.stack([grid_x, grid_y], dim=3)
+
+
+class Flow_PWC(nn.Module):
+    """PWC-Net wrapped for full-resolution frames: `estimate_flow` and `warp` (CONTRACT sections 3 and 4)."""
+
+    def __init__(self, load_pretrain: bool = False, pretrain_fn: str = "", device: object = None) -> None:
+        super().__init__()
+        self.moduleNetwork = Network()
+        if load_pretrain:
+            load_weights(self.moduleNetwork, pretrain_fn)
+            logger.info("loaded PWC-Net weights from %s", pretrain_fn)
+
+    def estimate_flow(self, first: Tensor, second: Tensor) -> Tensor:
+        """Flow [B, 2, H, W] telling, for each pixel of ``first``, where it is in ``second`` (in pixels)."""
+        _, _, height, width = first.shape
+        net_height = math.ceil(height / SIZE_MULTIPLE) * SIZE_MULTIPLE
+        net_width = math.ceil(width / SIZE_MULTIPLE) * SIZE_MULTIPLE
+        if (net_height, net_width) != (height, width):
+            size = (net_height, net_width)
+            first = F.interpolate(first, size=size, mode="bilinear", align_corners=False)
+            second = F.interpolate(second, size=size, mode="bilinear", align_corners=False)
+        flow = FLOW_SCALE * F.interpolate(
+            self.moduleNetwork(first, second), size=(height, width), mode="bilinear", align_corners=False
+        )
+        scale = flow.new_tensor([width / net_width, height / net_height]).view(1, 2, 1, 1)
+        return flow * scale
+
+    def warp(self, frame: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+        """Sample ``frame`` at (x + u, y + v): bilinear, border padding, align_corners=True semantics.
+
+        Returns (warped frame, validity mask shaped like ``frame``); the mask is 1 where the sampled position lies
+        inside the frame (a warped channel of ones is at least 0.999), 0 elsewhere, carries no gradient, and the
+        warped frame is already multiplied by it.
+        """
+        grid = sampling_grid(flow)
+        warped = F.grid_sample(frame, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        with torch.no_grad():
+            ones = frame.new_ones(frame.shape[0], 1, *frame.shape[2:])
+            inside = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            mask = (inside >= 0.999).to(frame.dtype).expand_as(frame)
+        return warped * mask, mask
+
+    def forward(self, frame_1: Tensor, frame_2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Align ``frame_2`` to ``frame_1``: returns (warped frame_2, flow, mask)."""
+        flow = self.estimate_flow(frame_1, frame_2)
+        warped, mask = self.warp(frame_2, flow)
+        return warped, flow, mask
