@@ -1,4 +1,5 @@
 """Building blocks shared by the restoration net."""
+
 from torch import Tensor, nn
 
 

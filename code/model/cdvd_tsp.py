@@ -1,4 +1,5 @@
 """CDVD-TSP: the cascade of (flow, warp, temporal sharpness prior, restoration) stages with shared weights."""
+
 import logging
 
 import torch

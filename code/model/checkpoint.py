@@ -4,6 +4,7 @@ Every file is read with ``weights_only=True`` and must match the module's parame
 anything else is refused with a one-line `CheckpointError` naming the file and the names that differ. Half
 precision files load into a float32 (or float64) model: values are cast to the model's dtype.
 """
+
 import os
 import pickle
 from collections.abc import Mapping

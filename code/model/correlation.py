@@ -3,6 +3,7 @@
 `cost_volume` is the single entry point the flow net calls, so a faster kernel can be dispatched from here
 without touching the network.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,13 +22,12 @@ def cost_volume(first: Tensor, second: Tensor, max_displacement: int = MAX_DISPL
     over pixels.
     """
     if first.shape != second.shape or first.dim() != 4:
-        raise ValueError(f"cost_volume needs two [B, C, H, W] tensors of one shape, got {first.shape} and {second.shape}")
+        shapes = f"{list(first.shape)} and {list(second.shape)}"
+        raise ValueError(f"cost_volume needs two [B, C, H, W] tensors of one shape, got {shapes}")
     channels, height, width = first.shape[1:]
     padded = F.pad(second, [max_displacement] * 4)
     span = 2 * max_displacement + 1
     products = [
-        (first * padded[:, :, dy : dy + height, dx : dx + width]).sum(dim=1)
-        for dy in range(span)
-        for dx in range(span)
+        (first * padded[:, :, dy : dy + height, dx : dx + width]).sum(dim=1) for dy in range(span) for dx in range(span)
     ]
     return torch.stack(products, dim=1) / channels

@@ -3,6 +3,7 @@
 Names of modules follow the release exactly, so `network-default.pytorch` and the released CDVD-TSP checkpoints
 load unchanged. All grids are built in the input's dtype and on its device.
 """
+
 import logging
 import math
 
@@ -21,6 +22,8 @@ COST_CHANNELS = 81
 DENSE_CHANNELS = (128, 128, 96, 64, 32)
 FLOW_SCALE = 20.0
 """The network predicts flow divided by 20 (PWC-Net's training convention)."""
+WARP_SCALES = {5: 0.625, 4: 1.25, 3: 2.5, 2: 5.0}
+"""Per decoder level: the factor from the upsampled flow (in units of 20 px at full size) to this level's pixels."""
 SIZE_MULTIPLE = 64
 """The network sees frames resized to multiples of 64 (six stride-2 levels)."""
 
@@ -55,7 +58,7 @@ class Extractor(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         in_channels = 3
-        for name, out_channels in zip(LEVEL_NAMES, PYRAMID_CHANNELS):
+        for name, out_channels in zip(LEVEL_NAMES, PYRAMID_CHANNELS, strict=True):
             level = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
                 leaky_relu(),
@@ -87,8 +90,6 @@ def decoder_input_channels(level: int) -> int:
 class Decoder(nn.Module):
     """One coarse-to-fine level: cost volume, dense convs (each output put in front of its input), flow."""
 
-    WARP_SCALES = {5: 0.625, 4: 1.25, 3: 2.5, 2: 5.0}
-
     def __init__(self, level: int) -> None:
         super().__init__()
         self.level = level
@@ -97,17 +98,15 @@ class Decoder(nn.Module):
             previous_features = decoder_input_channels(level + 1) + sum(DENSE_CHANNELS)
             self.moduleUpflow = nn.ConvTranspose2d(2, 2, kernel_size=4, stride=2, padding=1)
             self.moduleUpfeat = nn.ConvTranspose2d(previous_features, 2, kernel_size=4, stride=2, padding=1)
-            self.warp_scale = self.WARP_SCALES[level]
+            self.warp_scale = WARP_SCALES[level]
         self.cost_activation = leaky_relu()
         in_channels = current
-        for name, out_channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS):
+        for name, out_channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS, strict=True):
             setattr(self, name, nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), leaky_relu()))
             in_channels += out_channels
         self.moduleSix = nn.Sequential(nn.Conv2d(in_channels, 2, kernel_size=3, padding=1))
 
-    def forward(
-        self, first: Tensor, second: Tensor, previous: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, first: Tensor, second: Tensor, previous: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         """Return (flow, features) at this level; ``previous`` is the coarser level's (flow, features)."""
         if previous is None:
             features = self.cost_activation(cost_volume(first, second))

@@ -1,4 +1,5 @@
 """The temporal sharpness prior, in the form the released weights were trained with (CONTRACT section 5)."""
+
 from collections.abc import Sequence
 
 import torch
@@ -15,9 +16,7 @@ def box_filter(image: Tensor, size: int = BOX_SIZE) -> Tensor:
     return F.conv2d(image, kernel, padding=size // 2, groups=channels)
 
 
-def temporal_sharpness_prior(
-    frames: Sequence[Tensor], masks: Sequence[Tensor | None], smooth: bool = True
-) -> Tensor:
+def temporal_sharpness_prior(frames: Sequence[Tensor], masks: Sequence[Tensor | None], smooth: bool = True) -> Tensor:
     """Sharpness map S [B, 1, H, W] for aligned frames centred on ``frames[len // 2]``.
 
     S = exp(-sqrt(sum_c sum_j (I_j - I_center)^2 / 2)) on box-filtered, detached frames, so S is 1 where the

@@ -1,4 +1,5 @@
 """The restoration net: an encoder-decoder over [prev aligned, center, next aligned, prior]."""
+
 from torch import Tensor, nn
 
 from model.blocks import ResBlock, conv_relu, upconv_relu

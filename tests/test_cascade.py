@@ -1,0 +1,94 @@
+"""The cascade for T stages, dtype/device following, and the cost volume against its definition."""
+
+import pytest
+import torch
+
+from model.cdvd_tsp import CDVD_TSP
+from model.correlation import cost_volume
+
+
+def small_clip(frames: int, dtype: torch.dtype = torch.float32, height: int = 32, width: int = 48) -> torch.Tensor:
+    return torch.rand(1, frames, 3, height, width, generator=torch.Generator().manual_seed(frames), dtype=dtype)
+
+
+@pytest.mark.parametrize("n_stages", [1, 3])
+def test_t_stages_take_2t_plus_1_frames_and_give_right_shapes(n_stages: int) -> None:
+    n_sequence = 2 * n_stages + 1
+    model = CDVD_TSP(n_sequence=n_sequence).eval()
+    clip = small_clip(n_sequence)
+    with torch.no_grad():
+        stages = model.forward_stages(clip)
+        outputs = model(clip)
+    assert [len(stage) for stage in stages] == list(range(n_sequence - 2, 0, -2))
+    for stage in stages:
+        for frame in stage:
+            assert frame.shape == (1, 3, 32, 48)
+    # forward: every output of the stages before the last, the final output, then None
+    assert len(outputs) == sum(len(stage) for stage in stages) + 1
+    assert outputs[-1] is None
+    assert torch.equal(outputs[-2], stages[-1][0])
+
+
+def test_stages_share_weights_so_one_stage_repeated_is_the_cascade() -> None:
+    model = CDVD_TSP(n_sequence=5).eval()
+    clip = small_clip(5)
+    with torch.no_grad():
+        recons_1, recons_2, recons_3, out, mid_loss = model(clip)
+        frames = list(clip.unbind(1))
+        first = [model.restore_center(*frames[index - 1 : index + 2]) for index in (1, 2, 3)]
+        second = model.restore_center(*first)
+    assert mid_loss is None
+    for ours, theirs in zip((recons_1, recons_2, recons_3, out), (*first, second), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("n_sequence", [1, 4, 6])
+def test_n_sequence_must_be_odd_and_at_least_three(n_sequence: int) -> None:
+    with pytest.raises(ValueError, match="n_sequence"):
+        CDVD_TSP(n_sequence=n_sequence)
+
+
+def test_wrong_number_of_frames_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\[B, 5, C, H, W\]"):
+        CDVD_TSP()(small_clip(3))
+
+
+def test_double_precision_follows_the_model() -> None:
+    model = CDVD_TSP(n_sequence=3).double().eval()
+    with torch.no_grad():
+        out, _ = model(small_clip(3, torch.float64))
+    assert out.dtype == torch.float64
+
+
+def brute_force_cost_volume(first: torch.Tensor, second: torch.Tensor, radius: int) -> torch.Tensor:
+    batch, _, height, width = first.shape
+    span = 2 * radius + 1
+    out = torch.zeros(batch, span * span, height, width, dtype=first.dtype)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            for y in range(height):
+                for x in range(width):
+                    if 0 <= y + dy < height and 0 <= x + dx < width:
+                        value = (first[:, :, y, x] * second[:, :, y + dy, x + dx]).mean(dim=1)
+                        out[:, (dy + radius) * span + dx + radius, y, x] = value
+    return out
+
+
+def test_cost_volume_matches_its_definition() -> None:
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randn(2, 5, 6, 7, generator=generator, dtype=torch.float64)
+    second = torch.randn(2, 5, 6, 7, generator=generator, dtype=torch.float64)
+    expected = brute_force_cost_volume(first, second, radius=4)
+    assert torch.allclose(cost_volume(first, second), expected, rtol=0, atol=1e-12)
+
+
+def test_cost_volume_gradients_are_correct() -> None:
+    generator = torch.Generator().manual_seed(1)
+    first = torch.randn(1, 2, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    second = torch.randn(1, 2, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cost_volume, (first, second), fast_mode=True)
+
+
+def test_cost_volume_refuses_mismatched_inputs() -> None:
+    with pytest.raises(ValueError, match="cost_volume"):
+        cost_volume(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))

@@ -1,0 +1,105 @@
+"""The model reproduces the released model's outputs (the fixture) component by component, end to end, and in
+its gradients: float64 to 1e-7 relative, float32 to 1e-4."""
+
+import pytest
+import torch
+
+from conftest import Reference, relative_error
+from model.correlation import cost_volume
+from model.flow_pwc import warp_features
+from model.prior import temporal_sharpness_prior
+
+FLOAT64_TOLERANCE = 1e-7
+FLOAT32_TOLERANCE = 1e-4
+OUTPUT_NAMES = ("recons_1", "recons_2", "recons_3", "out")
+
+
+def component_outputs(reference: Reference, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
+    """Run every component on the fixture's inputs; returns {fixture array name: output}."""
+    model = reference.model(dtype, device)
+
+    def get(name: str) -> torch.Tensor:
+        return reference[name].to(device=device, dtype=dtype)
+
+    with torch.no_grad():
+        warped, mask = model.flow_net.warp(get("warp_image"), get("warp_flow"))
+        return {
+            "corr_out": cost_volume(get("corr_first"), get("corr_second")),
+            "flow_out": model.flow_net.estimate_flow(get("flow_first"), get("flow_second")),
+            "warp_out": warped,
+            "warp_mask": mask,
+            "backward_out": warp_features(get("backward_in"), get("backward_flow")),
+            "tsp_out": temporal_sharpness_prior(list(get("tsp_frames").unbind(1)), list(get("tsp_masks").unbind(1))),
+            "recons_out": model.recons_net(get("recons_in")),
+        }
+
+
+def forward_and_gradients(reference: Reference, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
+    """Full forward, the fixture's loss and the gradients of its six parameters."""
+    model = reference.model(dtype, device)
+    outputs = model(reference["input"].to(device=device, dtype=dtype))
+    assert len(outputs) == 5 and outputs[4] is None
+    results = dict(zip(OUTPUT_NAMES, outputs[:4], strict=True))
+    loss = sum(
+        (output * reference[f"loss_weight_{index}"].to(device=device, dtype=dtype)).sum()
+        for index, output in enumerate(outputs[:4])
+    )
+    loss.backward()
+    results["loss"] = loss.detach()
+    parameters = dict(model.named_parameters())
+    for index, name in enumerate(reference.meta["grad_keys"]):
+        results[f"grad_{index}"] = parameters[name].grad
+    return results
+
+
+@pytest.fixture(scope="module")
+def float64_run(reference: Reference) -> dict[str, torch.Tensor]:
+    return forward_and_gradients(reference, torch.float64, "cpu")
+
+
+COMPONENTS = ("corr_out", "flow_out", "warp_out", "warp_mask", "backward_out", "tsp_out", "recons_out")
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, FLOAT32_TOLERANCE)])
+def test_components_match_fixture(reference: Reference, dtype: torch.dtype, tolerance: float) -> None:
+    outputs = component_outputs(reference, dtype, "cpu")
+    assert set(outputs) == set(COMPONENTS)
+    for name, output in outputs.items():
+        assert output.dtype == dtype, name
+        assert relative_error(output, reference[name]) <= tolerance, name
+
+
+@pytest.mark.parametrize("name", [*OUTPUT_NAMES, "loss"] + [f"grad_{index}" for index in range(6)])
+def test_float64_forward_and_gradients_match_fixture(
+    float64_run: dict[str, torch.Tensor], reference: Reference, name: str
+) -> None:
+    assert relative_error(float64_run[name], reference[name]) <= FLOAT64_TOLERANCE
+
+
+def test_float32_forward_matches_fixture(reference: Reference) -> None:
+    model = reference.model(torch.float32)
+    with torch.no_grad():
+        outputs = model(reference["input"].float())
+    for name, output in zip(OUTPUT_NAMES, outputs[:4], strict=True):
+        assert output.dtype == torch.float32
+        assert relative_error(output, reference[name]) <= FLOAT32_TOLERANCE, name
+
+
+def test_state_dict_names_and_shapes_equal_release(reference: Reference) -> None:
+    state = reference.model().state_dict()
+    assert [(name, list(tensor.shape)) for name, tensor in state.items()] == [
+        (name, shape) for name, shape in reference.meta["keys"]
+    ]
+    assert sum(tensor.numel() for tensor in state.values()) == 16_187_045
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, FLOAT32_TOLERANCE)])
+def test_cuda_matches_fixture(reference: Reference, dtype: torch.dtype, tolerance: float) -> None:
+    for name, output in component_outputs(reference, dtype, "cuda").items():
+        assert output.is_cuda
+        assert relative_error(output, reference[name]) <= tolerance, name
+    results = forward_and_gradients(reference, dtype, "cuda")
+    # float32 gradients accumulate more rounding than outputs; compare them at the looser float32 bound only
+    for name in [*OUTPUT_NAMES, "loss"] + ([f"grad_{index}" for index in range(6)] if dtype == torch.float64 else []):
+        assert relative_error(results[name], reference[name]) <= tolerance, name
