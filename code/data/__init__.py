@@ -1,0 +1,1 @@
+"""Data: dataset-form readers, frame and video I/O, the blur synthesizer."""

@@ -1,0 +1,1 @@
+"""Shared utilities: user-facing errors, repository paths."""

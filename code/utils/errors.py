@@ -1,0 +1,27 @@
+"""User-facing errors: one line on stderr, a non-zero exit, no traceback."""
+
+import logging
+import sys
+from collections.abc import Callable
+
+from model.checkpoint import CheckpointError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem with the user's input or options; its message is one line naming the file or option."""
+
+
+def run_cli(main: Callable[[], int | None]) -> None:
+    """Run an entry point; report user errors as ``error: <message>`` and exit non-zero without a traceback."""
+    try:
+        status = main()
+    except (UserError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).warning("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(status or 0)
