@@ -1,0 +1,41 @@
+"""Atomic writes and image/tensor conversions."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from utils import atomic
+from utils.image import to_tensor, to_uint8
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "log.txt"
+    target.write_text("old")
+    atomic.atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [path.name for path in tmp_path.iterdir()] == ["log.txt"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.pt"
+    atomic.atomic_torch_save({"w": torch.ones(2)}, target)
+
+    def crash(source: str, destination: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic.atomic_torch_save({"w": torch.zeros(2)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))
+    assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_uint8_round_trip_and_protocol_rounding() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    tensor = to_tensor(rgb)
+    assert tensor.shape == (1, 3, 5, 6) and tensor.dtype == torch.float32
+    assert np.array_equal(to_uint8(tensor), rgb)
+    values = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.4 / 255, 1.6 / 255, 1.0, 2.0]).view(1, 1, 1, 7).expand(1, 3, 1, 7)
+    assert to_uint8(values)[0, :, 0].tolist() == [0, 0, 0, 1, 2, 255, 255]
