@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 
 from utils import atomic
 from utils.image import to_tensor, to_uint8
+from utils.showcase import GAP, LABEL_HEIGHT, side_by_side, write_animation
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -39,3 +41,15 @@ def test_uint8_round_trip_and_protocol_rounding() -> None:
     assert np.array_equal(to_uint8(tensor), rgb)
     values = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.4 / 255, 1.6 / 255, 1.0, 2.0]).view(1, 1, 1, 7).expand(1, 3, 1, 7)
     assert to_uint8(values)[0, :, 0].tolist() == [0, 0, 0, 1, 2, 255, 255]
+
+
+def test_side_by_side_lays_panels_out_in_a_row_with_labels(tmp_path: Path) -> None:
+    panels = [np.full((10, 12, 3), value, np.uint8) for value in (0, 100, 200)]
+    row = side_by_side(panels, ["blurred", "deblurred", "sharp"])
+    assert row.shape == (10 + LABEL_HEIGHT, 3 * 12 + 2 * GAP, 3)
+    for index, value in enumerate((0, 100, 200)):
+        left = index * (12 + GAP)
+        assert (row[LABEL_HEIGHT:, left : left + 12] == value).all()
+    assert (row[:LABEL_HEIGHT] < 255).any()  # the labels are drawn
+    write_animation(tmp_path / "a.gif", [row, row[::-1].copy()])
+    assert iio.imread(tmp_path / "a.gif", index=None).shape[0] == 2

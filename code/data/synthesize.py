@@ -186,6 +186,28 @@ def place_path(
     return photo, replace(path, center=center)
 
 
+def camera_flow(path: CameraPath, time_from: float, time_to: float, size: tuple[int, int]) -> np.ndarray:
+    """True flow [2, H, W] (u, v) from the frame at ``time_from`` to the frame at ``time_to``: for each pixel of the
+    first, where the same scene point is in the second."""
+    height, width = size
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    pixels = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    scene = path.matrix(time_from) @ pixels
+    to_second = cv2.invertAffineTransform(path.matrix(time_to))
+    positions = to_second @ np.concatenate([scene, np.ones((1, scene.shape[1]))])
+    return (positions - pixels[:2]).reshape(2, height, width).astype(np.float32)
+
+
+def render_exposure(
+    photo_linear: np.ndarray, path: CameraPath, frame: int, size: tuple[int, int], settings: MotionSettings
+) -> np.ndarray:
+    """Linear-light mean of the poses seen during one exposure."""
+    exposure = np.zeros((*size, 3), np.float64)
+    for time in exposure_times(frame, settings):
+        exposure += render(photo_linear, path.matrix(time), size)
+    return exposure / settings.subframes
+
+
 def synthesize_photo_clip(
     photo: np.ndarray,
     n_frames: int,
@@ -200,10 +222,8 @@ def synthesize_photo_clip(
     photo_linear = to_linear(photo)
     pairs = []
     for frame in range(n_frames):
-        exposure = np.zeros((*size, 3), np.float64)
-        for time in exposure_times(frame, settings):
-            exposure += render(photo_linear, path.matrix(time), size)
-        blurred = degrade(to_display(exposure / settings.subframes), rng, noise, jpeg_quality)
+        exposure = render_exposure(photo_linear, path, frame, size, settings)
+        blurred = degrade(to_display(exposure), rng, noise, jpeg_quality)
         sharp = to_display(render(photo_linear, path.matrix(float(frame)), size))
         pairs.append((blurred, sharp))
     return pairs

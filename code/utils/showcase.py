@@ -1,0 +1,35 @@
+"""Pictures that show a result: side-by-side panels (blurred | deblurred | sharp) and short animations."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+
+GAP = 4
+LABEL_HEIGHT = 18
+
+
+def labelled(image: np.ndarray, label: str) -> np.ndarray:
+    """``image`` with a white strip on top holding ``label``."""
+    strip = np.full((LABEL_HEIGHT, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, label, (4, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, image], axis=0)
+
+
+def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """Equal-height uint8 RGB images in a row, each under its label, separated by white gaps."""
+    if len(panels) != len(labels):
+        raise ValueError("one label per panel")
+    columns = [labelled(panel, label) for panel, label in zip(panels, labels, strict=True)]
+    gap = np.full((columns[0].shape[0], GAP, 3), 255, np.uint8)
+    row = [columns[0]]
+    for column in columns[1:]:
+        row += [gap, column]
+    return np.concatenate(row, axis=1)
+
+
+def write_animation(path: Path, frames: Sequence[np.ndarray], fps: float = 4.0) -> None:
+    """Write uint8 RGB frames as a looping GIF."""
+    iio.imwrite(path, np.stack(frames), plugin="pillow", duration=1000.0 / fps, loop=0)
