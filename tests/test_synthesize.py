@@ -7,6 +7,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from data.frames import read_rgb, scan_dataset
 from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
@@ -14,10 +15,15 @@ from data.synthesize import (
     MotionSettings,
     average_exposure,
     blur_frame_sequence,
+    camera_flow,
     main,
     make_photo_dataset,
+    place_path,
+    render,
     synthesize_photo_clip,
+    to_linear,
 )
+from model.flow_pwc import Flow_PWC
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
@@ -125,3 +131,22 @@ def test_command_line_reports_bad_options_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == "error: --exposure must be in (0, 1], got 1.5\n"
     assert not (tmp_path / "x").exists()
+
+
+def as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None]
+
+
+def test_camera_flow_aligns_the_second_frame_to_the_first() -> None:
+    settings = MotionSettings(speed=(6.0, 6.0), rotation=1.0, zoom=0.01)
+    size = (40, 48)
+    photo, path = place_path(load_photo("skimage:astronaut.png"), np.random.default_rng(2), settings, size, 3)
+    linear = to_linear(photo)
+    first, second = (render(linear, path.matrix(time), size) for time in (1.0, 2.0))
+    flow = torch.from_numpy(camera_flow(path, 1.0, 2.0, size))[None]
+    assert flow.norm(dim=1).mean() > 3  # the camera really moved
+    aligned, mask = Flow_PWC().warp(as_tensor(second), flow)
+    inside = mask[0, 0].bool()
+    error = (aligned - as_tensor(first)).abs()[0][:, inside].mean()
+    unaligned = (as_tensor(second) - as_tensor(first)).abs()[0][:, inside].mean()
+    assert error < 0.1 * unaligned
