@@ -46,6 +46,7 @@ logger = logging.getLogger("inference")
 
 N_SEQUENCE = 5
 """The released cascade: five frames, two stages; the first and last two frames of a video have no full window."""
+HALF_WINDOW = N_SEQUENCE // 2
 SIZE_MULTIPLE = 4
 """The restoration net downsamples twice by 2: frames are cropped (evaluation) or padded (--input) to multiples of 4."""
 FALLBACK_FPS = 25.0
@@ -140,7 +141,7 @@ def check_model_file(path: Path) -> None:
         )
 
 
-def frames_with_output(count: int, border: bool, half: int, name: str) -> list[int]:
+def frames_with_output(count: int, border: bool, name: str, half: int = HALF_WINDOW) -> list[int]:
     """Indices of the frames that get an output; refuses videos too short for any."""
     if border:
         if count < half:
@@ -176,7 +177,7 @@ def check_folder_target(path: Path, option: str) -> None:
         raise UserError(f"{option} {path}: exists and is not a folder")
 
 
-def plan_evaluation(args: argparse.Namespace, preset: Preset, half: int) -> Plan:
+def plan_evaluation(args: argparse.Namespace, preset: Preset) -> Plan:
     data_path = given_or_default(args.data_path, preset.data_path)
     model_path = given_or_default(args.model_path, preset.model_path)
     result_path = given_or_default(args.result_path, preset.result_path)
@@ -203,7 +204,7 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, half: int) -> Plan
                     f"sharp frames {gt_size[1]}x{gt_size[0]}"
                 )
         check_size(video.name, source.size, crop=True, scored=video.gt is not None)
-        targets = frames_with_output(len(source), border, half, video.name)
+        targets = frames_with_output(len(source), border, video.name)
         frames_dir = result_path / video.name if args.save_image else None
         jobs.append(Job(source, video.gt, targets, frames_dir, None))
         inputs += video.blur + (video.gt or [])
@@ -232,7 +233,7 @@ def default_output(source: FolderSource | VideoSource) -> Path:
     return from_repo(f"infer_results/{source.name}_deblurred")
 
 
-def plan_input(args: argparse.Namespace, preset: Preset, half: int) -> Plan:
+def plan_input(args: argparse.Namespace, preset: Preset) -> Plan:
     if args.data_path or args.result_path:
         raise UserError("--input deblurs one folder or video; leave out --data_path and --result_path")
     if not args.save_image:
@@ -244,7 +245,7 @@ def plan_input(args: argparse.Namespace, preset: Preset, half: int) -> Plan:
     source = open_input(input_path)
     check_model_file(model_path)
     check_size(source.name, source.size, crop=False, scored=False)
-    targets = frames_with_output(len(source), border, half, source.name)
+    targets = frames_with_output(len(source), border, source.name)
     output = Path(args.output).expanduser().resolve() if args.output else default_output(source)
 
     if is_video_path(output):
@@ -279,8 +280,7 @@ def plan_input(args: argparse.Namespace, preset: Preset, half: int) -> Plan:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     preset = PRESETS[args.default_data]
-    half = N_SEQUENCE // 2
-    return plan_input(args, preset, half) if args.input else plan_evaluation(args, preset, half)
+    return plan_input(args, preset) if args.input else plan_evaluation(args, preset)
 
 
 def load_model(path: Path, device: torch.device) -> CDVD_TSP:
@@ -334,14 +334,13 @@ def deblur_video(job: Job, model: CDVD_TSP, plan: Plan, log: RunLog, results: Re
     """Run one video through the cascade, saving, scoring and logging each output as it comes."""
     source = job.source
     names = source.frame_names
-    half = model.n_stages
     runner = WindowRunner(model) if plan.window else StreamingRunner(model)
     prepare = FramePreparer(source.size, plan.crop, plan.device)
     frames: Iterator[np.ndarray] = source.frames()
     if plan.border:
-        frames = with_border(frames, half)
+        frames = with_border(frames, model.n_stages)
     targets = iter(job.targets)
-    pushed: deque[np.ndarray] = deque(maxlen=half + 1)  # the output of a push is the frame pushed `half` before
+    pushed: deque[np.ndarray] = deque(maxlen=runner.latency + 1)  # a push's output is for pushed[0]
     if job.frames_dir is not None:
         job.frames_dir.mkdir(parents=True, exist_ok=True)
 

@@ -50,7 +50,7 @@ class StreamingRunner:
 
     def push(self, frame: Tensor) -> Tensor | None:
         """Add the next frame [B, C, H, W]; returns the output for the frame ``latency`` pushes back, if complete."""
-        result: Tensor | None = frame
+        result = frame
         for inputs in self.stage_inputs:
             inputs.append(result)
             if len(inputs) < 3:

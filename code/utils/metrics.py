@@ -61,16 +61,29 @@ def ssim(output: np.ndarray, reference: np.ndarray) -> float:
     second = crop_border(reference).astype(np.float64)
     mean_first = _gaussian_valid(first)
     mean_second = _gaussian_valid(second)
-    mean_first_sq = mean_first * mean_first
-    mean_second_sq = mean_second * mean_second
+    covariance = _gaussian_valid(first * second)
+    variance_sum = _gaussian_valid(first * first)
+    variance_sum += _gaussian_valid(second * second)
+    # the SSIM map, computed in place: a 720p frame's float64 arrays are 22 MB each, and allocating them is slow
     mean_product = mean_first * mean_second
-    variance_first = _gaussian_valid(first * first) - mean_first_sq
-    variance_second = _gaussian_valid(second * second) - mean_second_sq
-    covariance = _gaussian_valid(first * second) - mean_product
-    ssim_map = ((2.0 * mean_product + SSIM_C1) * (2.0 * covariance + SSIM_C2)) / (
-        (mean_first_sq + mean_second_sq + SSIM_C1) * (variance_first + variance_second + SSIM_C2)
-    )
-    return float(ssim_map.mean())
+    covariance -= mean_product
+    mean_first *= mean_first
+    mean_second *= mean_second
+    variance_sum -= mean_first
+    variance_sum -= mean_second
+    numerator = mean_product
+    numerator *= 2.0
+    numerator += SSIM_C1
+    covariance *= 2.0
+    covariance += SSIM_C2
+    numerator *= covariance
+    denominator = mean_first
+    denominator += mean_second
+    denominator += SSIM_C1
+    variance_sum += SSIM_C2
+    denominator *= variance_sum
+    numerator /= denominator
+    return float(numerator.mean())
 
 
 @dataclass(frozen=True)
