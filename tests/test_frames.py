@@ -76,6 +76,7 @@ def test_dataset_form_is_scanned_with_and_without_gt(tmp_path: Path) -> None:
         ({}, "no 'blur' folder"),
         ({"blur/a": 3}, "no 'gt' folder"),
         ({"blur/a": 3, "gt/b": 3}, "blur and gt videos differ \\(only in blur/: a; only in gt/: b\\)"),
+        ({"blur/a": 3, "blur/b": 3, "gt/a": 3}, "blur and gt videos differ \\(only in blur/: b\\)$"),
         ({"blur/a": 3, "gt/a": 2}, "video 'a' has 3 blurred frames but 2 sharp frames"),
         ({"blur/a": 0, "gt/a": 0}, "video 'a' has no frames"),
     ],

@@ -132,7 +132,10 @@ def scan_dataset(root: Path, require_gt: bool = False) -> list[VideoFrames]:
     if has_gt and set(gt_videos) != set(blur_videos):
         only_blur = sorted(set(blur_videos) - set(gt_videos), key=natural_key)
         only_gt = sorted(set(gt_videos) - set(blur_videos), key=natural_key)
-        parts = [f"only in blur/: {', '.join(only_blur)}" if only_blur else "", f"only in gt/: {', '.join(only_gt)}"]
+        parts = [
+            f"only in blur/: {', '.join(only_blur)}" if only_blur else "",
+            f"only in gt/: {', '.join(only_gt)}" if only_gt else "",
+        ]
         raise UserError(f"{root}: blur and gt videos differ ({'; '.join(part for part in parts if part)})")
 
     videos = []

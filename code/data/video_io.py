@@ -1,0 +1,207 @@
+"""Frame sources for inference (a folder of frames, a video file) and a video file writer.
+
+A source knows its frames' names, count and size up front and reads the frames lazily, one at a time, so a long
+video is never held in memory. Video files are read and written with imageio-ffmpeg, which ships its own ffmpeg.
+"""
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import imageio_ffmpeg
+import numpy as np
+
+from data.frames import IMAGE_SUFFIXES, check_same_size, list_frames, read_rgb
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_CODECS = {
+    ".mp4": "libx264",
+    ".m4v": "libx264",
+    ".mov": "libx264",
+    ".mkv": "libx264",
+    ".avi": "libx264",
+    ".webm": "libvpx-vp9",
+}
+"""Output video types this project writes, with their encoder (the bundled ffmpeg has both)."""
+CODEC_QUALITY = {"libx264": ["-crf", "16", "-preset", "medium"], "libvpx-vp9": ["-crf", "20", "-b:v", "0"]}
+"""Near-transparent quality: the output of a deblurrer should not be visibly re-blurred by compression."""
+VIDEO_FRAME_DIGITS = 5
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def is_video_path(path: Path) -> bool:
+    """A name the writer knows as a video file type."""
+    return Path(path).suffix.lower() in VIDEO_CODECS
+
+
+def check_unique_stems(paths: list[Path], what: str) -> None:
+    """Outputs are named ``<stem>.png``: two frames with one stem (``a.png``, ``a.jpg``) would overwrite each other."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise UserError(
+                f"{what}: frames {seen[path.stem].name} and {path.name} would both be saved as {path.stem}.png"
+            )
+        seen[path.stem] = path
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """A sequence of image files of one size, read lazily."""
+
+    name: str
+    paths: list[Path]
+    size: tuple[int, int]
+    """(height, width)"""
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [path.stem for path in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Each frame as H x W x 3 uint8 RGB, in order."""
+        for path in self.paths:
+            image = read_rgb(path)
+            if image.shape[:2] != self.size:
+                raise UserError(
+                    f"{self.name}: frame {path} is {image.shape[1]}x{image.shape[0]}, "
+                    f"the others are {self.size[1]}x{self.size[0]}"
+                )
+            yield image
+
+
+def folder_source(name: str, paths: list[Path]) -> FolderSource:
+    """Check that ``paths`` (frames of the video ``name``) are readable images of one size with distinct stems."""
+    if not paths:
+        raise UserError(f"{name}: no frames (PNG, JPEG, BMP or TIFF)")
+    check_unique_stems(paths, name)
+    return FolderSource(name, list(paths), check_same_size(paths, name))
+
+
+def open_frame_folder(folder: Path) -> FolderSource:
+    """A plain folder of frames (no blur/ and gt/ subfolders)."""
+    frames = list_frames(folder)
+    if not frames and (folder / "blur").is_dir():
+        raise UserError(f"{folder}: holds a dataset (blur/<video>/...), not frames; pass it with --data_path")
+    if not frames:
+        raise UserError(f"{folder}: no frames (PNG, JPEG, BMP or TIFF) in this folder")
+    return folder_source(folder.name, frames)
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """A video file, decoded lazily by ffmpeg."""
+
+    name: str
+    path: Path
+    size: tuple[int, int]
+    """(height, width)"""
+    fps: float
+    count: int
+
+    @property
+    def frame_names(self) -> list[str]:
+        digits = max(VIDEO_FRAME_DIGITS, len(str(self.count - 1)))
+        return [f"{index:0{digits}d}" for index in range(self.count)]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Each frame as H x W x 3 uint8 RGB, in order; ffmpeg stops when the iteration stops."""
+        height, width = self.size
+        reader = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24")
+        with contextlib.closing(reader):
+            next(reader)  # the metadata, read again by open_video
+            for raw in reader:
+                yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()  # writable, like images
+
+
+def open_video(path: Path) -> VideoSource:
+    """Read a video file's size and frame rate and count its frames (ffmpeg decodes it once, without the model)."""
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        with contextlib.closing(reader):
+            meta = next(reader)
+        count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except Exception as error:  # imageio-ffmpeg raises IOError, RuntimeError, StopIteration... for bad files
+        raise UserError(f"cannot read video {path}: {first_line(error)}") from None
+    width, height = meta["size"]
+    return VideoSource(path.stem, path, (height, width), float(meta.get("fps") or 0.0), count)
+
+
+def open_input(path: Path) -> FolderSource | VideoSource:
+    """``--input``: a folder of frames or a video file."""
+    if path.is_dir():
+        return open_frame_folder(path)
+    if not path.exists():
+        raise UserError(f"--input {path}: no such file or folder")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(f"--input {path}: a single image; give the folder of a video's frames or a video file")
+    return open_video(path)
+
+
+class VideoWriter:
+    """Write frames to a video file: ffmpeg encodes into a hidden file beside the target, renamed over it on success.
+
+    An interrupted or failed run removes the partial file and leaves any earlier file at ``path`` untouched.
+    Use as a context manager.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise UserError(f"{path}: cannot write {suffix or 'this'} videos; use one of {', '.join(VIDEO_CODECS)}")
+        self.path = path
+        self.partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        height, width = size
+        codec = VIDEO_CODECS[suffix]
+        # 4:2:0 chroma (what players expect) needs even sizes; odd ones keep full chroma rather than being resized
+        pixel_format = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+        self.size = size
+        self.writer = imageio_ffmpeg.write_frames(
+            str(self.partial),
+            (width, height),
+            fps=fps,
+            codec=codec,
+            quality=None,
+            pix_fmt_out=pixel_format,
+            macro_block_size=1,
+            output_params=CODEC_QUALITY[codec],
+        )
+        self.writer.send(None)  # starts ffmpeg
+
+    def write(self, rgb: np.ndarray) -> None:
+        if rgb.shape != (*self.size, 3):
+            raise ValueError(f"frame of shape {rgb.shape} for a {self.size[1]}x{self.size[0]} video")
+        self.writer.send(np.ascontiguousarray(rgb))
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            self.writer.close()
+        except Exception:
+            if kind is None:
+                self.partial.unlink(missing_ok=True)
+                raise
+        if kind is None:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)

@@ -1,0 +1,183 @@
+"""What an inference run reports: the log (a new file per run, lines like the release's) and results.json.
+
+Averages are taken over frames: per video, and in total over ALL frames of all videos (not the mean of the video
+means), as the protocol says. An infinite PSNR (an output equal to the sharp frame) makes the averages infinite, as
+in the release; JSON has no infinity, so results.json writes it as the string "inf" (``float("inf")`` reads it back).
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from utils.atomic import atomic_write_json
+from utils.metrics import FrameScores
+
+METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """Seconds spent on one output frame: reading and preparing its input, the model, and saving and scoring."""
+
+    pre: float
+    forward: float
+    post: float
+
+    @property
+    def total(self) -> float:
+        return self.pre + self.forward + self.post
+
+
+def json_number(value: float) -> float | str:
+    """A float for JSON: non-finite values as the strings "inf", "-inf", "nan"."""
+    return value if math.isfinite(value) else str(value)
+
+
+def mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+@dataclass
+class VideoResults:
+    frames: dict[str, FrameScores | None] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+
+    def averages(self) -> dict[str, float]:
+        """Mean of each metric over the frames; empty without ground truth."""
+        scores = [score for score in self.frames.values() if score is not None]
+        if not scores:
+            return {}
+        return {name: mean([getattr(score, name) for score in scores]) for name in METRICS}
+
+
+@dataclass
+class Results:
+    """Per-frame scores and times of a run, grouped by video."""
+
+    videos: dict[str, VideoResults] = field(default_factory=dict)
+
+    def video(self, name: str) -> VideoResults:
+        """The results of video ``name`` (empty until its first frame is added)."""
+        return self.videos.setdefault(name, VideoResults())
+
+    def add(self, video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> None:
+        results = self.video(video)
+        results.frames[frame] = scores
+        results.seconds.append(times.total)
+
+    def all_scores(self) -> list[FrameScores]:
+        return [score for video in self.videos.values() for score in video.frames.values() if score is not None]
+
+    @property
+    def frame_count(self) -> int:
+        return sum(len(video.frames) for video in self.videos.values())
+
+    def averages(self) -> dict[str, float]:
+        """Mean of each metric over ALL scored frames of all videos; empty without ground truth."""
+        scores = self.all_scores()
+        if not scores:
+            return {}
+        return {name: mean([getattr(score, name) for score in scores]) for name in METRICS}
+
+    def seconds_per_frame(self) -> float:
+        seconds = [value for video in self.videos.values() for value in video.seconds]
+        return mean(seconds) if seconds else 0.0
+
+    def to_json(self) -> dict:
+        """The results.json document (metric keys only where there is ground truth)."""
+        videos = {}
+        for name, video in self.videos.items():
+            frames = {
+                frame: {} if score is None else {key: json_number(getattr(score, key)) for key in METRICS}
+                for frame, score in video.frames.items()
+            }
+            averages = {key: json_number(value) for key, value in video.averages().items()}
+            videos[name] = {**averages, "frames": frames}
+        averages = {key: json_number(value) for key, value in self.averages().items()}
+        return {
+            **averages,
+            "frames": self.frame_count,
+            "seconds_per_frame": self.seconds_per_frame(),
+            "videos": videos,
+        }
+
+    def write_json(self, path: Path) -> None:
+        atomic_write_json(path, self.to_json())
+
+
+def metric_text(averages: dict[str, float], prefix: str = "") -> str:
+    """'PSNR=.., SSIM=.. (input PSNR=.., SSIM=..)' in the release's precision, or '' without ground truth."""
+    if not averages:
+        return ""
+    return (
+        f"{prefix}PSNR={averages['psnr']:.5}, {prefix}SSIM={averages['ssim']:.4} "
+        f"(input {prefix}PSNR={averages['input_psnr']:.5}, {prefix}SSIM={averages['input_ssim']:.4})"
+    )
+
+
+def frame_line(video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> str:
+    """The release's per-frame line, plus the blurred input's metrics."""
+    metrics = metric_text({name: getattr(scores, name) for name in METRICS}) if scores else ""
+    return " ".join(
+        part
+        for part in (
+            f"> {video}-{frame}",
+            metrics,
+            f"pre_time:{times.pre:.3}s, forward_time:{times.forward:.3}s, post_time:{times.post:.3}s, "
+            f"total_time:{times.total:.3}s",
+        )
+        if part
+    )
+
+
+def video_line(name: str, video: VideoResults) -> str:
+    parts = [f"# Video:{name}", metric_text(video.averages(), "AVG-"), f"frames={len(video.frames)}"]
+    return " ".join(part for part in parts if part)
+
+
+def total_line(results: Results) -> str:
+    parts = [
+        "# Total",
+        metric_text(results.averages(), "AVG-"),
+        f"frames={results.frame_count}, seconds_per_frame={results.seconds_per_frame():.4}",
+    ]
+    return " ".join(part for part in parts if part)
+
+
+class RunLog:
+    """A log file of its own for this run (``<prefix>_<date>_<time>.txt``, never an existing one), echoed to stdout.
+
+    The name holds no ':' so it is valid on every OS; a second run within the same second gets ``_2``, ``_3``...
+    Lines go through tqdm so they do not break a progress bar.
+    """
+
+    def __init__(self, folder: Path, prefix: str = "inference_log") -> None:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        self.path, self.file = self._create(folder, f"{prefix}_{stamp}")
+
+    @staticmethod
+    def _create(folder: Path, stem: str) -> tuple[Path, TextIO]:
+        for attempt in range(1, 1000):
+            path = folder / (f"{stem}.txt" if attempt == 1 else f"{stem}_{attempt}.txt")
+            try:
+                return path, open(path, "x", encoding="utf-8", buffering=1)
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"{folder}: too many logs named {stem}*")
+
+    def write(self, line: str) -> None:
+        self.file.write(line + "\n")
+        tqdm.write(line)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

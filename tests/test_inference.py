@@ -1,0 +1,158 @@
+"""inference.py end to end on tiny generated clips with seeded weights: outputs, results.json, the log."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference import main
+from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
+
+from data.frames import read_rgb
+from data.video_io import VideoWriter, open_video
+from utils.metrics import psnr, ssim
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+
+METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
+FRAME_LINE = re.compile(
+    r"^> (?P<video>\w+)-(?P<frame>\w+) PSNR=(?P<psnr>\S+), SSIM=(?P<ssim>\S+) "
+    r"\(input PSNR=(?P<input_psnr>\S+), SSIM=(?P<input_ssim>\S+)\) pre_time:"
+)
+AVERAGE_LINE = re.compile(
+    r"^# (?:Video:(?P<video>\w+)|Total) AVG-PSNR=(?P<psnr>\S+), AVG-SSIM=(?P<ssim>\S+) "
+    r"\(input AVG-PSNR=(?P<input_psnr>\S+), AVG-SSIM=(?P<input_ssim>\S+)\) frames=(?P<frames>\d+)"
+)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_seeded_weights(tmp_path_factory.mktemp("weights") / "model.pt", seed=7)
+
+
+def evaluate(data: Path, weights: Path, result: Path, *flags: str) -> dict:
+    argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
+    assert main([*argv, *flags]) == 0
+    return json.loads((result / "results.json").read_text())
+
+
+def pngs(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.glob("*.png"))
+
+
+def only_log(folder: Path, pattern: str = "inference_log_*.txt") -> list[str]:
+    logs = list(folder.glob(pattern))
+    assert len(logs) == 1 and ":" not in logs[0].name
+    return logs[0].read_text().splitlines()
+
+
+def assert_close_to_printed(value: float, printed: str, digits: int) -> None:
+    """``printed`` is ``value`` in the release's format (``digits`` significant digits)."""
+    assert printed == f"{value:.{digits}}"
+
+
+def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v1": 6, "v2": 5}, height=38, width=50)
+    result = tmp_path / "result"
+    report = evaluate(data, weights, result)
+
+    # without --border the first and last two frames get no output; frames are cropped to multiples of 4
+    assert pngs(result / "v1") == ["00002.png", "00003.png"]
+    assert pngs(result / "v2") == ["00002.png"]
+    assert read_rgb(result / "v1" / "00002.png").shape == (36, 48, 3)
+
+    assert set(report) == {*METRICS, "frames", "seconds_per_frame", "videos"}
+    assert report["frames"] == 3 and report["seconds_per_frame"] > 0
+    assert list(report["videos"]) == ["v1", "v2"]
+    every_frame = []
+    for video, frames in (("v1", ["00002", "00003"]), ("v2", ["00002"])):
+        entry = report["videos"][video]
+        assert set(entry) == {*METRICS, "frames"} and list(entry["frames"]) == frames
+        for frame in frames:
+            output = read_rgb(result / video / f"{frame}.png")
+            sharp = read_rgb(data / "gt" / video / f"{frame}.png")[:36, :48]
+            blurry = read_rgb(data / "blur" / video / f"{frame}.png")[:36, :48]
+            expected = [psnr(output, sharp), ssim(output, sharp), psnr(blurry, sharp), ssim(blurry, sharp)]
+            assert [entry["frames"][frame][name] for name in METRICS] == pytest.approx(expected, rel=1e-12)
+            every_frame.append(expected)
+        for position, name in enumerate(METRICS):
+            video_mean = math.fsum(values[position] for values in every_frame[-len(frames) :]) / len(frames)
+            assert entry[name] == pytest.approx(video_mean, rel=1e-12)
+    for position, name in enumerate(METRICS):  # the total is over ALL frames, not the mean of the video means
+        assert report[name] == pytest.approx(math.fsum(values[position] for values in every_frame) / 3, rel=1e-12)
+
+    log = only_log(result)
+    frame_lines = [FRAME_LINE.match(line) for line in log if line.startswith("> ")]
+    assert len(frame_lines) == 3 and all(frame_lines)
+    for match in frame_lines:
+        scores = report["videos"][match["video"]]["frames"][match["frame"]]
+        for name in METRICS:
+            assert_close_to_printed(scores[name], match[name], 5 if name.endswith("psnr") else 4)
+    averages = [AVERAGE_LINE.match(line) for line in log if line.startswith("# ")]
+    assert [match["video"] for match in averages] == ["v1", "v2", None]
+    for match in averages:
+        entry = report["videos"][match["video"]] if match["video"] else report
+        assert int(match["frames"]) == (len(entry["frames"]) if match["video"] else entry["frames"])
+        for name in METRICS:
+            assert_close_to_printed(entry[name], match[name], 5 if name.endswith("psnr") else 4)
+
+
+def test_border_gives_every_frame_and_streaming_equals_window(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"clip": 3}, height=36, width=48)
+    streamed = evaluate(data, weights, tmp_path / "streamed", "--border")
+    windowed = evaluate(data, weights, tmp_path / "windowed", "--border", "--window")
+    assert pngs(tmp_path / "streamed" / "clip") == ["00000.png", "00001.png", "00002.png"]
+    assert pngs(tmp_path / "windowed" / "clip") == pngs(tmp_path / "streamed" / "clip")
+    for name in pngs(tmp_path / "streamed" / "clip"):
+        ours = read_rgb(tmp_path / "streamed" / "clip" / name).astype(int)
+        theirs = read_rgb(tmp_path / "windowed" / "clip" / name).astype(int)
+        assert np.abs(ours - theirs).max() <= 1  # float32 paths equal to 1e-5: at most a rounding step apart
+    assert streamed["psnr"] == pytest.approx(windowed["psnr"], rel=1e-3)
+    assert "runner: window" in "\n".join(only_log(tmp_path / "windowed"))
+
+
+def test_dataset_without_ground_truth_deblurs_without_metrics(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"clip": 5}, height=36, width=48, gt=False)
+    report = evaluate(data, weights, tmp_path / "result")
+    assert pngs(tmp_path / "result" / "clip") == ["00002.png"]
+    assert set(report) == {"frames", "seconds_per_frame", "videos"}
+    assert report["videos"] == {"clip": {"frames": {"00002": {}}}}
+    log = only_log(tmp_path / "result")
+    assert [line.split(" pre_time")[0] for line in log if line.startswith("> ")] == ["> clip-00002"]
+    assert log[-1].startswith("# Total frames=1, seconds_per_frame=")
+
+
+def test_input_folder_keeps_size_and_names_and_restores_every_frame(tmp_path: Path, weights: Path) -> None:
+    frames = sharp_frames(3, 30, 45)
+    folder = tmp_path / "my frames"
+    write_image(folder / "shot1.jpg", frames[0])
+    write_image(folder / "shot2.png", frames[1][..., 0])  # gray
+    write_image(folder / "shot10.png", frames[2])
+    output = tmp_path / "out"
+    argv = ["--input", str(folder), "--output", str(output), "--model_path", str(weights), "--device", "cpu"]
+    assert main(argv) == 0
+    assert pngs(output) == ["shot1.png", "shot10.png", "shot2.png"]
+    assert all(read_rgb(output / name).shape == (30, 45, 3) for name in pngs(output))
+    report = json.loads((output / "results.json").read_text())
+    assert report["frames"] == 3 and list(report["videos"]["my frames"]["frames"]) == ["shot1", "shot2", "shot10"]
+    assert "psnr" not in report
+    assert len([line for line in only_log(output) if line.startswith("> ")]) == 3
+
+
+def test_input_video_round_trip_gives_a_video_of_the_same_rate_and_size(tmp_path: Path, weights: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, (36, 50), fps=12.5) as writer:
+        for frame in sharp_frames(3, 36, 50):
+            writer.write(frame)
+    output = tmp_path / "out" / "deblurred.mp4"
+    argv = ["--input", str(clip), "--output", str(output), "--model_path", str(weights), "--device", "cpu"]
+    assert main(argv) == 0
+    video = open_video(output)
+    assert (video.size, video.fps, len(video)) == ((36, 50), 12.5, 3)
+    assert len(list(video.frames())) == 3
+    report = json.loads((tmp_path / "out" / "deblurred_results.json").read_text())
+    assert report["frames"] == 3 and list(report["videos"]["clip"]["frames"]) == ["00000", "00001", "00002"]
+    assert len(only_log(tmp_path / "out", "deblurred_inference_log_*.txt")) > 3
+    assert sorted(path.name for path in output.parent.iterdir() if path.name.startswith(".")) == []

@@ -1,0 +1,191 @@
+"""inference.py refuses bad input with one line naming the problem, before writing anything."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from inference import main
+from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
+
+from model.checkpoint import CheckpointError
+from utils.errors import UserError
+from utils.paths import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+
+INFERENCE = REPO_ROOT / "code" / "inference.py"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_seeded_weights(tmp_path_factory.mktemp("weights") / "model.pt", seed=3)
+
+
+def evaluation_argv(data: Path, weights: Path, result: Path) -> list[str]:
+    return ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
+
+
+def drop_frame(root: Path) -> None:
+    (root / "gt" / "v" / "00004.png").unlink()
+
+
+def add_video(root: Path) -> None:
+    make_dataset(root, {"w": 5}, gt=False)
+
+
+def garbage_frame(root: Path) -> None:
+    (root / "blur" / "v" / "00003.png").write_bytes(b"this is not a PNG")
+
+
+def resized_frame(root: Path) -> None:
+    write_image(root / "blur" / "v" / "00001.png", sharp_frames(1, 40, 50)[0])
+
+
+def resized_gt(root: Path) -> None:
+    for path in (root / "gt" / "v").iterdir():
+        write_image(path, sharp_frames(1, 40, 52)[0])
+
+
+def short_video(root: Path) -> None:
+    for name in ("blur", "gt"):
+        (root / name / "v" / "00004.png").unlink()
+
+
+def tiny_frames(root: Path) -> None:
+    for path in [*(root / "blur" / "v").iterdir(), *(root / "gt" / "v").iterdir()]:
+        write_image(path, sharp_frames(1, 18, 30)[0])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (drop_frame, "video 'v' has 5 blurred frames but 4 sharp frames"),
+        (add_video, r"blur and gt videos differ \(only in blur/: w\)"),
+        (garbage_frame, r"cannot read image .*00003\.png"),
+        (resized_frame, "v: frames differ in size: 00000.png is 50x38, 00001.png is 50x40"),
+        (resized_gt, "v: blurred frames are 50x38, sharp frames 52x40"),
+        (short_video, "v: has 4 frame.* without --border a video needs at least 5"),
+        (tiny_frames, "v: frames of 30x18 are too small"),
+    ],
+)
+def test_bad_datasets_are_refused_before_anything_is_written(
+    tmp_path: Path, weights: Path, damage: Callable[[Path], None], message: str
+) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    damage(data)
+    with pytest.raises(UserError, match=message):
+        main(evaluation_argv(data, weights, tmp_path / "result"))
+    assert not (tmp_path / "result").exists()
+
+
+def test_missing_model_says_where_the_released_files_go(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    with pytest.raises(UserError) as error:
+        main(evaluation_argv(data, tmp_path / "CDVD_TSP_GOPRO.pt", tmp_path / "result"))
+    message = str(error.value)
+    assert "model not found" in message and "CDVD_TSP_GOPRO.pt" in message
+    assert 'README.md, section "Released weights and datasets"' in message and "pretrain_models/README.md" in message
+    assert not (tmp_path / "result").exists()
+
+
+def test_an_error_leaves_an_earlier_run_untouched(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 4})
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / "results.json").write_text('{"earlier": true}')
+    with pytest.raises(UserError, match="at least 5"):
+        main(evaluation_argv(data, weights, result))
+    assert [path.name for path in result.iterdir()] == ["results.json"]
+    assert (result / "results.json").read_text() == '{"earlier": true}'
+
+
+def test_a_frame_that_fails_to_decode_during_the_run_is_named(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    frame = data / "blur" / "v" / "00002.png"
+    frame.write_bytes(frame.read_bytes()[:200])  # the header (and size) reads, the pixels do not
+    with pytest.raises(UserError, match=r"cannot read image .*00002\.png"):
+        main(evaluation_argv(data, weights, tmp_path / "result"))
+    assert not (tmp_path / "result" / "results.json").exists()
+    (log,) = (tmp_path / "result").glob("inference_log_*.txt")
+    assert log.read_text().splitlines()[-1].startswith("error: cannot read image")
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path, weights: Path) -> None:
+    state = torch.load(weights, weights_only=True)
+    state.pop(sorted(state)[0])
+    torch.save(state, tmp_path / "partial.pt")
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    with pytest.raises(CheckpointError, match=r"partial\.pt does not fit CDVD_TSP: 1 missing"):
+        main(evaluation_argv(data, tmp_path / "partial.pt", tmp_path / "result"))
+    assert not (tmp_path / "result").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_refused(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    with pytest.raises(UserError, match="--device cuda: PyTorch sees no CUDA device"):
+        main([*evaluation_argv(data, weights, tmp_path / "result")[:-2], "--device", "cuda"])
+
+
+def test_input_mode_refuses_to_overwrite_its_input_and_conflicting_flags(tmp_path: Path, weights: Path) -> None:
+    folder = tmp_path / "frames"
+    for index, frame in enumerate(sharp_frames(3, 24, 32)):
+        write_image(folder / f"{index}.png", frame)
+    common = ["--input", str(folder), "--model_path", str(weights), "--device", "cpu"]
+    cases = [
+        (["--output", str(folder)], "would overwrite an input frame"),
+        (["--output", str(tmp_path / "out.mp4")], "a video file, but the input is a folder of frames"),
+        (["--no_save_image"], "--no_save_image"),
+        (["--data_path", str(folder)], "leave out --data_path"),
+        (["--no_border"], "without --border a video needs at least 5"),
+    ]
+    for flags, message in cases:
+        with pytest.raises(UserError, match=message):
+            main([*common, *flags])
+    assert sorted(path.name for path in folder.iterdir()) == ["0.png", "1.png", "2.png"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["frames"]
+
+
+def test_output_goes_with_input(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    with pytest.raises(UserError, match="--output goes with --input"):
+        main([*evaluation_argv(data, weights, tmp_path / "result"), "--output", str(tmp_path / "out")])
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=environment
+    )
+
+
+def test_cli_reports_a_missing_dataset_in_one_line_from_any_directory(tmp_path: Path) -> None:
+    completed = run_cli(str(INFERENCE), "--data_path", "missing", "--result_path", "result", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert completed.stderr.startswith(f"error: dataset not found: {tmp_path / 'missing'}")
+    assert 'README.md, section "Released weights and datasets"' in completed.stderr
+    assert "dataset/README.md" in completed.stderr
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_a_checkpoint_that_does_not_fit_in_one_line(tmp_path: Path) -> None:
+    torch.save({"flow_net.unknown": torch.zeros(1)}, tmp_path / "other.pt")
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    completed = run_cli(
+        str(INFERENCE), *evaluation_argv(data, tmp_path / "other.pt", tmp_path / "result"), cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert "other.pt does not fit CDVD_TSP: 210 missing" in completed.stderr
+    assert not (tmp_path / "result").exists()
+
+
+def test_cli_runs_from_the_code_folder() -> None:
+    completed = run_cli("inference.py", "--help", cwd=REPO_ROOT / "code")
+    assert completed.returncode == 0
+    assert "--default_data {DVD,GOPRO}" in completed.stdout and "--no_border" in completed.stdout

@@ -1,0 +1,101 @@
+"""Frame sources (folders, video files) and the video writer."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_clips import make_dataset, sharp_frames, write_image
+
+from data.video_io import VideoWriter, open_frame_folder, open_input, open_video
+from utils.errors import UserError
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:
+    with VideoWriter(path, frames[0].shape[:2], fps) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 48), (31, 45)])
+def test_video_round_trip_keeps_count_size_rate_and_content(tmp_path: Path, height: int, width: int) -> None:
+    frames = sharp_frames(4, height, width)
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=12.5)
+    assert not list(tmp_path.glob(".*"))  # the hidden partial file was renamed
+
+    source = open_input(path)
+    assert (source.name, source.size, source.fps, len(source)) == ("clip", (height, width), 12.5, 4)
+    assert source.frame_names == ["00000", "00001", "00002", "00003"]
+    decoded = list(source.frames())
+    assert len(decoded) == 4
+    for ours, original in zip(decoded, frames, strict=True):
+        assert ours.shape == original.shape and ours.dtype == np.uint8
+        assert np.abs(ours.astype(float) - original).mean() < 4.0  # lossy (4:2:0 chroma on a noisy scene)
+
+
+def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_partial(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"earlier result")
+    with pytest.raises(RuntimeError, match="stop"), VideoWriter(path, (32, 48), 10.0) as writer:
+        writer.write(sharp_frames(1, 32, 48)[0])
+        raise RuntimeError("stop")
+    assert path.read_bytes() == b"earlier result"
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_unknown_video_type_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"cannot write \.xyz videos"):
+        VideoWriter(tmp_path / "out.xyz", (32, 48), 10.0)
+
+
+def test_folder_source_is_naturally_sorted_and_reads_gray_and_rgba_as_rgb(tmp_path: Path) -> None:
+    frames = sharp_frames(3, 24, 32)
+    write_image(tmp_path / "f10.png", frames[2])
+    write_image(tmp_path / "f2.jpg", frames[1][..., 0])  # gray
+    rgba = np.concatenate([frames[0], np.full((24, 32, 1), 128, np.uint8)], axis=2)
+    write_image(tmp_path / "f1.png", rgba)
+    (tmp_path / "notes.txt").write_text("not a frame")
+
+    source = open_frame_folder(tmp_path)
+    assert source.frame_names == ["f1", "f2", "f10"]
+    assert source.size == (24, 32)
+    decoded = list(source.frames())
+    assert all(frame.shape == (24, 32, 3) for frame in decoded)
+    assert np.array_equal(decoded[0], frames[0])
+    assert np.array_equal(decoded[2], frames[2])
+    assert np.abs(decoded[1].astype(float) - frames[1][..., :1]).mean() < 3.0  # JPEG
+
+
+def test_frames_that_would_share_an_output_name_are_refused(tmp_path: Path) -> None:
+    frame = sharp_frames(1, 24, 32)[0]
+    write_image(tmp_path / "a.png", frame)
+    write_image(tmp_path / "a.jpg", frame)
+    with pytest.raises(UserError, match=r"both be saved as a\.png"):
+        open_frame_folder(tmp_path)
+
+
+def test_a_frame_that_changes_size_after_the_check_is_named(tmp_path: Path) -> None:
+    frames = sharp_frames(2, 24, 32)
+    for index, frame in enumerate(frames):
+        write_image(tmp_path / f"{index}.png", frame)
+    source = open_frame_folder(tmp_path)
+    write_image(tmp_path / "1.png", frames[1][:20])
+    with pytest.raises(UserError, match=r"1\.png is 32x20"):
+        list(source.frames())
+
+
+def test_input_errors_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file or folder"):
+        open_input(tmp_path / "missing.mp4")
+    write_image(tmp_path / "one.png", sharp_frames(1, 24, 32)[0])
+    with pytest.raises(UserError, match="a single image"):
+        open_input(tmp_path / "one.png")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(UserError, match=r"cannot read video .*broken\.mp4"):
+        open_video(tmp_path / "broken.mp4")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no frames"):
+        open_input(empty)
+    with pytest.raises(UserError, match="--data_path"):
+        open_input(make_dataset(tmp_path / "dataset", {"v": 1}, 24, 32))
