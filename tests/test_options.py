@@ -121,13 +121,18 @@ def test_bad_values_are_named(flags: list[str], message: str) -> None:
         parse_args(flags)
 
 
-def test_resume_takes_the_run_options_and_refuses_a_changed_one() -> None:
-    saved = run_options(parse_args(["--patch_size", "64", "--lr", "2e-4"]))
-    assert "epochs" not in saved and "patch_size" in saved  # session options are not part of the run
-    resumed = parse_args(["--resume", "--epochs", "9"])
+def test_resume_takes_the_run_options_and_refuses_a_changed_one(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    saved = run_options(parse_args(["--patch_size", "64", "--lr", "2e-4", "--epochs", "3", "--dir_data", "d"]))
+    assert "save" not in saved and "resume" not in saved and saved["dir_data"] == str(tmp_path / "d")
+    monkeypatch.chdir(REPO_ROOT)
+    resumed = parse_args(["--resume"])
     restored = apply_saved_options(resumed, saved)
-    assert (resumed.patch_size, resumed.lr, resumed.epochs) == (64, 2e-4, 9)
-    assert sorted(restored) == ["lr", "patch_size"]
+    assert (resumed.patch_size, resumed.lr, resumed.epochs, resumed.train_dir) == (64, 2e-4, 3, tmp_path / "d")
+    assert sorted(restored) == ["dir_data", "epochs", "lr", "patch_size"]
+    longer = parse_args(["--resume", "--epochs", "9", "--n_threads", "1"])  # adjustable options may change
+    apply_saved_options(longer, saved)
+    assert (longer.epochs, longer.n_threads, longer.lr) == (9, 1, 2e-4)
     with pytest.raises(UserError, match=re.escape("--lr 0.001 differs from the run being resumed")):
         apply_saved_options(parse_args(["--resume", "--lr", "1e-3"]), saved)
 

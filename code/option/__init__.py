@@ -22,7 +22,13 @@ AMP_MODES = ("off", "bf16", "fp16")
 NO_VALUE = "."
 """The release's way to say 'none' for --pre_train, --load and --save."""
 
-SESSION_OPTIONS = frozenset(
+CONTROL_OPTIONS = frozenset(
+    {"save", "load", "resume", "test_only", "experiment_dir", "pretrain_models_dir", "no_flow_pretrain", "pre_train"}
+)
+"""Options about this start only: where the run lives, what to do with it, where training starts from. Never saved
+with a run (a resumed run takes its weights from its checkpoint)."""
+
+ADJUSTABLE_OPTIONS = frozenset(
     {
         "n_threads",
         "cpu",
@@ -33,22 +39,15 @@ SESSION_OPTIONS = frozenset(
         "process",
         "dir_data",
         "dir_data_test",
-        "experiment_dir",
-        "pretrain_models_dir",
-        "no_flow_pretrain",
-        "save",
-        "load",
-        "resume",
-        "test_only",
         "print_every",
         "save_images",
         "save_middle_models",
         "epochs",
     }
 )
-"""Options that may differ when a run is resumed (hardware, locations, logging, the epoch budget). Every other
-option defines the run: a resumed run takes it from the checkpoint, and a different value given explicitly is an
-error, so that a resumed run continues exactly the run that was stopped."""
+"""Options of a run that a resumed run may change (hardware, data location, logging, the epoch budget): a resumed
+run takes them from its checkpoint unless they are given. Every other saved option defines the run: a resumed run
+takes it from its checkpoint and refuses another value, so that it continues exactly the run that was stopped."""
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -199,6 +198,9 @@ def derive(args: argparse.Namespace) -> None:
     args.n_sequence = 2 * args.n_stages + 1
     args.train_dir = _resolve(args, "dir_data", Path("dataset") / args.data_train / "train")
     args.test_dir = _resolve(args, "dir_data_test", Path("dataset") / args.data_test / "test")
+    # absolute, so that a run resumed from another working directory finds its data
+    args.dir_data = str(args.train_dir) if args.dir_data else None
+    args.dir_data_test = str(args.test_dir) if args.dir_data_test else None
     args.experiment_root = _resolve(args, "experiment_dir") / args.save
     args.pretrain_dir = _resolve(args, "pretrain_models_dir")
     args.pre_train_path = None if args.pre_train == NO_VALUE else Path(args.pre_train).expanduser().absolute()
@@ -252,13 +254,14 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that define the run (saved with every checkpoint, restored by --resume)."""
-    names = set(vars(build_parser(suppress_defaults=False).parse_args([]))) | {"template"}
-    return {name: getattr(args, name) for name in sorted(names - SESSION_OPTIONS)}
+    """The options of the run (saved with every checkpoint, restored by --resume): all but `CONTROL_OPTIONS`."""
+    names = set(vars(build_parser().parse_args([])))
+    return {name: getattr(args, name) for name in sorted(names - CONTROL_OPTIONS)}
 
 
 def apply_saved_options(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
-    """For --resume: take the run's options from the checkpoint; a different value given explicitly is an error.
+    """For --resume: take the run's options from the checkpoint, except adjustable ones given on the command line;
+    another value given for any other option is an error.
 
     Returns the names of the options whose values came from the checkpoint and differ from this command's.
     """
@@ -266,7 +269,7 @@ def apply_saved_options(args: argparse.Namespace, saved: dict[str, Any]) -> list
     restored = []
     for name, value in saved.items():
         current = getattr(args, name, None)
-        if current == value:
+        if current == value or (name in explicit and name in ADJUSTABLE_OPTIONS):
             continue
         if name in explicit:
             raise UserError(
