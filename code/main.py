@@ -22,8 +22,6 @@ from trainer.runtime import Runtime, start_runtime, stop_runtime
 from trainer.trainer import Trainer
 from utils.errors import UserError, run_cli
 
-logger = logging.getLogger("main")
-
 
 class TqdmHandler(logging.Handler):
     """Log lines printed above the progress bars instead of through them."""

@@ -22,7 +22,9 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     )
 
 
-def train_loader(dataset: VideoData, batch_size: int, workers: int, rank: int, world_size: int, pin: bool):
+def train_loader(
+    dataset: VideoData, batch_size: int, workers: int, rank: int, world_size: int, pin: bool
+) -> DataLoader:
     """Batches of ``batch_size`` (per process) in an order set by (seed, epoch): call ``sampler.set_epoch``."""
     sampler = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=dataset.options.seed, drop_last=False

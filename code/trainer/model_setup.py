@@ -1,7 +1,6 @@
 """Building the model for training: its size from the options, its starting weights, its device wrappers."""
 
 import argparse
-import logging
 
 import torch
 from torch import nn
@@ -10,8 +9,6 @@ from torch.nn.parallel import DistributedDataParallel
 from model.cdvd_tsp import CDVD_TSP
 from trainer.runtime import Runtime
 from utils.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 FLOW_PRETRAIN_FILE = "network-default.pytorch"
 

@@ -2,7 +2,6 @@
 
 import argparse
 import decimal
-import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -25,8 +24,6 @@ from trainer.runtime import Runtime
 from trainer.step import TrainStep
 from trainer.validation import float_psnr, window_images
 from utils.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 
