@@ -8,11 +8,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tqdm import tqdm
 
 from data.loaders import build_datasets
-from logger.experiment import Experiment, check_folder
+from logger.experiment import Experiment, check_folder, read_state
 from loss import Loss
 from model.checkpoint import load_weights
 from option import apply_saved_options, parse_args
@@ -38,23 +39,24 @@ def configure_logging(is_main: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    check_folder(args.experiment_root, args.resume, args.test_only, args.pre_train_path is not None)
+    # a resumed run's options (the device among them) come from its checkpoint, before anything is set up
+    state = read_state(args.experiment_root) if args.resume else None
+    restored = apply_saved_options(args, state["options"]) if state else []
     runtime = start_runtime(args.cpu, args.n_GPUs)
     configure_logging(runtime.is_main)
     try:
-        return run(args, runtime)
+        return run(args, runtime, state, restored)
     finally:
         stop_runtime(runtime)
 
 
-def run(args: argparse.Namespace, runtime: Runtime) -> int:
-    """Everything after the options and the processes are set up."""
+def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None, restored: list[str]) -> int:
+    """Everything after the options and the processes are set up; ``state`` is the checkpoint to resume from."""
     if args.batch_size % runtime.world_size:
         raise UserError(f"--batch_size {args.batch_size} does not split over {runtime.world_size} processes")
     root = args.experiment_root
-    check_folder(root, args.resume, args.test_only, args.pre_train_path is not None)
     experiment = Experiment(root, writes=runtime.is_main)
-    state = experiment.load_state() if args.resume else None
-    restored = apply_saved_options(args, state["options"]) if state else []
     if args.deterministic:
         use_deterministic_algorithms()
     seed_everything(args.seed)

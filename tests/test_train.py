@@ -72,10 +72,9 @@ def train(data: list[str], experiments: Path, save: str, *flags: str) -> int:
     return train_main.main([*TINY, *data, "--experiment_dir", str(experiments), "--save", save, *flags])
 
 
-def resume(data: list[str], experiments: Path, save: str, *flags: str) -> int:
-    """Continue a run giving only the session options: the run's options come from its checkpoint."""
-    argv = ["--cpu", "--n_threads", "0", "--deterministic", *data, "--experiment_dir", str(experiments)]
-    return train_main.main([*argv, "--save", save, "--resume", *flags])
+def resume(experiments: Path, save: str, *flags: str) -> int:
+    """Continue a run naming only the run: every other option (device, data, epochs...) comes from its checkpoint."""
+    return train_main.main(["--experiment_dir", str(experiments), "--save", save, "--resume", *flags])
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +161,7 @@ def test_an_existing_run_is_never_overwritten(data: list[str], experiments: Path
     with pytest.raises(UserError, match="already holds results; continue that run with --resume"):
         train(data, experiments, "full", "--epochs", "1")
     with pytest.raises(UserError, match="holds no run to resume"):
-        resume(data, experiments, "never_started")
+        resume(experiments, "never_started")
     assert (uninterrupted / "state.pt").read_bytes() == before
 
 
@@ -179,7 +178,7 @@ def test_resume_equals_an_uninterrupted_run(
 ) -> None:
     run = copy_run(killed_run, "resumed")
     (run / ".state.pt.leftover.tmp").write_bytes(b"half a file, as a real kill leaves it")
-    assert resume(data, experiments, "resumed") == 0  # --epochs 2 and every other run option: from the checkpoint
+    assert resume(experiments, "resumed") == 0  # --epochs 2 and every other run option: from the checkpoint
     assert_same_weights(run / "model" / "model_latest.pt", uninterrupted / "model" / "model_latest.pt")
     for log in ("loss_log.pt", "psnr_log.pt"):
         assert torch.equal(torch.load(run / log, weights_only=True), torch.load(uninterrupted / log, weights_only=True))
@@ -192,8 +191,10 @@ def test_resume_equals_an_uninterrupted_run(
     assert "Continue from epoch 1..." in log and "Epoch   2 with Lr 5.00e-4" in log
     # nothing left to do: the run says so and changes nothing; more epochs can be asked for
     state = (run / "state.pt").read_bytes()
-    assert resume(data, experiments, "resumed") == 0
+    assert resume(experiments, "resumed") == 0
     assert (run / "state.pt").read_bytes() == state and "has finished its 2 epochs" in (run / "log.txt").read_text()
+    with pytest.raises(UserError, match=r"--patch_size 64 differs from the run being resumed \(32\)"):
+        resume(experiments, "resumed", "--patch_size", "64", "--epochs", "3")
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint(

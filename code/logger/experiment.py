@@ -77,6 +77,16 @@ def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> 
     raise UserError(f"{root} already holds results; continue that run with --resume, or choose another --save")
 
 
+def read_state(root: Path) -> dict[str, Any]:
+    """The resume state of the run in ``root`` (written by `Experiment.save_checkpoint`)."""
+    path = root / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # damaged or foreign file: torch raises many types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"--resume: cannot read {path} ({reason})") from None
+
+
 class Experiment:
     """Writer of one experiment folder (see the module docstring)."""
 
@@ -147,14 +157,6 @@ class Experiment:
         if keep_epoch:
             atomic_torch_save(weights, self.model_dir / f"model_{epoch}.pt")
         atomic_torch_save(optimizer, self.root / "optimizer.pt")
-
-    def load_state(self) -> dict[str, Any]:
-        """The resume state written by `save_checkpoint`."""
-        try:
-            return torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # damaged or foreign file: torch raises many types
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"--resume: cannot read {self.state_path} ({reason})") from None
 
     def save_history(self, history: History) -> None:
         """The per-epoch logs as tensors (release form) and their plots."""
