@@ -318,3 +318,15 @@ def test_a_process_that_is_not_rank_0_writes_nothing(tmp_path: Path) -> None:
     experiment.save_history(history)
     experiment.save_images("DVD", "v", "0", {kind: np.zeros((4, 4, 3), np.uint8) for kind in ("gt", "blur")})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_error_is_one_line(experiments: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    short = make_dataset(tmp_path / "short", videos=1, frames=2, height=32, width=32)
+    argv = [*TINY, "--dir_data", str(short), "--dir_data_test", str(short), "--experiment_dir", str(experiments)]
+    with pytest.raises(SystemExit) as exit_status:
+        train_main.run_cli(lambda: train_main.main([*argv, "--save", "short_data"]))
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {short}: video 'video0' has 2 frames, fewer than a window of 3"
+    ]
+    assert not (experiments / "short_data").exists()  # nothing was written
