@@ -4,6 +4,7 @@ import logging
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from model.checkpoint import load_weights
 from model.flow_pwc import Flow_PWC
@@ -43,6 +44,8 @@ class CDVD_TSP(nn.Module):
         self.n_sequence = n_sequence
         self.n_stages = (n_sequence - 1) // 2
         self.is_mask_filter = is_mask_filter
+        self.checkpoint_steps = False
+        """When set, training recomputes each stage step in the backward pass instead of keeping its activations."""
         self.flow_net = Flow_PWC(load_pretrain=load_flow_net, pretrain_fn=flow_pretrain_fn)
         self.recons_net = RECONS_VIDEO(
             in_channels=in_channels,
@@ -73,6 +76,11 @@ class CDVD_TSP(nn.Module):
 
     def stage(self, frames: list[Tensor]) -> list[Tensor]:
         """Restore every frame of ``frames`` that has two neighbours (the sequence shortens by two)."""
+        if self.checkpoint_steps and torch.is_grad_enabled():
+            return [
+                checkpoint(self.restore_center, *frames[index - 1 : index + 2], use_reentrant=False)
+                for index in range(1, len(frames) - 1)
+            ]
         return [self.restore_center(*frames[index - 1 : index + 2]) for index in range(1, len(frames) - 1)]
 
     def forward_stages(self, x: Tensor) -> list[list[Tensor]]:

@@ -1,0 +1,1 @@
+"""The experiment folder: logs, configuration, checkpoints, plots and validation images, written atomically."""

@@ -1,0 +1,31 @@
+"""Line plots of per-epoch logs, saved as PNG and PDF without a display (matplotlib's Agg canvas)."""
+
+import io
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from utils.atomic import atomic_write_bytes
+
+PLOT_FORMATS = ("png", "pdf")
+
+
+def plot_series(path_stem: Path, title: str, ylabel: str, series: dict[str, list[float]]) -> None:
+    """Plot each series against epochs 1, 2, ... and write ``<path_stem>.png`` and ``.pdf`` atomically."""
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, values in series.items():
+        axes.plot(range(1, len(values) + 1), values, label=label, marker="." if len(values) < 50 else None)
+    axes.set_title(title)
+    axes.set_xlabel("Epochs")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(ylabel)
+    axes.grid(True)
+    axes.legend()
+    for extension in PLOT_FORMATS:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=extension)
+        atomic_write_bytes(path_stem.with_name(f"{path_stem.name}.{extension}"), buffer.getvalue())

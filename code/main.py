@@ -1,0 +1,94 @@
+"""Train, fine-tune or validate CDVD-TSP: ``python code/main.py [options]`` (``--help`` lists them).
+
+One process trains on one device (or several through --n_GPUs and DataParallel); under
+``torchrun --nproc_per_node N code/main.py ...`` N processes train with DistributedDataParallel.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from data.loaders import build_datasets
+from logger.experiment import Experiment, check_folder, read_state
+from loss import Loss
+from model.checkpoint import load_weights
+from option import apply_saved_options, parse_args
+from trainer.model_setup import build_model
+from trainer.randomness import seed_everything, use_deterministic_algorithms
+from trainer.runtime import Runtime, start_runtime, stop_runtime
+from trainer.trainer import Trainer
+from utils.errors import UserError, run_cli
+
+
+class TqdmHandler(logging.Handler):
+    """Log lines printed above the progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+def configure_logging(is_main: bool) -> None:
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, handlers=[handler], force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_folder(args.experiment_root, args.resume, args.test_only, args.pre_train_path is not None)
+    # a resumed run's options (the device among them) come from its checkpoint, before anything is set up
+    state = read_state(args.experiment_root) if args.resume else None
+    restored = apply_saved_options(args, state["options"]) if state else []
+    runtime = start_runtime(args.cpu, args.n_GPUs)
+    configure_logging(runtime.is_main)
+    try:
+        return run(args, runtime, state, restored)
+    finally:
+        stop_runtime(runtime)
+
+
+def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None, restored: list[str]) -> int:
+    """Everything after the options and the processes are set up; ``state`` is the checkpoint to resume from."""
+    if args.batch_size % runtime.world_size:
+        raise UserError(f"--batch_size {args.batch_size} does not split over {runtime.world_size} processes")
+    root = args.experiment_root
+    experiment = Experiment(root, writes=runtime.is_main)
+    if args.deterministic:
+        use_deterministic_algorithms()
+    seed_everything(args.seed)
+
+    model = build_model(args, weights_follow=args.resume or args.test_only or args.pre_train_path is not None)
+    if args.pre_train_path is not None and not args.resume:
+        load_weights(model, args.pre_train_path)
+    elif args.test_only:
+        best = root / "model" / "model_best.pt"
+        if not best.is_file():
+            raise UserError(f"--test_only: {best} not found; pass --pre_train <checkpoint> or the --save of a run")
+        load_weights(model, best)
+    train_set, test_set = build_datasets(args, train=not args.test_only)
+    runtime.barrier()  # every process has checked the folder, the weights and the data before rank 0 writes
+
+    experiment.open()
+    trainer = Trainer(args, runtime, model, Loss(args.loss), train_set, test_set, experiment)
+    first_epoch = trainer.restore(state) + 1 if state else 1
+    experiment.write_config(args, first_epoch)
+    if args.test_only:
+        trainer.test()
+        return 0
+    if state:
+        experiment.write_log(f"Continue from epoch {first_epoch - 1}...")
+        if restored:
+            experiment.write_log(f"options taken from the run being resumed: {', '.join(restored)}")
+    if args.epochs and first_epoch > args.epochs:
+        experiment.write_log(f"the run has finished its {args.epochs} epochs; raise --epochs to train longer")
+        return 0
+    trainer.fit(first_epoch)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

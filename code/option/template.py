@@ -1,0 +1,36 @@
+"""Named training recipes: each template is a set of option defaults that flags given on the command line override.
+
+To add a recipe, add one entry to `TEMPLATES`; its keys are option names (the ``dest`` of a flag in
+`option.build_parser`), checked when the options are parsed.
+"""
+
+from typing import Any
+
+TEMPLATES: dict[str, dict[str, Any]] = {
+    # The released recipe (CONTRACT section 8): five-frame windows (two stages) from the first 100 frames of each
+    # DVD training video, 256 x 256 crops, batch 8, 1*L1 + 2*HEM, Adam at 1e-4 halved every 200 epochs, 500 epochs.
+    "CDVD_TSP": {
+        "model": "CDVD_TSP",
+        "n_stages": 2,
+        "n_frames_per_video": 100,
+        "n_feat": 32,
+        "n_resblock": 3,
+        "size_must_mode": 4,
+        "loss": "1*L1+2*HEM",
+        "lr": 1e-4,
+        "lr_decay": 200,
+        "gamma": 0.5,
+        "data_train": "DVD",
+        "data_test": "DVD",
+        "epochs": 500,
+        "batch_size": 8,
+        "patch_size": 256,
+    },
+}
+
+DEFAULT_TEMPLATE = "CDVD_TSP"
+
+
+def template_defaults(name: str) -> dict[str, Any]:
+    """The option defaults of template ``name``; `KeyError` if there is none."""
+    return dict(TEMPLATES[name])

@@ -1,0 +1,1 @@
+"""Training: the process runtime (one device, DataParallel, DDP), the epoch loop, validation, resumable state."""

@@ -1,0 +1,64 @@
+"""Building the model for training: its size from the options, its starting weights, its device wrappers."""
+
+import argparse
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from model.cdvd_tsp import CDVD_TSP
+from trainer.runtime import Runtime
+from utils.errors import UserError
+
+FLOW_PRETRAIN_FILE = "network-default.pytorch"
+
+
+def build_model(args: argparse.Namespace, weights_follow: bool) -> CDVD_TSP:
+    """CDVD_TSP sized by the options. PWC-Net starts from network-default.pytorch unless --no_flow_pretrain or
+    ``weights_follow`` (a checkpoint will replace every weight anyway: --pre_train, --resume, --test_only)."""
+    load_flow = not args.no_flow_pretrain and not weights_follow
+    flow_file = args.pretrain_dir / FLOW_PRETRAIN_FILE
+    if load_flow and not flow_file.is_file():
+        raise UserError(
+            f"{flow_file} not found: training starts PWC-Net from these weights; pretrain_models/README.md says "
+            "where to get them (or pass --no_flow_pretrain to train PWC-Net from scratch)"
+        )
+    return CDVD_TSP(
+        in_channels=args.n_colors,
+        n_sequence=args.n_sequence,
+        out_channels=args.n_colors,
+        n_resblock=args.n_resblock,
+        n_feat=args.n_feat,
+        load_flow_net=load_flow,
+        flow_pretrain_fn=str(flow_file),
+    )
+
+
+def wrap_model(model: CDVD_TSP, runtime: Runtime, n_gpus: int) -> nn.Module:
+    """DistributedDataParallel under torchrun, DataParallel over --n_GPUs, else the model itself."""
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+    if runtime.device.type == "cuda" and n_gpus > 1:
+        return nn.DataParallel(model, device_ids=list(range(n_gpus)))
+    return model
+
+
+def make_optimizer(model: CDVD_TSP, args: argparse.Namespace) -> torch.optim.Adam:
+    """Adam with the release's two groups: the restoration net at --lr and the flow net at --flow_lr."""
+    groups = [
+        {"params": list(model.recons_net.parameters()), "lr": args.lr},
+        {"params": list(model.flow_net.parameters()), "lr": args.flow_lr},
+    ]
+    return torch.optim.Adam(
+        groups, betas=(args.beta1, args.beta2), eps=args.epsilon, weight_decay=args.weight_decay, lr=args.lr
+    )
+
+
+def stage_targets(n_stages: int) -> list[int]:
+    """Index of the input frame each output of the cascade restores, in the order `CDVD_TSP.forward` returns them.
+
+    Stage s (from 0) restores frames s+1 .. 2T-1-s; for T = 2 this is [1, 2, 3, 2], the release's
+    cat([gt1, gt2, gt3, gt2]).
+    """
+    return [frame for stage in range(n_stages) for frame in range(stage + 1, 2 * n_stages - stage)]

@@ -1,0 +1,56 @@
+"""One optimisation step of the cascade: forward (optionally under autocast), the loss on every stage's outputs
+against the ground truth of the frames they restore, backward, update."""
+
+import contextlib
+
+import torch
+from torch import Tensor, nn
+
+from loss import Loss
+from trainer.model_setup import stage_targets
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainStep:
+    """Runs `network` (CDVD_TSP or a wrapper of it) on batches and updates it with `optimizer`."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        loss: Loss,
+        optimizer: torch.optim.Optimizer,
+        n_stages: int,
+        device: torch.device,
+        amp: str = "off",
+    ) -> None:
+        self.network = network
+        self.loss = loss
+        self.optimizer = optimizer
+        self.device = device
+        self.amp = amp
+        self.targets = stage_targets(n_stages)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=AMP_DTYPES[self.amp])
+
+    def compute_loss(self, blur: Tensor, gt: Tensor) -> tuple[Tensor, list[float]]:
+        """Forward a batch ([B, 2T+1, 3, H, W] each); returns the loss to minimise and the weighted terms (and
+        their total) as numbers."""
+        blur = blur.to(self.device, non_blocking=True)
+        gt = gt.to(self.device, non_blocking=True)
+        with self.autocast():
+            outputs = self.network(blur)[:-1]
+        output = torch.cat(outputs, dim=1).float()
+        target = torch.cat([gt[:, frame] for frame in self.targets], dim=1)
+        total, values = self.loss(output, target)
+        return total, values.tolist()
+
+    def optimise(self, total: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()

@@ -1,0 +1,31 @@
+"""Validation during training: the release's float PSNR, and one window's images for result/."""
+
+import math
+
+from torch import Tensor
+
+from utils.image import to_uint8
+
+SHAVE = 4
+"""Pixels left out on every side, as the release measured."""
+PSNR_OF_IDENTICAL = 100.0
+"""What the release reported for a zero error."""
+
+
+def float_psnr(output: Tensor, target: Tensor, rgb_range: float = 1.0, shave: int = SHAVE) -> float:
+    """PSNR in dB of [B, C, H, W] tensors in [0, rgb_range], with ``shave`` pixels cropped on every side.
+
+    As the release computed it during training: on the float outputs (not rounded, not clamped), peak 1 after
+    dividing by ``rgb_range``.
+    """
+    if min(output.shape[-2:]) <= 2 * shave:
+        raise ValueError(f"frames of {list(output.shape[-2:])} pixels leave nothing after shaving {shave} per side")
+    cropped = (output - target)[..., shave:-shave, shave:-shave].double() / rgb_range
+    mse = cropped.pow(2).mean().item()
+    return PSNR_OF_IDENTICAL if mse == 0 else -10.0 * math.log10(mse)
+
+
+def window_images(blur_center: Tensor, gt_center: Tensor, stage1: Tensor, final: Tensor, rgb_range: float) -> dict:
+    """The four images the release saved per validation window, as H x W x 3 uint8 (x255, clamp, round)."""
+    tensors = {"gt": gt_center, "blur": blur_center, "deblur_iter1": stage1, "deblur_iter2": final}
+    return {kind: to_uint8(tensor / rgb_range) for kind, tensor in tensors.items()}

@@ -1,0 +1,149 @@
+"""Options: the release's flags, templates as defaults under the flags given, checks, and resume rules."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from option import apply_saved_options, build_parser, parse_args, run_options
+from option.template import TEMPLATES
+from utils.errors import UserError
+from utils.paths import REPO_ROOT
+
+RELEASE_FLAGS = [
+    "--n_threads",
+    "--cpu",
+    "--n_GPUs",
+    "--seed",
+    "--dir_data",
+    "--dir_data_test",
+    "--data_train",
+    "--data_test",
+    "--process",
+    "--patch_size",
+    "--size_must_mode",
+    "--rgb_range",
+    "--n_colors",
+    "--no_augment",
+    "--model",
+    "--pre_train",
+    "--test_every",
+    "--epochs",
+    "--batch_size",
+    "--test_only",
+    "--loss",
+    "--lr",
+    "--lr_decay",
+    "--gamma",
+    "--beta1",
+    "--beta2",
+    "--epsilon",
+    "--weight_decay",
+    "--mid_loss_weight",
+    "--experiment_dir",
+    "--pretrain_models_dir",
+    "--save",
+    "--save_middle_models",
+    "--load",
+    "--resume",
+    "--print_every",
+    "--save_images",
+    "--template",
+]
+NEW_FLAGS = ["--n_stages", "--no_flow_pretrain", "--amp", "--grad_checkpoint", "--deterministic"]
+
+
+def test_every_flag_is_documented_in_help() -> None:
+    parser = build_parser()
+    documented = {option for action in parser._actions for option in action.option_strings if action.help}
+    assert set(RELEASE_FLAGS + NEW_FLAGS) <= documented
+    assert all(action.help for action in parser._actions)
+
+
+def test_released_template_and_flags_given_win() -> None:
+    args = parse_args([])
+    assert (args.model, args.n_stages, args.n_sequence, args.n_frames_per_video) == ("CDVD_TSP", 2, 5, 100)
+    assert (args.n_feat, args.n_resblock, args.size_must_mode, args.loss) == (32, 3, 4, "1*L1+2*HEM")
+    assert (args.lr, args.lr_decay, args.gamma, args.epochs, args.batch_size, args.patch_size) == (
+        1e-4,
+        200,
+        0.5,
+        500,
+        8,
+        256,
+    )
+    assert args.flow_lr == 1e-6
+    assert args.train_dir == REPO_ROOT / "dataset" / "DVD" / "train"
+    assert args.test_dir == REPO_ROOT / "dataset" / "DVD" / "test"
+    assert args.experiment_root == REPO_ROOT / "experiment" / "CDVD_TSP_Video_Deblur"
+    # unlike the release, whose template overwrote the command line, a flag given beats the template
+    given = parse_args(["--lr", "3e-4", "--n_stages", "3", "--data_train", "GOPRO"])
+    assert (given.lr, given.n_sequence, given.train_dir.parts[-2]) == (3e-4, 7, "GOPRO")
+
+
+def test_template_keys_are_options() -> None:
+    destinations = {action.dest for action in build_parser()._actions}
+    for name, values in TEMPLATES.items():
+        assert set(values) <= destinations, f"template {name} sets unknown options"
+
+
+def test_given_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["--dir_data", "train", "--experiment_dir", "runs", "--save", "x", "--pre_train", "w.pt"])
+    assert args.train_dir == tmp_path / "train"
+    assert args.experiment_root == tmp_path / "runs" / "x"
+    assert args.pre_train_path == tmp_path / "w.pt"
+
+
+def test_load_continues_the_named_experiment() -> None:
+    args = parse_args(["--load", "old_run"])
+    assert (args.save, args.resume) == ("old_run", True)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--n_colors", "1"], "--n_colors 1"),
+        (["--cpu", "--amp", "bf16"], "--amp bf16: mixed precision needs CUDA"),
+        (["--loss", "1*L1+2*SSIM"], "unknown loss 'SSIM'"),
+        (["--model", "EDVR"], "--model EDVR: unknown model"),
+        (["--n_stages", "0"], "--n_stages 0"),
+        (["--batch_size", "0"], "--batch_size 0"),
+        (["--n_frames_per_video", "4"], "shorter than one window of 5 frames"),
+        (["--test_only", "--resume"], "exclude each other"),
+        (["--save", "a/b"], "must be a folder name"),
+        (["--beta1", "1"], "--beta1 1.0"),
+    ],
+)
+def test_bad_values_are_named(flags: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_args(flags)
+
+
+def test_resume_takes_the_run_options_and_refuses_a_changed_one(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    saved = run_options(parse_args(["--patch_size", "64", "--lr", "2e-4", "--epochs", "3", "--dir_data", "d"]))
+    assert "save" not in saved and "resume" not in saved and saved["dir_data"] == str(tmp_path / "d")
+    monkeypatch.chdir(REPO_ROOT)
+    resumed = parse_args(["--resume"])
+    restored = apply_saved_options(resumed, saved)
+    assert (resumed.patch_size, resumed.lr, resumed.epochs, resumed.train_dir) == (64, 2e-4, 3, tmp_path / "d")
+    assert sorted(restored) == ["dir_data", "epochs", "lr", "patch_size"]
+    longer = parse_args(["--resume", "--epochs", "9", "--n_threads", "1"])  # adjustable options may change
+    apply_saved_options(longer, saved)
+    assert (longer.epochs, longer.n_threads, longer.lr) == (9, 1, 2e-4)
+    with pytest.raises(UserError, match=re.escape("--lr 0.001 differs from the run being resumed")):
+        apply_saved_options(parse_args(["--resume", "--lr", "1e-3"]), saved)
+
+
+def test_cli_reports_a_bad_option_in_one_line_from_the_code_folder() -> None:
+    result = subprocess.run(
+        [sys.executable, "main.py", "--cpu", "--amp", "fp16"],
+        cwd=REPO_ROOT / "code",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --amp fp16: mixed precision needs CUDA; drop --cpu or --amp"]

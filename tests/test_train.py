@@ -1,0 +1,332 @@
+"""End-to-end training runs of main.py on tiny generated clips (CPU, a one-stage model, one step per epoch)."""
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import main as train_main
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from synthetic_clips import make_dataset
+
+from loss import Loss
+from model.cdvd_tsp import CDVD_TSP
+from model.checkpoint import CheckpointError, load_weights, read_state_dict
+from trainer.trainer import TrainingDiverged
+from utils import atomic
+from utils.errors import UserError
+from utils.paths import REPO_ROOT
+
+# One stage (three frames), a small restoration net, 32 x 32 crops; two training windows at batch 2: one step an
+# epoch. The learning rate halves every epoch so that the schedule shows in two epochs.
+TINY = [
+    "--cpu",
+    "--no_flow_pretrain",
+    "--deterministic",
+    "--n_stages", "1",
+    "--n_feat", "4",
+    "--n_resblock", "1",
+    "--patch_size", "32",
+    "--batch_size", "2",
+    "--test_every", "1",
+    "--n_threads", "0",
+    "--print_every", "1",
+    "--lr", "1e-3",
+    "--lr_decay", "1",
+]  # fmt: skip
+LOSS_NAMES = ["L1", "HEM", "Total"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a small shared CPU, two threads that wait on each other's busy core run these tiny
+    steps many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model() -> CDVD_TSP:
+    return CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("data")
+    make_dataset(root / "train", videos=2, frames=3, height=32, width=40)
+    make_dataset(root / "test", videos=1, frames=4, height=32, width=32, seed=7)
+    return ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("experiment")
+
+
+def train(data: list[str], experiments: Path, save: str, *flags: str) -> int:
+    return train_main.main([*TINY, *data, "--experiment_dir", str(experiments), "--save", save, *flags])
+
+
+def resume(experiments: Path, save: str, *flags: str) -> int:
+    """Continue a run naming only the run: every other option (device, data, epochs...) comes from its checkpoint."""
+    return train_main.main(["--experiment_dir", str(experiments), "--save", save, "--resume", *flags])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data: list[str], experiments: Path) -> Path:
+    """Two epochs in one go, with every optional output."""
+    assert train(data, experiments, "full", "--epochs", "2", "--save_images", "--save_middle_models") == 0
+    return experiments / "full"
+
+
+class Killed(BaseException):
+    """Stands for the process being killed."""
+
+
+@pytest.fixture(scope="module")
+def killed_run(data: list[str], experiments: Path) -> Path:
+    """A two-epoch run killed while saving its second epoch: the new state was fully written to its temporary
+    file, the rename had not happened. The folder is left as the kill left it; tests continue copies of it."""
+    real_replace = atomic.os.replace
+
+    def die_on_state(source: str, target: str) -> None:
+        if Path(target).name == "state.pt" and "Epoch   2" in (experiments / "killed" / "log.txt").read_text():
+            raise Killed
+        real_replace(source, target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(atomic.os, "replace", die_on_state)
+        with pytest.raises(Killed):
+            train(data, experiments, "killed", "--epochs", "2", "--save_middle_models")
+    return experiments / "killed"
+
+
+def copy_run(source: Path, name: str) -> Path:
+    return Path(shutil.copytree(source, source.parent / name))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_state_dict(path)
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    a, b = weights(first), weights(second)
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_a_short_run_writes_every_expected_file(uninterrupted: Path) -> None:
+    files = {str(path.relative_to(uninterrupted)) for path in uninterrupted.rglob("*") if path.is_file()}
+    stems = ("psnr", *(f"loss_loss_{name}" for name in LOSS_NAMES))
+    plots = {f"{stem}.{extension}" for stem in stems for extension in ("png", "pdf")}
+    images = {
+        f"result/DVD/video0/{frame}_{kind}.png"
+        for frame in ("00001", "00002")  # the centres of the two validation windows
+        for kind in ("gt", "blur", "deblur_iter1", "deblur_iter2")
+    }
+    models = {f"model/model_{name}.pt" for name in ("latest", "best", "1", "2")}
+    logs = {"state.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt", "log.txt", "config.txt"}
+    assert files == plots | images | models | logs  # nothing else: no temporary files left behind
+
+    for name in ("latest", "best", "1", "2"):
+        load_weights(tiny_model(), uninterrupted / "model" / f"model_{name}.pt")  # strict: every name and shape
+    assert_same_weights(uninterrupted / "model" / "model_latest.pt", uninterrupted / "model" / "model_2.pt")
+    psnr = torch.load(uninterrupted / "psnr_log.pt", weights_only=True)
+    best_epoch = int(torch.argmax(psnr)) + 1
+    assert_same_weights(uninterrupted / "model" / "model_best.pt", uninterrupted / "model" / f"model_{best_epoch}.pt")
+    assert torch.load(uninterrupted / "loss_log.pt", weights_only=True).shape == (2, 3)
+    assert psnr.shape == (2,) and torch.all(psnr > 0)
+
+    log = (uninterrupted / "log.txt").read_text()
+    assert "Epoch   1 with Lr 1.00e-3" in log and "Epoch   2 with Lr 5.00e-4" in log  # StepLR, halved per epoch
+    assert "[2/2]\tLoss : [total: " in log and "[L1: " in log and "[HEM: " in log and "[mid: 0.0000]" in log
+    assert log.count("average PSNR_iter1: ") == 2 and f"(Best: {psnr.max():.3f} @epoch {best_epoch})" in log
+    assert (uninterrupted / "config.txt").read_text().startswith("From epoch 0...\n\n")
+    groups = torch.load(uninterrupted / "optimizer.pt", weights_only=True)["param_groups"]
+    assert [group["lr"] for group in groups] == pytest.approx([1e-3 / 4, 1e-6 / 4])  # both groups decay
+
+    assert Image.open(uninterrupted / "result/DVD/video0/00001_deblur_iter2.png").size == (32, 32)
+    assert Image.open(uninterrupted / "psnr.png").size[0] > 100
+    assert (uninterrupted / "psnr.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_an_existing_run_is_never_overwritten(data: list[str], experiments: Path, uninterrupted: Path) -> None:
+    before = (uninterrupted / "state.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds results; continue that run with --resume"):
+        train(data, experiments, "full", "--epochs", "1")
+    with pytest.raises(UserError, match="holds no run to resume"):
+        resume(experiments, "never_started")
+    assert (uninterrupted / "state.pt").read_bytes() == before
+
+
+def test_a_writer_killed_while_saving_leaves_the_last_checkpoint(uninterrupted: Path, killed_run: Path) -> None:
+    assert torch.load(killed_run / "state.pt", weights_only=True)["epoch"] == 1
+    assert_same_weights(killed_run / "model" / "model_latest.pt", uninterrupted / "model" / "model_1.pt")
+    load_weights(tiny_model(), killed_run / "model" / "model_latest.pt")
+    assert not (killed_run / "model" / "model_2.pt").exists()
+    assert "Epoch   2 with" in (killed_run / "log.txt").read_text()  # epoch 2 ran; its checkpoint never landed
+
+
+def test_resume_equals_an_uninterrupted_run(
+    data: list[str], experiments: Path, uninterrupted: Path, killed_run: Path
+) -> None:
+    run = copy_run(killed_run, "resumed")
+    (run / ".state.pt.leftover.tmp").write_bytes(b"half a file, as a real kill leaves it")
+    assert resume(experiments, "resumed") == 0  # --epochs 2 and every other run option: from the checkpoint
+    assert_same_weights(run / "model" / "model_latest.pt", uninterrupted / "model" / "model_latest.pt")
+    for log in ("loss_log.pt", "psnr_log.pt"):
+        assert torch.equal(torch.load(run / log, weights_only=True), torch.load(uninterrupted / log, weights_only=True))
+    resumed_optimizer = torch.load(run / "optimizer.pt", weights_only=True)
+    full_optimizer = torch.load(uninterrupted / "optimizer.pt", weights_only=True)
+    assert resumed_optimizer["param_groups"] == full_optimizer["param_groups"]
+    for key, state in full_optimizer["state"].items():
+        assert all(torch.equal(value, resumed_optimizer["state"][key][name]) for name, value in state.items())
+    log = (run / "log.txt").read_text()
+    assert "Continue from epoch 1..." in log and "Epoch   2 with Lr 5.00e-4" in log
+    # nothing left to do: the run says so and changes nothing; more epochs can be asked for
+    state = (run / "state.pt").read_bytes()
+    assert resume(experiments, "resumed") == 0
+    assert (run / "state.pt").read_bytes() == state and "has finished its 2 epochs" in (run / "log.txt").read_text()
+    with pytest.raises(UserError, match=r"--patch_size 64 differs from the run being resumed \(32\)"):
+        resume(experiments, "resumed", "--patch_size", "64", "--epochs", "3")
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint(
+    data: list[str], experiments: Path, killed_run: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    run = copy_run(killed_run, "diverged")
+    latest = (run / "model" / "model_latest.pt").read_bytes()
+    real_forward = Loss.forward
+
+    def nan_loss(self: Loss, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, values = real_forward(self, output, target)
+        return total * float("nan"), values * float("nan")
+
+    monkeypatch.setattr(Loss, "forward", nan_loss)
+    argv = [*TINY, *data, "--experiment_dir", str(experiments), "--save", "diverged", "--resume"]
+    with pytest.raises(SystemExit) as exit_status:
+        train_main.run_cli(lambda: train_main.main(argv))
+    assert exit_status.value.code == 2
+    message = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]  # not the bar
+    assert len(message) == 1 and message[0].startswith("error: the loss is not finite at epoch 2, batch 1 (L1 nan")
+    assert message[0].endswith(f"{run} keeps the last good checkpoint (epoch 1)")
+    assert (run / "model" / "model_latest.pt").read_bytes() == latest
+    assert torch.load(run / "state.pt", weights_only=True)["epoch"] == 1
+    assert "the loss is not finite at epoch 2" in (run / "log.txt").read_text()
+    assert issubclass(TrainingDiverged, UserError)
+
+
+def test_only_validation_with_a_checkpoint(data: list[str], experiments: Path, uninterrupted: Path) -> None:
+    checkpoint = uninterrupted / "model" / "model_latest.pt"
+    assert train(data, experiments, "evaluation", "--test_only", "--pre_train", str(checkpoint)) == 0
+    last_line = (uninterrupted / "log.txt").read_text().strip().splitlines()[-1]
+    expected = last_line.split(" (Best")[0]  # the same model on the same data gives the same PSNRs
+    assert (experiments / "evaluation" / "log.txt").read_text().strip().splitlines()[-1] == expected
+    assert not (experiments / "evaluation" / "state.pt").exists()
+
+
+def test_pre_train_is_loaded_strictly(data: list[str], experiments: Path, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.pt"
+    torch.save(CDVD_TSP(n_sequence=3, n_feat=8, n_resblock=1).state_dict(), wrong)
+    with pytest.raises(CheckpointError, match=r"does not fit CDVD_TSP: .* with another shape"):
+        train(data, experiments, "wrong_pre_train", "--pre_train", str(wrong))
+
+
+def test_missing_flow_weights_say_where_they_come_from(data: list[str], experiments: Path, tmp_path: Path) -> None:
+    flags = [flag for flag in TINY if flag != "--no_flow_pretrain"]
+    argv = [*flags, *data, "--experiment_dir", str(experiments), "--pretrain_models_dir", str(tmp_path)]
+    with pytest.raises(UserError, match=r"network-default\.pytorch not found: .* pretrain_models/README\.md"):
+        train_main.main([*argv, "--save", "no_flow"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    model = tiny_model()
+    clip = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    gradients = []
+    for checkpointed in (False, True):
+        model.zero_grad()
+        model.checkpoint_steps = checkpointed
+        model(clip)[0].square().mean().backward()
+        gradients.append([parameter.grad.clone() for parameter in model.parameters()])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*gradients, strict=True))
+
+
+def test_torchrun_two_processes_train_and_only_rank_0_writes(
+    data: list[str], experiments: Path, uninterrupted: Path
+) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    argv = [*TINY, *data, "--experiment_dir", str(experiments), "--save", "ddp", "--epochs", "1", "--save_images"]
+    result = subprocess.run(
+        [*command, "code/main.py", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = experiments / "ddp"
+    log = (run / "log.txt").read_text()
+    assert log.count("Epoch   1 with Lr") == 1 and (run / "config.txt").read_text().count("From epoch") == 1
+    assert result.stdout.count("average PSNR_iter1") == 1  # the other process logs nothing
+    for frame in ("00001", "00002"):  # one validation window per process; rank 0 writes both
+        assert (run / "result" / "DVD" / "video0" / f"{frame}_deblur_iter2.png").is_file()
+    load_weights(tiny_model(), run / "model" / "model_latest.pt")
+    # validation reduced over both processes equals validating every window in one process
+    assert (
+        train(data, experiments, "ddp_check", "--test_only", "--pre_train", str(run / "model" / "model_latest.pt")) == 0
+    )
+    ddp_line = [line for line in log.splitlines() if "average PSNR_iter1" in line][-1].split(" (Best")[0]
+    assert (experiments / "ddp_check" / "log.txt").read_text().strip().splitlines()[-1] == ddp_line
+
+
+def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) -> None:
+    from data.loaders import build_datasets
+    from logger.experiment import Experiment
+    from option import parse_args
+    from trainer.model_setup import build_model
+    from trainer.runtime import Runtime
+    from trainer.trainer import Trainer
+
+    args = parse_args([*TINY, *data, "--no_augment", "--save", "fit"])
+    train_set, test_set = build_datasets(args, train=True)
+    torch.manual_seed(0)
+    trainer = Trainer(
+        args, Runtime(torch.device("cpu")), build_model(args, False), Loss(args.loss), train_set, test_set,
+        Experiment(tmp_path / "unused", writes=False),
+    )  # fmt: skip
+    blur, gt, _ = next(iter(trainer.train_batches))
+    blur, gt = blur[:1], gt[:1]
+    losses = []
+    for _ in range(6):
+        total, values = trainer.step.compute_loss(blur, gt)
+        trainer.step.optimise(total)
+        losses.append(values[-1])
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert not (tmp_path / "unused").exists()  # a process that is not rank 0 writes nothing
+
+
+def test_a_process_that_is_not_rank_0_writes_nothing(tmp_path: Path) -> None:
+    from logger.experiment import Experiment, History
+
+    experiment = Experiment(tmp_path / "run", writes=False)
+    experiment.open()
+    experiment.write_log("line")
+    experiment.save_checkpoint({"epoch": 1}, {}, {}, epoch=1, is_best=True, keep_epoch=True)
+    history = History(["L1"], [[1.0]], [20.0], [21.0])
+    experiment.save_history(history)
+    experiment.save_images("DVD", "v", "0", {kind: np.zeros((4, 4, 3), np.uint8) for kind in ("gt", "blur")})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_error_is_one_line(experiments: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    short = make_dataset(tmp_path / "short", videos=1, frames=2, height=32, width=32)
+    argv = [*TINY, "--dir_data", str(short), "--dir_data_test", str(short), "--experiment_dir", str(experiments)]
+    with pytest.raises(SystemExit) as exit_status:
+        train_main.run_cli(lambda: train_main.main([*argv, "--save", "short_data"]))
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {short}: video 'video0' has 2 frames, fewer than a window of 3"
+    ]
+    assert not (experiments / "short_data").exists()  # nothing was written
