@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data.demo import ensure_demo_split, is_demo_split
 from data.loaders import build_datasets
 from logger.experiment import Experiment, check_folder, read_state
 from loss import Loss
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None
         if not best.is_file():
             raise UserError(f"--test_only: {best} not found; pass --pre_train <checkpoint> or the --save of a run")
         load_weights(model, best)
+    prepare_demo_data(args, runtime)
     train_set, test_set = build_datasets(args, train=not args.test_only)
     runtime.barrier()  # every process has checked the folder, the weights and the data before rank 0 writes
 
@@ -88,6 +90,16 @@ def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None
         return 0
     trainer.fit(first_epoch)
     return 0
+
+
+def prepare_demo_data(args: argparse.Namespace, runtime: Runtime) -> None:
+    """Make the embedded demo splits (dataset/DEMO/...) the run reads, if they are not there yet (rank 0 only)."""
+    folders = [args.test_dir] if args.test_only else [args.train_dir, args.test_dir]
+    if runtime.is_main:
+        for folder in folders:
+            if is_demo_split(folder) and ensure_demo_split(folder):
+                logging.getLogger(__name__).info("made the demo data set %s", folder)
+    runtime.barrier()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ To add a recipe, add one entry to `TEMPLATES`; its keys are option names (the ``
 
 from typing import Any
 
+import torch
+
 TEMPLATES: dict[str, dict[str, Any]] = {
     # The released recipe (CONTRACT section 8): five-frame windows (two stages) from the first 100 frames of each
     # DVD training video, 256 x 256 crops, batch 8, 1*L1 + 2*HEM, Adam at 1e-4 halved every 200 epochs, 500 epochs.
@@ -25,6 +27,34 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         "epochs": 500,
         "batch_size": 8,
         "patch_size": 256,
+    },
+    # The embedded demo (no download): the released architecture trained from scratch on synthetic camera blur over
+    # sample photos installed with the requirements (data/demo.py makes dataset/DEMO/{train,val} on first use).
+    # No PWC-Net initialisation is available offline, so the flow net learns from scratch at a real learning rate.
+    "DEMO": {
+        "model": "CDVD_TSP",
+        "n_stages": 2,
+        "n_frames_per_video": 14,
+        "n_feat": 32,
+        "n_resblock": 3,
+        "size_must_mode": 4,
+        "loss": "1*L1",
+        "lr": 4e-4,
+        "flow_lr": 1e-4,
+        "lr_decay": 20,
+        "gamma": 0.5,
+        "data_train": "DEMO",
+        "data_test": "DEMO",
+        "dir_data_test": "dataset/DEMO/val",
+        "epochs": 200,
+        "batch_size": 4,
+        "patch_size": 64,
+        "test_every": 80,
+        "no_flow_pretrain": True,
+        "process": True,
+        "n_threads": 0,
+        "save": "CDVD_TSP_DEMO",
+        "cpu": not torch.cuda.is_available(),
     },
 }
 
