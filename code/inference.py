@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from data.demo import ensure_demo_split, is_demo_split
 from data.frames import check_same_size, read_rgb, scan_dataset, write_png
 from data.video_io import (
     FolderSource,
@@ -41,6 +42,7 @@ from utils.image import to_tensor, to_uint8
 from utils.inference_report import FrameTimes, Results, RunLog, frame_line, total_line, video_line
 from utils.metrics import MIN_SIZE, score_frame
 from utils.paths import from_repo
+from utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger("inference")
 
@@ -60,12 +62,21 @@ class Preset:
     data_path: str
     model_path: str
     result_path: str
+    border: bool = False
+    """Whether every frame gets an output unless --no_border is given."""
+    showcase: bool = False
+    """Whether side-by-side pictures and animations are written unless --no_showcase is given."""
 
 
 PRESETS: dict[str, Preset] = {
     "DVD": Preset("dataset/DVD/test", "pretrain_models/CDVD_TSP_DVD_Convergent.pt", "infer_results/DVD"),
     "GOPRO": Preset("dataset/GOPRO/test", "pretrain_models/CDVD_TSP_GOPRO.pt", "infer_results/GOPRO"),
+    # the embedded demo: synthetic blur over held-out sample photos, made on first use (data/demo.py)
+    "DEMO": Preset(
+        "dataset/DEMO/test", "pretrain_models/CDVD_TSP_DEMO.pt", "infer_results/DEMO", border=True, showcase=True
+    ),
 }
+SHOWCASE_DIR = "showcase"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -82,6 +93,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no_border", dest="border", action="store_false", help="leave out the first and last two frames"
     )
+    parser.add_argument(
+        "--showcase",
+        dest="showcase",
+        action="store_true",
+        default=None,
+        help=f"also write side-by-side pictures (blurred | deblurred | sharp) and a GIF per video to {SHOWCASE_DIR}/",
+    )
+    parser.add_argument("--no_showcase", dest="showcase", action="store_false", help="no side-by-side pictures")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--window", action="store_true", help="recompute every 5-frame window (the release's way)")
     parser.add_argument("--input", help="a folder of frames or a video file to deblur (no ground truth)")
@@ -117,6 +136,7 @@ class Plan:
     log_prefix: str
     results_path: Path
     settings: dict[str, object]
+    showcase_dir: Path | None = None
 
 
 def given_or_default(given: str | None, default: str) -> Path:
@@ -181,10 +201,13 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset) -> Plan:
     data_path = given_or_default(args.data_path, preset.data_path)
     model_path = given_or_default(args.model_path, preset.model_path)
     result_path = given_or_default(args.result_path, preset.result_path)
-    border = bool(args.border)
+    border = preset.border if args.border is None else args.border
+    showcase = preset.showcase if args.showcase is None else args.showcase
     if args.output:
         raise UserError("--output goes with --input; evaluation writes to --result_path")
     device = pick_device(args.device)
+    if is_demo_split(data_path) and ensure_demo_split(data_path):
+        logger.warning("made the demo data set %s (synthetic blur over held-out sample photos)", data_path)
     if not data_path.is_dir():
         raise UserError(
             f"dataset not found: {data_path}; put the test set there as blur/<video>/<frames> and gt/<video>/<frames> "
@@ -223,6 +246,7 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset) -> Plan:
         log_prefix="inference_log",
         results_path=result_path / "results.json",
         settings={"data_path": data_path, "result_path": result_path, "save_image": args.save_image},
+        showcase_dir=result_path / SHOWCASE_DIR if showcase else None,
     )
 
 
@@ -238,6 +262,8 @@ def plan_input(args: argparse.Namespace, preset: Preset) -> Plan:
         raise UserError("--input deblurs one folder or video; leave out --data_path and --result_path")
     if not args.save_image:
         raise UserError("--no_save_image: with --input the deblurred frames are the result; leave it out")
+    if args.showcase:
+        raise UserError("--showcase goes with a dataset (it shows the sharp frames too); leave it out with --input")
     model_path = given_or_default(args.model_path, preset.model_path)
     border = True if args.border is None else args.border
     device = pick_device(args.device)
@@ -330,7 +356,9 @@ class FramePreparer:
         return to_uint8(tensor[..., :height, :width])
 
 
-def deblur_video(job: Job, model: CDVD_TSP, plan: Plan, log: RunLog, results: Results) -> None:
+def deblur_video(
+    job: Job, model: CDVD_TSP, plan: Plan, log: RunLog, results: Results, showcase: ShowcaseWriter | None
+) -> None:
     """Run one video through the cascade, saving, scoring and logging each output as it comes."""
     source = job.source
     names = source.frame_names
@@ -374,9 +402,12 @@ def deblur_video(job: Job, model: CDVD_TSP, plan: Plan, log: RunLog, results: Re
                 write_png(job.frames_dir / f"{names[index]}.png", image)
             if writer is not None:
                 writer.write(image)
-            scores = None
+            scores = sharp = None
             if job.gt is not None:
-                scores = score_frame(image, pushed[0], prepare.image(read_rgb(job.gt[index])))
+                sharp = prepare.image(read_rgb(job.gt[index]))
+                scores = score_frame(image, pushed[0], sharp)
+            if showcase is not None:
+                showcase.add(names[index], pushed[0], image, sharp)
             finished = time.perf_counter()
             times = FrameTimes(read_seconds, forward_seconds, finished - clock)
             results.add(source.name, names[index], scores, times)
@@ -389,6 +420,7 @@ def deblur_video(job: Job, model: CDVD_TSP, plan: Plan, log: RunLog, results: Re
 def run(plan: Plan, model: CDVD_TSP) -> Results:
     plan.report_dir.mkdir(parents=True, exist_ok=True)
     results = Results()
+    showcase = ShowcaseWriter(plan.showcase_dir) if plan.showcase_dir is not None else None
     with RunLog(plan.report_dir, plan.log_prefix) as log:
         log.write(f"Inference - {time.strftime('%Y-%m-%d %H:%M:%S')}")
         for name, value in {
@@ -404,8 +436,10 @@ def run(plan: Plan, model: CDVD_TSP) -> Results:
         try:
             with torch.inference_mode():
                 for job in plan.jobs:
-                    deblur_video(job, model, plan, log, results)
+                    deblur_video(job, model, plan, log, results, showcase)
                     log.write(video_line(job.source.name, results.video(job.source.name)))
+                    if showcase is not None:
+                        showcase.finish_video(job.source.name)
         except UserError as error:
             log.write(f"error: {error}")
             raise

@@ -24,8 +24,8 @@ def blurred(frame: np.ndarray) -> np.ndarray:
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     """Write an RGB, RGBA or gray uint8 image with OpenCV (which wants BGR order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     order = {3: [2, 1, 0], 4: [2, 1, 0, 3]}
     if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., order[rgb.shape[2]]]) if rgb.ndim == 3 else rgb):
         raise OSError(f"cannot write {path}")

@@ -33,3 +33,36 @@ def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndar
 def write_animation(path: Path, frames: Sequence[np.ndarray], fps: float = 4.0) -> None:
     """Write uint8 RGB frames as a looping GIF."""
     iio.imwrite(path, np.stack(frames), plugin="pillow", duration=1000.0 / fps, loop=0)
+
+
+class ShowcaseWriter:
+    """Collects side-by-side panels per video; writes the middle frame's panel as PNG and the panels as a GIF."""
+
+    def __init__(self, folder: Path, max_frames: int = 30, fps: float = 4.0) -> None:
+        self.folder = Path(folder)
+        self.max_frames = max_frames
+        self.fps = fps
+        self.panels: list[tuple[str, np.ndarray]] = []
+
+    def add(self, frame_name: str, blurred: np.ndarray, deblurred: np.ndarray, sharp: np.ndarray | None) -> None:
+        """One frame's panel; only the first ``max_frames`` of a video are kept."""
+        if len(self.panels) >= self.max_frames:
+            return
+        images, labels = [blurred, deblurred], ["blurred", "deblurred"]
+        if sharp is not None:
+            images.append(sharp)
+            labels.append("sharp")
+        self.panels.append((frame_name, side_by_side(images, labels)))
+
+    def finish_video(self, video: str) -> list[Path]:
+        """Write ``<video>_<middle frame>.png`` and ``<video>.gif``; returns the files written."""
+        if not self.panels:
+            return []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        middle_name, middle_panel = self.panels[len(self.panels) // 2]
+        still = self.folder / f"{video}_{middle_name}.png"
+        animation = self.folder / f"{video}.gif"
+        iio.imwrite(still, middle_panel)
+        write_animation(animation, [panel for _, panel in self.panels], self.fps)
+        self.panels = []
+        return [still, animation]

@@ -1,0 +1,56 @@
+"""The embedded demo end to end on a tiny set: `inference.py --default_data DEMO` makes its data on first use,
+deblurs every frame, scores input and output, and writes side-by-side pictures and animations."""
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import inference
+import pytest
+from tiny_clips import save_seeded_weights, single_thread  # noqa: F401
+
+from data import demo
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def tiny_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The DEMO preset on a temporary repository root, with a 2-photo, 5-frame, 32x40 test split."""
+    monkeypatch.setattr(demo, "from_repo", lambda path: tmp_path / path)
+    monkeypatch.setattr(inference, "from_repo", lambda path: tmp_path / path)
+    split = demo.SPLITS["test"]
+    monkeypatch.setitem(demo.SPLITS, "test", demo.DemoSplit(split.photos[:2], 1, 5, (32, 40), split.seed))
+    (tmp_path / "pretrain_models").mkdir()
+    save_seeded_weights(tmp_path / "pretrain_models" / "CDVD_TSP_DEMO.pt")
+    return tmp_path
+
+
+def test_demo_run_makes_its_data_and_shows_the_result(tiny_demo: Path) -> None:
+    assert inference.main(["--default_data", "DEMO", "--device", "cpu"]) == 0
+    videos = ["chelsea_00", "coffee_00"]
+    assert sorted(path.name for path in (tiny_demo / "dataset" / "DEMO" / "test" / "blur").iterdir()) == videos
+    results_dir = tiny_demo / "infer_results" / "DEMO"
+    report = json.loads((results_dir / "results.json").read_text())
+    assert report["frames"] == 10  # --border is the DEMO default: every frame of both videos
+    assert {"psnr", "ssim", "input_psnr", "input_ssim"} <= set(report)
+    for video in videos:
+        assert len(list((results_dir / video).glob("*.png"))) == 5
+        still = iio.imread(results_dir / "showcase" / f"{video}_00002.png")
+        assert still.shape[1] > 3 * 40  # blurred | deblurred | sharp
+        assert iio.imread(results_dir / "showcase" / f"{video}.gif", index=None).shape[0] == 5
+
+
+def test_demo_data_is_reused_and_showcase_can_be_turned_off(tiny_demo: Path) -> None:
+    assert inference.main(["--default_data", "DEMO", "--device", "cpu", "--no_showcase", "--no_border"]) == 0
+    first = (tiny_demo / "dataset" / "DEMO" / "test" / "blur" / "chelsea_00" / "00000.png").stat().st_mtime_ns
+    results_dir = tiny_demo / "infer_results" / "DEMO"
+    assert not (results_dir / "showcase").exists()
+    assert json.loads((results_dir / "results.json").read_text())["frames"] == 2  # the center frame of each video
+    assert inference.main(["--default_data", "DEMO", "--device", "cpu", "--no_showcase"]) == 0
+    assert (tiny_demo / "dataset" / "DEMO" / "test" / "blur" / "chelsea_00" / "00000.png").stat().st_mtime_ns == first
+
+
+def test_showcase_is_refused_without_ground_truth(tmp_path: Path) -> None:
+    with pytest.raises(inference.UserError, match="--showcase goes with a dataset"):
+        inference.main(["--input", str(tmp_path), "--showcase"])
