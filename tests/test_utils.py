@@ -20,6 +20,12 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) 
     assert [path.name for path in tmp_path.iterdir()] == ["log.txt"]
 
 
+def test_atomic_write_gives_the_mode_of_a_plain_write(tmp_path: Path) -> None:
+    (tmp_path / "plain.txt").write_text("x")
+    atomic.atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "model.pt"
     atomic.atomic_torch_save({"w": torch.ones(2)}, target)

@@ -12,12 +12,14 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from utils.errors import UserError
+
 WRAPPER_PREFIX = "module."
 """Added to every name by DataParallel and DistributedDataParallel."""
 NAMES_SHOWN = 10
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit the model; the message is one line."""
 
 

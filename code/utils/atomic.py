@@ -13,11 +13,22 @@ from typing import Any
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_CREATE_MODE = 0o666 & ~_umask()
+"""The mode a plain ``open(path, "w")`` would give a new file."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (the folder must exist)."""
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, _CREATE_MODE)  # mkstemp makes owner-only files; give the usual mode instead
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -4,8 +4,6 @@ import logging
 import sys
 from collections.abc import Callable
 
-from model.checkpoint import CheckpointError
-
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -15,10 +13,11 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[], int | None]) -> None:
-    """Run an entry point; report user errors as ``error: <message>`` and exit non-zero without a traceback."""
+    """Run an entry point; report user errors (`UserError` and its kinds, such as `CheckpointError`) as
+    ``error: <message>`` and exit non-zero without a traceback."""
     try:
         status = main()
-    except (UserError, CheckpointError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
