@@ -188,4 +188,4 @@ def test_cli_reports_a_checkpoint_that_does_not_fit_in_one_line(tmp_path: Path) 
 def test_cli_runs_from_the_code_folder() -> None:
     completed = run_cli("inference.py", "--help", cwd=REPO_ROOT / "code")
     assert completed.returncode == 0
-    assert "--default_data {DVD,GOPRO}" in completed.stdout and "--no_border" in completed.stdout
+    assert "--default_data {DVD,GOPRO,DEMO}" in completed.stdout and "--no_border" in completed.stdout
