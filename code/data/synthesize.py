@@ -77,7 +77,7 @@ def blur_frame_sequence(
 class MotionSettings:
     """How the random camera moves; speeds are per frame interval, the blur length is speed x exposure."""
 
-    speed: tuple[float, float] = (3.0, 10.0)
+    speed: tuple[float, float] = (6.0, 16.0)
     """Range of the steady drift speed, pixels per frame."""
     wobble: float = 4.0
     """Largest amplitude of the smooth shake added to the drift, pixels."""
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     photos.add_argument("--frames", type=int, default=12, help="frames per clip (default 12)")
     photos.add_argument("--size", type=parse_size, default=(128, 128), help="frame size HxW (default 128x128)")
     photos.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    photos.add_argument("--speed", type=parse_range, default=MotionSettings.speed, help="drift px/frame (3,10)")
+    photos.add_argument("--speed", type=parse_range, default=MotionSettings.speed, help="drift px/frame (6,16)")
     photos.add_argument("--wobble", type=float, default=MotionSettings.wobble, help="shake amplitude, px (4)")
     photos.add_argument("--rotation", type=float, default=MotionSettings.rotation, help="max deg/frame (0.4)")
     photos.add_argument("--zoom", type=float, default=MotionSettings.zoom, help="max relative zoom/frame (0.004)")

@@ -1,0 +1,68 @@
+"""export_model.py: a training checkpoint becomes a float16 file that the strict loader reads back as float32."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from export_model import export_weights
+from model.cdvd_tsp import CDVD_TSP
+from model.checkpoint import CheckpointError, load_weights
+from utils.errors import UserError
+
+CODE = Path(__file__).resolve().parents[1] / "code"
+
+
+@pytest.fixture
+def trained_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "model_best.pt"
+    torch.save({"module." + name: value for name, value in CDVD_TSP().state_dict().items()}, path)
+    return path
+
+
+def test_half_export_loads_back_as_float32(tmp_path: Path, trained_file: Path) -> None:
+    source = {name.removeprefix("module."): value for name, value in torch.load(trained_file).items()}
+    destination = tmp_path / "out" / "demo.pt"
+    export_weights(trained_file, destination, half=True)
+
+    stored = torch.load(destination, weights_only=True)
+    assert set(stored) == set(source)
+    assert {value.dtype for value in stored.values()} == {torch.float16}
+    assert destination.stat().st_size < 0.6 * trained_file.stat().st_size
+
+    model = CDVD_TSP()
+    load_weights(model, destination)
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, source[name].half().float()), name
+
+
+def test_export_never_overwrites(tmp_path: Path, trained_file: Path) -> None:
+    destination = tmp_path / "demo.pt"
+    destination.write_bytes(b"precious")
+    with pytest.raises(UserError, match="already exists"):
+        export_weights(trained_file, destination, half=True)
+    assert destination.read_bytes() == b"precious"
+
+
+def test_export_refuses_a_file_that_does_not_fit(tmp_path: Path, trained_file: Path) -> None:
+    state = torch.load(trained_file)
+    state.pop(next(iter(state)))
+    torch.save(state, trained_file)
+    with pytest.raises(CheckpointError, match="missing"):
+        export_weights(trained_file, tmp_path / "demo.pt", half=True)
+    assert not (tmp_path / "demo.pt").exists()
+
+
+def test_cli_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.pt"
+    result = subprocess.run(
+        [sys.executable, str(CODE / "export_model.py"), str(missing), str(tmp_path / "demo.pt"), "--half"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: checkpoint not found: {missing}"]
