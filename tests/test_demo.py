@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import imageio.v3 as iio
-import inference
 import pytest
 from tiny_clips import save_seeded_weights, single_thread  # noqa: F401
 
+import inference
 from data import demo
 
 pytestmark = pytest.mark.usefixtures("single_thread")

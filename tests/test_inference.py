@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inference import main
 from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
 
 from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
+from inference import main
 from utils.metrics import psnr, ssim
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # imported above

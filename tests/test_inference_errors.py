@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from inference import main
 from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
 
+from inference import main
 from model.checkpoint import CheckpointError
 from utils.errors import UserError
 from utils.paths import REPO_ROOT

@@ -6,13 +6,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import main as train_main
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from synthetic_clips import make_dataset
 
+import main as train_main
 from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import CheckpointError, load_weights, read_state_dict
