@@ -1,0 +1,20 @@
+"""The demo model committed to pretrain_models/: float16, small, and loadable by the strict loader."""
+
+from pathlib import Path
+
+import torch
+
+from model.cdvd_tsp import CDVD_TSP
+from model.checkpoint import load_weights
+
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrain_models" / "CDVD_TSP_DEMO.pt"
+MAX_BYTES = 35 * 1024 * 1024
+
+
+def test_demo_model_is_half_precision_small_and_fits_the_model() -> None:
+    assert SHIPPED.stat().st_size <= MAX_BYTES
+    stored = torch.load(SHIPPED, weights_only=True)
+    assert {value.dtype for value in stored.values()} == {torch.float16}
+    model = CDVD_TSP()
+    load_weights(model, SHIPPED)
+    assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in model.state_dict().values())
