@@ -31,6 +31,7 @@ def export_weights(source: str | os.PathLike, destination: str | os.PathLike, ha
     load_into(CDVD_TSP(), state, os.fspath(source))  # refuses a file whose names or shapes differ
     if half:
         state = {name: value.half() if value.is_floating_point() else value for name, value in state.items()}
+    # Copies, so that the file holds these tensors' bytes only, not whole storages they may be views of.
     state = {name: value.detach().clone().contiguous() for name, value in state.items()}
     destination.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, destination)
