@@ -114,6 +114,8 @@ def test_load_continues_the_named_experiment() -> None:
         (["--test_only", "--resume"], "exclude each other"),
         (["--save", "a/b"], "must be a folder name"),
         (["--beta1", "1"], "--beta1 1.0"),
+        (["--flow_lr=-1e-6"], "--flow_lr -1e-06: must be 0 (frozen flow net) or more"),
+        (["--lr", "0"], "--lr 0.0: must be positive"),
     ],
 )
 def test_bad_values_are_named(flags: list[str], message: str) -> None:

@@ -245,6 +245,17 @@ def test_missing_flow_weights_say_where_they_come_from(data: list[str], experime
         train_main.main([*argv, "--save", "no_flow"])
 
 
+def test_flow_lr_0_trains_the_restoration_net_and_freezes_the_flow_net(
+    data: list[str], experiments: Path, tmp_path: Path
+) -> None:
+    start = tmp_path / "start.pt"
+    torch.save(tiny_model().state_dict(), start)
+    assert train(data, experiments, "frozen_flow", "--epochs", "1", "--pre_train", str(start), "--flow_lr", "0") == 0
+    before, after = weights(start), weights(experiments / "frozen_flow" / "model" / "model_latest.pt")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("recons_net.") for name in changed), sorted(changed)[:3]
+
+
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     model = tiny_model()
     clip = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -30,7 +30,7 @@ class DemoSplit:
 
 
 SPLITS = {
-    "train": DemoSplit(TRAIN_PHOTOS, videos_per_photo=4, frames=14, size=(128, 128), seed=1),
+    "train": DemoSplit(TRAIN_PHOTOS, videos_per_photo=12, frames=14, size=(128, 128), seed=1),
     "val": DemoSplit(TRAIN_PHOTOS[::2], videos_per_photo=1, frames=5, size=(128, 128), seed=2),
     "test": DemoSplit(HELD_OUT_PHOTOS, videos_per_photo=2, frames=10, size=(192, 256), seed=0),
 }

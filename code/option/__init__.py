@@ -132,7 +132,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     optimisation = parser.add_argument_group("optimisation")
     add(optimisation, "--loss", default="1*L1", help="weighted terms joined by '+', e.g. '1*L1+2*HEM' (L1, MSE, HEM)")
     add(optimisation, "--lr", type=float, default=1e-4, help="learning rate of the restoration net")
-    add(optimisation, "--flow_lr", type=float, default=1e-6, help="learning rate of the flow net (PWC-Net)")
+    add(
+        optimisation,
+        "--flow_lr",
+        type=float,
+        default=1e-6,
+        help="learning rate of the flow net (PWC-Net); 0 freezes it (no gradients for its weights, faster steps)",
+    )
     add(optimisation, "--lr_decay", type=int, default=200, help="multiply the learning rates by gamma every N epochs")
     add(optimisation, "--gamma", type=float, default=0.5, help="learning rate decay factor")
     add(optimisation, "--beta1", type=float, default=0.9, help="Adam beta1")
@@ -240,8 +246,9 @@ def check_options(args: argparse.Namespace) -> None:
         _require(getattr(args, name) >= 1, f"--{name} {getattr(args, name)}: must be at least 1")
     _require(args.n_threads >= 0, f"--n_threads {args.n_threads}: must be 0 or more")
     _require(args.epochs >= 0, f"--epochs {args.epochs}: must be 0 (no limit) or more")
-    for name in ("lr", "flow_lr", "epsilon"):
+    for name in ("lr", "epsilon"):
         _require(getattr(args, name) > 0, f"--{name} {getattr(args, name)}: must be positive")
+    _require(args.flow_lr >= 0, f"--flow_lr {args.flow_lr}: must be 0 (frozen flow net) or more")
     _require(args.gamma > 0, f"--gamma {args.gamma}: must be positive")
     _require(args.weight_decay >= 0, f"--weight_decay {args.weight_decay}: must be 0 or more")
     for name in ("beta1", "beta2"):

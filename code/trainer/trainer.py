@@ -18,7 +18,7 @@ from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_into
 from option import run_options
-from trainer.model_setup import make_optimizer, wrap_model
+from trainer.model_setup import freeze_flow_net_if_asked, make_optimizer, wrap_model
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
 from trainer.runtime import Runtime
 from trainer.step import TrainStep
@@ -49,6 +49,7 @@ class Trainer:
         self.runtime = runtime
         self.model = model.to(runtime.device)
         self.model.checkpoint_steps = args.grad_checkpoint
+        freeze_flow_net_if_asked(self.model, args.flow_lr)
         self.network = wrap_model(self.model, runtime, args.n_GPUs)
         self.loss = loss.to(runtime.device)
         self.train_set = train_set
