@@ -1,13 +1,13 @@
 """The demo model committed to pretrain_models/: float16, small, and loadable by the strict loader."""
 
-from pathlib import Path
-
 import torch
 
+from inference import PRESETS
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
+from utils.paths import from_repo
 
-SHIPPED = Path(__file__).resolve().parents[1] / "pretrain_models" / "CDVD_TSP_DEMO.pt"
+SHIPPED = from_repo(PRESETS["DEMO"].model_path)  # the file `inference.py --default_data DEMO` loads
 MAX_BYTES = 35 * 1024 * 1024
 
 
