@@ -84,10 +84,10 @@ def measure_runner(runner_name: str, size: tuple[int, int], outputs: int, device
     with torch.inference_mode():
         for frame in clip[:-1]:
             started = time.perf_counter()
-            output = runner.push(frame)
+            restored = runner.push(frame)
             synchronize(device)
             since_output += time.perf_counter() - started
-            if output is not None:
+            if restored is not None:
                 output_seconds.append(since_output)
                 since_output = 0.0
         flop_count = None

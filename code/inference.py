@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,7 +367,6 @@ def deblur_video(
     if plan.border:
         frames = with_border(frames, model.n_stages)
     targets = iter(job.targets)
-    pushed: deque[np.ndarray] = deque(maxlen=runner.latency + 1)  # a push's output is for pushed[0]
     if job.frames_dir is not None:
         job.frames_dir.mkdir(parents=True, exist_ok=True)
 
@@ -385,13 +383,13 @@ def deblur_video(
             tensor = prepare.tensor(visible)
             started = time.perf_counter()
             read_seconds += started - clock
-            output = runner.push(tensor)
+            restored = runner.push(tensor, visible)
             synchronize(plan.device)
             clock = time.perf_counter()
             forward_seconds += clock - started
-            pushed.append(visible)
-            if output is None:
+            if restored is None:
                 continue
+            blurred, output = restored.tag, restored.image
 
             index = next(targets, None)
             if index is None:  # ffmpeg decoded more frames than it counted: the counted ones have their outputs
@@ -405,9 +403,9 @@ def deblur_video(
             scores = sharp = None
             if job.gt is not None:
                 sharp = prepare.image(read_rgb(job.gt[index]))
-                scores = score_frame(image, pushed[0], sharp)
+                scores = score_frame(image, blurred, sharp)
             if showcase is not None:
-                showcase.add(names[index], pushed[0], image, sharp)
+                showcase.add(names[index], blurred, image, sharp)
             finished = time.perf_counter()
             times = FrameTimes(read_seconds, forward_seconds, finished - clock)
             results.add(source.name, names[index], scores, times)

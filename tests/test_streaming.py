@@ -73,7 +73,10 @@ def test_streaming_equals_the_release_windows_with_half_the_steps(
         expected = release_outputs(model, frames)
         assert counter.take() == 4 * len(expected)
         for frame in frames:
-            streamed.append(runner.push(frame))
+            restored = runner.push(frame, tag=len(streamed))
+            streamed.append(None if restored is None else restored.image)
+            # the tag that comes back is the one pushed with the frame this output restores (latency 2)
+            assert restored is None or restored.tag == len(streamed) - 1 - runner.latency
             assert all(len(inputs) <= 3 for inputs in runner.stage_inputs)
         # each frame is restored once per stage: n - 2 stage-1 steps and n - 4 stage-2 steps
         assert counter.take() == (6 - 2) + (6 - 4)
