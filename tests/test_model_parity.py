@@ -1,13 +1,17 @@
 """The model reproduces the released model's outputs (the fixture) component by component, end to end, and in
-its gradients: float64 to 1e-7 relative, float32 to 1e-4."""
+its gradients: float64 to 1e-7 relative, float32 to 1e-4 (on CUDA with TF32 off; with TF32 on, to its own bound).
+On CUDA each test runs with each cost-volume path (the PyTorch operations and, where CuPy is installed, the kernel)."""
+
+import importlib.util
 
 import pytest
 import torch
 
 from conftest import Reference, relative_error
-from model.correlation import cost_volume
+from model.correlation import BACKEND_VARIABLE, SELECTOR, cost_volume
 from model.flow_pwc import warp_features
 from model.prior import temporal_sharpness_prior
+from utils.precision import tf32_switched
 
 FLOAT64_TOLERANCE = 1e-7
 FLOAT32_TOLERANCE = 1e-4
@@ -93,13 +97,51 @@ def test_state_dict_names_and_shapes_equal_release(reference: Reference) -> None
     assert sum(tensor.numel() for tensor in state.values()) == 16_187_045
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+COST_VOLUME_PATHS = [
+    "torch",
+    pytest.param("cupy", marks=pytest.mark.skipif(importlib.util.find_spec("cupy") is None, reason="needs CuPy")),
+]
+TF32_TOLERANCE = 1e-2
+"""float32 with TF32 convolutions (PyTorch's default for cuDNN): inputs of every convolution rounded to 10-bit
+mantissas; measured 2.95e-3 on this fixture on an H200. Bounded here so that a real error (a wrong warp, a wrong
+kernel: relative errors near 1) is still caught."""
+
+
+@pytest.fixture
+def cost_volume_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Force the cost volume's code path for the test (CDVD_COST_VOLUME) and check it was the one used."""
+    path = request.param
+    monkeypatch.setenv(BACKEND_VARIABLE, path)
+    yield path
+    if path == "cupy":
+        assert SELECTOR.disabled is None and SELECTOR.checked, SELECTOR.describe()
+
+
+@needs_cuda
+@pytest.mark.parametrize("cost_volume_path", COST_VOLUME_PATHS, indirect=True)
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, FLOAT32_TOLERANCE)])
-def test_cuda_matches_fixture(reference: Reference, dtype: torch.dtype, tolerance: float) -> None:
-    for name, output in component_outputs(reference, dtype, "cuda").items():
-        assert output.is_cuda
-        assert relative_error(output, reference[name]) <= tolerance, name
-    results = forward_and_gradients(reference, dtype, "cuda")
+def test_cuda_matches_fixture(
+    reference: Reference, cost_volume_path: str, dtype: torch.dtype, tolerance: float
+) -> None:
+    """float64, and float32 with TF32 off (IEEE float32 arithmetic), to the CPU's bounds."""
+    with tf32_switched(False):
+        for name, output in component_outputs(reference, dtype, "cuda").items():
+            assert output.is_cuda
+            assert relative_error(output, reference[name]) <= tolerance, name
+        results = forward_and_gradients(reference, dtype, "cuda")
     # float32 gradients accumulate more rounding than outputs; compare them at the looser float32 bound only
     for name in [*OUTPUT_NAMES, "loss"] + ([f"grad_{index}" for index in range(6)] if dtype == torch.float64 else []):
         assert relative_error(results[name], reference[name]) <= tolerance, name
+
+
+@needs_cuda
+@pytest.mark.parametrize("cost_volume_path", COST_VOLUME_PATHS, indirect=True)
+def test_cuda_tf32_matches_fixture_to_its_own_bound(reference: Reference, cost_volume_path: str) -> None:
+    """float32 with TF32 on, PyTorch's default for convolutions: the outputs to TF32_TOLERANCE."""
+    with tf32_switched(True):
+        model = reference.model(torch.float32, "cuda")
+        with torch.no_grad():
+            outputs = model(reference["input"].to("cuda", torch.float32))
+    for name, output in zip(OUTPUT_NAMES, outputs[:4], strict=True):
+        assert relative_error(output, reference[name]) <= TF32_TOLERANCE, name
