@@ -2,13 +2,17 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from tiny_clips import blurred, sharp_frames
 
-from utils.metrics import CROP_BORDER, MIN_SIZE, FrameScores, psnr, score_frame, ssim
+from utils import metrics_device
+from utils.metrics import CROP_BORDER, MIN_SIZE, SSIM_SIGMA, SSIM_WINDOW, FrameScores, psnr, score_frame, ssim
 from utils.metrics_device import psnr_tensor, score_frame_tensor, ssim_tensor
+
+GAUSSIAN = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA, cv2.CV_64F)
 
 PSNR_TOLERANCE = 1e-6  # dB
 SSIM_TOLERANCE = 1e-8
@@ -161,3 +165,13 @@ def test_the_metrics_on_the_gpu_equal_the_numpy_ones_without_synchronizing() -> 
         ("psnr", "ssim", "input_psnr", "input_ssim"), (PSNR_TOLERANCE, SSIM_TOLERANCE) * 2, strict=True
     ):
         assert abs(getattr(actual, field) - getattr(expected, field)) <= tolerance
+
+
+def test_the_cuda_filtering_by_convolution_equals_the_shifted_sums() -> None:
+    """CUDA filters by convolution, other devices by shifted sums: both give the Gaussian 'valid' filter."""
+    planes = torch.from_numpy(random_image(40, 57, seed=3)).permute(2, 0, 1).to(torch.float64)
+    by_convolution, by_sums = metrics_device._convolved(planes), metrics_device._shifted_sums(planes)
+    expected = cv2.sepFilter2D(planes[0].numpy(), cv2.CV_64F, GAUSSIAN, GAUSSIAN)[5:-5, 5:-5]
+    assert by_convolution.shape == by_sums.shape == (3, 30, 47)
+    assert (by_convolution - by_sums).abs().max().item() < 1e-12
+    assert np.abs(by_sums[0].numpy() - expected).max() < 1e-12
