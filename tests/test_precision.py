@@ -1,0 +1,102 @@
+"""Precision settings (utils/precision.py) and the model's own choices under autocast: PWC-Net stays in float32
+under bfloat16, and sampling grids are never built in 16 bits."""
+
+import pytest
+import torch
+from tiny_clips import seeded_model
+
+from model.acceleration import accelerated_step
+from model.flow_pwc import sampling_grid, warp_features
+from utils.errors import UserError
+from utils.precision import PRECISIONS, autocast, get_precision, tf32_switched
+
+CPU = torch.device("cpu")
+
+
+def test_the_cpu_takes_fp32_only() -> None:
+    assert get_precision("fp32", CPU) is PRECISIONS["fp32"]
+    for name in ("tf32", "fp16", "bf16"):
+        expected = rf"^--precision {name}: needs a CUDA device; on the CPU use --precision fp32$"
+        with pytest.raises(UserError, match=expected):
+            get_precision(name, CPU)
+    with pytest.raises(UserError, match=r"^--precision fp8: unknown; use one of fp32, tf32, fp16, bf16$"):
+        get_precision("fp8", torch.device("cuda"))
+
+
+def test_the_table_says_what_each_setting_is() -> None:
+    assert {name: (p.autocast_dtype, p.tf32) for name, p in PRECISIONS.items()} == {
+        "fp32": (None, False),
+        "tf32": (None, True),
+        "fp16": (torch.float16, True),
+        "bf16": (torch.bfloat16, True),
+    }
+
+
+def test_tf32_switch_is_restored_after_the_block() -> None:
+    before = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    with tf32_switched(False):
+        assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("ieee",) * 2
+        with tf32_switched(True):
+            assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return seeded_model(seed=3)
+
+
+def frames(count: int, height: int = 32, width: int = 48, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 3, height, width, generator=generator) for _ in range(count)]
+
+
+def test_pwc_net_runs_in_float32_under_bfloat16_autocast(model: torch.nn.Module) -> None:
+    first, second = frames(2)
+    with torch.no_grad():
+        plain = model.flow_net.estimate_flow(first, second)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under_bf16 = model.flow_net.estimate_flow(first, second)
+            restored = model.restore_center(*frames(3, seed=1))
+    assert under_bf16.dtype == torch.float32 and torch.equal(under_bf16, plain)
+    assert restored.dtype == torch.bfloat16  # the restoration net itself does run in bfloat16
+
+
+def test_pwc_net_under_float16_autocast_is_not_forced_to_float32(model: torch.nn.Module) -> None:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        flow = model.flow_net.estimate_flow(*frames(2))
+    assert flow.dtype == torch.float16
+
+
+def test_sampling_grids_keep_pixel_positions_exact_for_16_bit_flows() -> None:
+    # 3000 pixels wide: float16 cannot represent the odd positions above 2048
+    flow = torch.zeros(1, 2, 2, 3000, dtype=torch.float16)
+    grid = sampling_grid(flow)
+    assert grid.dtype == torch.float32
+    assert torch.equal(grid, sampling_grid(flow.float()))
+    assert torch.equal(grid, sampling_grid(flow.to(torch.bfloat16)))
+
+
+def test_16_bit_warps_sample_in_float32_and_return_their_dtype(model: torch.nn.Module) -> None:
+    generator = torch.Generator().manual_seed(2)
+    frame = torch.rand(1, 3, 20, 300, generator=generator)
+    flow = (torch.randn(1, 2, 20, 300, generator=generator) * 3).half()
+    warped, mask = model.flow_net.warp(frame.half(), flow)
+    expected, expected_mask = model.flow_net.warp(frame.half().float(), flow.float())
+    assert warped.dtype == mask.dtype == torch.float16
+    assert torch.equal(warped, expected.half()) and torch.equal(mask, expected_mask.half())
+
+    features = torch.rand(1, 4, 20, 300, generator=generator).half()
+    warped_features = warp_features(features, flow)
+    assert warped_features.dtype == torch.float16
+    assert torch.equal(warped_features, warp_features(features.float(), flow.float()).half())
+
+
+def test_the_accelerated_step_keeps_the_inputs_dtype(model: torch.nn.Module) -> None:
+    step = accelerated_step(model, PRECISIONS["bf16"], CPU)
+    with torch.no_grad():
+        output = step(*frames(3, seed=4))
+        with autocast(PRECISIONS["bf16"], CPU):
+            expected = model.restore_center(*frames(3, seed=4))
+    assert output.dtype == torch.float32 and torch.equal(output, expected.float())
