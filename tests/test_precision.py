@@ -1,12 +1,15 @@
 """Precision settings (utils/precision.py) and the model's own choices under autocast: PWC-Net stays in float32
 under bfloat16, and sampling grids are never built in 16 bits."""
 
+from typing import ClassVar
+
 import pytest
 import torch
 from tiny_clips import seeded_model
 
-from model.acceleration import accelerated_step
+from model.acceleration import GRAPH_WARMUP_CALLS, MAX_GRAPHS, GraphedStep, accelerated_step
 from model.flow_pwc import sampling_grid, warp_features
+from model.streaming import Step, StreamingRunner, run
 from utils.errors import UserError
 from utils.precision import PRECISIONS, autocast, get_precision, tf32_switched
 
@@ -100,3 +103,56 @@ def test_the_accelerated_step_keeps_the_inputs_dtype(model: torch.nn.Module) -> 
         with autocast(PRECISIONS["bf16"], CPU):
             expected = model.restore_center(*frames(3, seed=4))
     assert output.dtype == torch.float32 and torch.equal(output, expected.float())
+
+
+class FakeCapture:
+    """Stands in for a CUDA graph on the CPU: records captures and replays the step eagerly."""
+
+    captured: ClassVar[list[tuple]] = []
+
+    def __init__(self, step: Step, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.step = step
+        FakeCapture.captured.append(tuple(inputs[1].shape))
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.step(*inputs) + 1000.0  # marks replayed results
+
+
+def test_graphed_step_warms_up_then_captures_once_per_shape_and_keeps_two() -> None:
+    FakeCapture.captured = []
+    step = GraphedStep(lambda previous, center, following: center * 2, capture=FakeCapture)
+    small, large, wide = (torch.ones(1, 3, *size) for size in ((4, 4), (8, 8), (4, 12)))
+    with torch.no_grad():
+        results = [step(small, small, small)[0, 0, 0, 0].item() for _ in range(4)]
+        assert results == [2.0] * GRAPH_WARMUP_CALLS + [1002.0] * (4 - GRAPH_WARMUP_CALLS)
+        for tensor in (large, large, large, wide, wide, wide):
+            step(tensor, tensor, tensor)
+    assert FakeCapture.captured == [(1, 3, 4, 4), (1, 3, 8, 8), (1, 3, 4, 12)]
+    assert len(step.graphs) == MAX_GRAPHS == 2  # the oldest size was dropped
+    with torch.enable_grad():  # a graph cannot record autograd: eager
+        assert step(small, small, small)[0, 0, 0, 0].item() == 2.0
+
+
+def test_cuda_graphs_need_a_cuda_device(model: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        accelerated_step(model, PRECISIONS["fp32"], CPU, cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["fp32", "tf32", "fp16", "bf16"])
+def test_streaming_from_cuda_graphs_equals_eager_streaming_exactly(name: str) -> None:
+    """Replaying a captured graph runs the same kernels on the same inputs: the outputs are bit for bit the same."""
+    device = torch.device("cuda")
+    model = seeded_model(seed=5).to(device)
+    precision = PRECISIONS[name]
+    clip = [frame.to(device) for frame in frames(7, height=64, width=96, seed=6)]
+    outputs = {}
+    with tf32_switched(precision.tf32), torch.inference_mode():
+        for graphs in (False, True):
+            step = accelerated_step(model, precision, device, cuda_graphs=graphs)
+            outputs[graphs] = list(run(StreamingRunner(model, step=step), clip))
+            if graphs:
+                assert len(step.graphs) == 1  # stage 1 and stage 2 share one graph
+    assert len(outputs[True]) == len(clip) - 4
+    for eager, graphed in zip(outputs[False], outputs[True], strict=True):
+        assert graphed.dtype == torch.float32 and torch.equal(eager, graphed)
