@@ -7,6 +7,7 @@ results and the machine. Example::
 
     python bench/bench_train.py                                   # CUDA, the recipe
     python bench/bench_train.py --amp bf16 --grad_checkpoint      # what the options change
+    python bench/bench_train.py --cost_volume torch               # the PyTorch cost volume instead of the kernel
     python bench/bench_train.py --cpu --batch_size 4 --patch_size 64 --steps 2 --threads 2
 """
 
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from loss import Loss
+from model.correlation import BACKEND_CHOICES, BACKEND_VARIABLE, SELECTOR
 from option import parse_args
 from trainer.model_setup import build_model, make_optimizer
 from trainer.step import TrainStep
@@ -40,6 +42,9 @@ def bench_options() -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"))
     parser.add_argument("--grad_checkpoint", action="store_true")
+    parser.add_argument(
+        "--cost_volume", default="auto", choices=BACKEND_CHOICES, help=f"sets {BACKEND_VARIABLE} (default auto)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return parser.parse_args()
 
@@ -61,6 +66,7 @@ def machine(device: torch.device) -> str:
 
 def main() -> None:
     bench = bench_options()
+    os.environ[BACKEND_VARIABLE] = bench.cost_volume
     if bench.threads:
         torch.set_num_threads(bench.threads)
     flags = ["--no_flow_pretrain", "--n_stages", str(bench.n_stages), "--amp", bench.amp]
@@ -100,6 +106,7 @@ def main() -> None:
     else:
         memory = f"peak RSS {peak_rss_gib():.2f} GiB (model built: {rss_before:.2f} GiB)"
     options = f"amp {bench.amp}, grad_checkpoint {'on' if bench.grad_checkpoint else 'off'}"
+    options += f", cost volume {SELECTOR.describe() if device.type == 'cuda' else 'PyTorch'}"
     print(
         f"batch {bench.batch_size} x {args.n_sequence} frames of {bench.patch_size}x{bench.patch_size}, "
         f"T={args.n_stages}, {options}: {statistics.mean(seconds):.2f} s/step (min {min(seconds):.2f}, "

@@ -8,8 +8,10 @@ from torch import Tensor, nn
 
 from loss import Loss
 from trainer.model_setup import stage_targets
+from utils.precision import PRECISIONS, autocast
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_PRECISIONS = {"bf16": PRECISIONS["bf16"], "fp16": PRECISIONS["fp16"]}
+"""--amp: the autocast settings of utils/precision.py (under bf16 PWC-Net stays in float32, as in inference)."""
 
 
 class TrainStep:
@@ -35,7 +37,7 @@ class TrainStep:
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp == "off":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=AMP_DTYPES[self.amp])
+        return autocast(AMP_PRECISIONS[self.amp], self.device)
 
     def compute_loss(self, blur: Tensor, gt: Tensor) -> tuple[Tensor, list[float]]:
         """Forward a batch ([B, 2T+1, 3, H, W] each); returns the loss to minimise and the weighted terms (and
