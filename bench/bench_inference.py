@@ -4,6 +4,8 @@ protocol's metrics, PNG writing).
 
     python bench/bench_inference.py                       # 256x448 and 1280x720, on CUDA if available
     python bench/bench_inference.py --sizes 256x448 --outputs 3 --device cpu
+    python bench/bench_inference.py --sweep --sizes 1280x720 --outputs 20     # every precision, with/without graphs
+    python bench/bench_inference.py --sweep --compile                        # also torch.compile (minutes)
 
 Weights are PyTorch's default initialisation from a seed (speed does not depend on their values) and frames are
 smooth random images. Each runner is measured in steady state: the window runner's cost per window, and the
@@ -11,6 +13,10 @@ streaming runner's cost per frame once its queues are full (its first output, wh
 is reported as the latency). Every (size, runner) pair runs in a fresh process so that its peak memory is its own.
 FLOPs are counted by torch.utils.flop_counter (convolutions and matrix products; the cost volume's elementwise
 products are not counted). Nothing here is asserted: the numbers are printed.
+
+``--sweep`` (CUDA) times the streaming runner's steady output frames in one process for every ``--precision``
+setting, eagerly and replayed from CUDA graphs (and compiled, with ``--compile``), and compares each setting's
+outputs with the fp32 ones: the largest difference in grey levels and the PSNR between the two uint8 outputs.
 """
 
 import argparse
@@ -29,10 +35,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from data.frames import write_png
+from model.acceleration import accelerated_step
 from model.cdvd_tsp import CDVD_TSP
+from model.correlation import SELECTOR
 from model.streaming import StreamingRunner, WindowRunner
 from utils.image import to_tensor, to_uint8
 from utils.metrics import psnr, score_frame, ssim
+from utils.precision import PRECISIONS, tf32_switched
 
 RUNNERS = {"window": WindowRunner, "streaming": StreamingRunner}
 
@@ -132,6 +141,68 @@ def measure_postprocessing(size: tuple[int, int], repeats: int = 7) -> dict:
     return timings
 
 
+def sweep_setting(
+    model: CDVD_TSP, clip: list[torch.Tensor], name: str, graphs: bool, compile: bool, device: torch.device
+) -> tuple[dict, list[np.ndarray]]:
+    """Stream ``clip`` with one precision setting; per-output wall times (synchronized) and the uint8 outputs."""
+    precision = PRECISIONS[name]
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    step = accelerated_step(model, precision, device, cuda_graphs=graphs, compile=compile)
+    runner = StreamingRunner(model, step=step)
+    seconds, outputs = [], []
+    since_output = 0.0
+    with tf32_switched(precision.tf32), torch.inference_mode():
+        for frame in clip:
+            started = time.perf_counter()
+            restored = runner.push(frame)
+            synchronize(device)
+            since_output += time.perf_counter() - started
+            if restored is not None:
+                seconds.append(since_output)
+                outputs.append(to_uint8(restored.image))
+                since_output = 0.0
+    # the first outputs pay for warm-up (cuDNN, the kernel's check), the capture, the compilation
+    warm = 3
+    result = {
+        "precision": name,
+        "graphs": graphs,
+        "compile": compile,
+        "ms_per_frame": 1000 * float(np.median(seconds[warm:])),
+        "first_output_s": seconds[0],
+        "warm_outputs_s": sum(seconds[:warm]),
+        "timed_outputs": len(seconds) - warm,
+        "peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
+    return result, outputs
+
+
+def sweep(size: tuple[int, int], outputs: int, device: torch.device, compile: bool) -> None:
+    """Every precision, eager and from CUDA graphs (and compiled), at one frame size; see the module docstring."""
+    torch.manual_seed(0)
+    model = CDVD_TSP().to(device).eval()
+    clip = [to_tensor(frame, device) for frame in frames(outputs + 3 + 4, *size)]
+    settings = [(name, graphs, False) for name in PRECISIONS for graphs in (False, True)]
+    if compile:
+        settings += [(name, True, True) for name in ("tf32", "fp16")]
+    reference = None
+    for name, graphs, compiled in settings:
+        result, images = sweep_setting(model, clip, name, graphs, compiled, device)
+        if reference is None:
+            reference = images
+        pairs = list(zip(images, reference, strict=True))
+        largest = max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in pairs)
+        closeness = min(psnr(a, b) for a, b in pairs)
+        switches = f"graphs={'on ' if graphs else 'off'} compile={'on ' if compiled else 'off'}"
+        label = f"{size[1]}x{size[0]} {name:4s} {switches}"
+        print(
+            f"{label}: {result['ms_per_frame']:7.1f} ms/frame (median of {result['timed_outputs']}), first output "
+            f"{result['first_output_s']:.1f} s, first 3 outputs {result['warm_outputs_s']:.1f} s, peak "
+            f"{result['peak_cuda_mib']:.0f} MiB; vs fp32: max {largest} grey levels, min PSNR {closeness:.1f} dB"
+        )
+    print(f"cost volume: {SELECTOR.describe()}")
+
+
 def run_isolated(runner: str, size: str, outputs: int, device: str, threads: int | None, flops: bool) -> dict:
     command = [sys.executable, __file__, "--one", runner, "--sizes", size, "--outputs", str(outputs)]
     command += ["--device", device] + (["--threads", str(threads)] if threads else []) + (["--flops"] if flops else [])
@@ -163,6 +234,8 @@ def main() -> None:
     parser.add_argument(
         "--runners", nargs="*", choices=list(RUNNERS), default=list(RUNNERS), help="runners to time (none: metrics)"
     )
+    parser.add_argument("--sweep", action="store_true", help="every precision, eager and CUDA graphs (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="with --sweep: also torch.compile (slow to start)")
     parser.add_argument("--one", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,6 +244,13 @@ def main() -> None:
     device = pick_device(args.device)
     if args.one:
         print(json.dumps(measure_runner(args.one, parse_size(args.sizes[0]), args.outputs[0], device, args.flops)))
+        return
+    if args.sweep:
+        if device.type != "cuda":
+            parser.error("--sweep measures CUDA settings; no CUDA device here")
+        print(f"machine: {machine()}; device: {device}")
+        for size, count in zip(args.sizes, args.outputs, strict=False):
+            sweep(parse_size(size), count, device, args.compile)
         return
 
     print(f"machine: {machine()}; device: {device}")
