@@ -159,6 +159,7 @@ class CupyKernel:
     def __init__(self, cupy: Any) -> None:
         self.cupy = cupy
         self.modules: dict[tuple[int, int], Any] = {}
+        self.functions: dict[tuple[int, int, str, torch.dtype], Any] = {}
         self.streams: dict[int, Any] = {}
         self.lock = threading.Lock()
 
@@ -167,17 +168,23 @@ class CupyKernel:
         return first.is_cuda and second.device == first.device and dtype in C_TYPES
 
     def _function(self, name: str, dtype: torch.dtype, radius: int, device: int) -> Any:
-        with self.lock:
-            module = self.modules.get((device, radius))
-            if module is None:
-                expressions = [f"{kernel}<{C_TYPES[kind]}, {radius}>" for kernel in KERNEL_NAMES for kind in C_TYPES]
-                with self.cupy.cuda.Device(device):
-                    module = self.cupy.RawModule(
-                        code=KERNEL_SOURCE, options=("-std=c++14",), name_expressions=expressions
-                    )
-                    module.compile()
-                self.modules[(device, radius)] = module
-        return module.get_function(f"{name}<{C_TYPES[dtype]}, {radius}>")
+        """The kernel ``name`` for ``dtype`` and ``radius`` on ``device``, compiled at the first request."""
+        key = (device, radius, name, dtype)
+        function = self.functions.get(key)
+        if function is None:
+            with self.lock, self.cupy.cuda.Device(device):
+                module = self.modules.get((device, radius))
+                if module is None:
+                    module = self.modules[(device, radius)] = self._compile(radius)
+                function = self.functions[key] = module.get_function(f"{name}<{C_TYPES[dtype]}, {radius}>")
+        return function
+
+    def _compile(self, radius: int) -> Any:
+        """Every kernel for every dtype at ``radius``, compiled by NVRTC for the current device."""
+        expressions = [f"{kernel}<{C_TYPES[dtype]}, {radius}>" for kernel in KERNEL_NAMES for dtype in C_TYPES]
+        module = self.cupy.RawModule(code=KERNEL_SOURCE, options=("-std=c++14",), name_expressions=expressions)
+        module.compile()
+        return module
 
     def _stream(self, device: torch.device) -> Any:
         pointer = torch.cuda.current_stream(device).cuda_stream
