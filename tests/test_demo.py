@@ -10,6 +10,8 @@ from tiny_clips import save_seeded_weights, single_thread  # noqa: F401
 
 import inference
 from data import demo
+from infer import planning
+from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def tiny_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The DEMO preset on a temporary repository root, with a 2-photo, 5-frame, 32x40 test split."""
     monkeypatch.setattr(demo, "from_repo", lambda path: tmp_path / path)
-    monkeypatch.setattr(inference, "from_repo", lambda path: tmp_path / path)
+    monkeypatch.setattr(planning, "from_repo", lambda path: tmp_path / path)
     split = demo.SPLITS["test"]
     monkeypatch.setitem(demo.SPLITS, "test", demo.DemoSplit(split.photos[:2], 1, 5, (32, 40), split.seed))
     (tmp_path / "pretrain_models").mkdir()
@@ -52,5 +54,5 @@ def test_demo_data_is_reused_and_showcase_can_be_turned_off(tiny_demo: Path) -> 
 
 
 def test_showcase_is_refused_without_ground_truth(tmp_path: Path) -> None:
-    with pytest.raises(inference.UserError, match="--showcase goes with a dataset"):
+    with pytest.raises(UserError, match="--showcase goes with a dataset"):
         inference.main(["--input", str(tmp_path), "--showcase"])

@@ -1,13 +1,16 @@
-"""The run log and results.json of inference: averages over all frames, infinity, unique log names."""
+"""The run log and results.json of inference: averages over all frames, infinity, unique log names, and the
+results of several processes merged into one run's."""
 
 import json
 import math
 from pathlib import Path
 
-from utils.inference_report import FrameTimes, Results, RunLog, frame_line, total_line
+import pytest
+
+from infer.report import FrameTimes, Report, Results, RunLog, frame_line, merge, total_line, write_videos
 from utils.metrics import FrameScores
 
-TIMES = FrameTimes(pre=0.5, forward=2.0, post=0.25)
+TIMES = FrameTimes(pre=0.5, forward=2.0, post=0.25, total=2.75)
 
 
 def test_total_is_over_all_frames_not_the_mean_of_video_means() -> None:
@@ -18,7 +21,7 @@ def test_total_is_over_all_frames_not_the_mean_of_video_means() -> None:
     report = results.to_json()
     assert report["psnr"] == 76.0 / 3 and report["videos"]["b"]["psnr"] == 23.0
     assert report["input_ssim"] == (0.5 + 0.4 + 0.6) / 3
-    assert report["frames"] == 3 and report["seconds_per_frame"] == 2.75
+    assert report["frames"] == 3 and report["seconds_per_frame"] == 2.75 and report["model_seconds_per_frame"] == 2.0
     assert report["videos"]["a"]["frames"]["1"] == {"psnr": 30.0, "ssim": 0.9, "input_psnr": 20.0, "input_ssim": 0.5}
 
 
@@ -34,7 +37,19 @@ def test_infinite_psnr_is_written_as_the_string_inf(tmp_path: Path) -> None:
 def test_without_ground_truth_there_are_no_metric_keys() -> None:
     results = Results()
     results.add("a", "1", None, TIMES)
-    assert results.to_json() == {"frames": 1, "seconds_per_frame": 2.75, "videos": {"a": {"frames": {"1": {}}}}}
+    assert results.to_json() == {
+        "frames": 1,
+        "seconds_per_frame": 2.75,
+        "model_seconds_per_frame": 2.0,
+        "videos": {"a": {"frames": {"1": {}}}},
+    }
+    assert list(results.to_json({"workers": 4})) == [
+        "frames",
+        "seconds_per_frame",
+        "model_seconds_per_frame",
+        "settings",
+        "videos",
+    ]
     assert total_line(results) == "# Total frames=1, seconds_per_frame=2.75"
     assert frame_line("a", "1", None, TIMES) == (
         "> a-1 pre_time:0.5s, forward_time:2.0s, post_time:0.25s, total_time:2.75s"
@@ -50,3 +65,38 @@ def test_each_run_gets_a_new_log_with_a_portable_name(tmp_path: Path) -> None:
     assert all(":" not in path.name for path in (first.path, second.path))
     assert (first.path.read_text(), second.path.read_text()) == ("one\n", "two\n")
     assert (tmp_path / "inference_log_kept.txt").read_text() == "an earlier run"
+
+
+def scores(value: float) -> FrameScores:
+    return FrameScores(value, value / 100, value - 1, value / 200)
+
+
+def test_results_of_several_processes_merge_into_one_runs_in_plan_order(tmp_path: Path) -> None:
+    one = Report()
+    first, second = Report(), Report()
+    for video, frames, part in (("a", 2, second), ("b", 3, first), ("c", 1, second)):  # plan order: a, b, c
+        for frame in range(frames):
+            times = FrameTimes(0.1, 1.0 + frame, 0.2, 1.5 + frame)
+            for report in (one, part):
+                report.frame(video, str(frame), scores(20.0 + frame), times)
+        for report in (one, part):
+            report.video_finished(video)
+    merged = merge([first.results, second.results], ["a", "b", "c"])
+    assert merged.to_json() == one.results.to_json()
+    assert list(merged.videos) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="video b was restored by two processes"):
+        merge([first.results, first.results], ["a", "b", "c"])
+
+    # rank 0 writes the lines a one-process run writes as it goes
+    with RunLog(tmp_path, "live") as live:
+        report = Report(live)
+        for name, video in one.results.videos.items():
+            for frame, score in video.frames.items():
+                report.frame(name, frame, score, video.times[frame])
+            report.video_finished(name)
+    with RunLog(tmp_path, "merged") as log:
+        write_videos(log, merged, {"a", "b", "c"})
+    assert log.path.read_text() == live.path.read_text()
+    with RunLog(tmp_path, "unfinished") as log:
+        write_videos(log, merged, {"a", "c"})  # b's process failed: its frames, no average
+    assert "# Video:b" not in log.path.read_text() and "> b-2" in log.path.read_text()

@@ -2,7 +2,7 @@
 
 import torch
 
-from inference import PRESETS
+from infer.planning import PRESETS
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
 from utils.paths import from_repo

@@ -4,7 +4,9 @@ The dataset form is ``<root>/blur/<video>/<frames>`` with an optional ``<root>/g
 sharp frames under the same video names and in the same number.
 """
 
+import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +91,28 @@ def check_same_size(paths: list[Path], what: str) -> tuple[int, int]:
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an H x W x 3 uint8 RGB image as PNG (OpenCV: several times faster than Pillow at this)."""
+    """Write an H x W x 3 uint8 RGB image as PNG (OpenCV: several times faster than Pillow at this).
+
+    The file appears whole or not at all: it is written to a hidden temporary file in the same folder, renamed
+    over ``path`` when complete and removed if writing fails (not flushed to disk first: a frame can be made
+    again, and a sync per frame is slow). A target that exists and is no regular file (``/dev/null``) is written
+    in place.
+    """
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise OSError(f"cannot encode PNG for {path}")
-    Path(path).write_bytes(encoded.tobytes())
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        path.write_bytes(encoded.tobytes())
+        return
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "xb") as file:  # the usual mode for a new file, unlike mkstemp's owner-only one
+            file.write(encoded.tobytes())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

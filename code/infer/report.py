@@ -3,10 +3,15 @@
 Averages are taken over frames: per video, and in total over ALL frames of all videos (not the mean of the video
 means), as the protocol says. An infinite PSNR (an output equal to the sharp frame) makes the averages infinite, as
 in the release; JSON has no infinity, so results.json writes it as the string "inf" (``float("inf")`` reads it back).
+
+With several processes (torchrun) each one keeps its videos' `Results`; `merge` puts them together in the plan's
+order and rank 0 writes the log lines from them (`write_videos`), so the log and results.json are those of a run in
+one process.
 """
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -21,15 +26,16 @@ METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
 
 @dataclass(frozen=True)
 class FrameTimes:
-    """Seconds spent on one output frame: reading and preparing its input, the model, and saving and scoring."""
+    """Seconds for one output frame in an overlapped run (see docs/inference.md, "Times")."""
 
     pre: float
+    """The main loop's wait for this output's input frames (read ahead in the background)."""
     forward: float
+    """The model's time for this output (GPU time on CUDA)."""
     post: float
-
-    @property
-    def total(self) -> float:
-        return self.pre + self.forward + self.post
+    """A worker's time for writing and scoring this output (overlapped with the model)."""
+    total: float
+    """Wall time since the previous output was completed: the totals of a run add up to its wall time."""
 
 
 def json_number(value: float) -> float | str:
@@ -44,7 +50,7 @@ def mean(values: list[float]) -> float:
 @dataclass
 class VideoResults:
     frames: dict[str, FrameScores | None] = field(default_factory=dict)
-    seconds: list[float] = field(default_factory=list)
+    times: dict[str, FrameTimes] = field(default_factory=dict)
 
     def averages(self) -> dict[str, float]:
         """Mean of each metric over the frames; empty without ground truth."""
@@ -56,7 +62,7 @@ class VideoResults:
 
 @dataclass
 class Results:
-    """Per-frame scores and times of a run, grouped by video."""
+    """Per-frame scores and times of a run, grouped by video (in the order the videos were added)."""
 
     videos: dict[str, VideoResults] = field(default_factory=dict)
 
@@ -67,10 +73,13 @@ class Results:
     def add(self, video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> None:
         results = self.video(video)
         results.frames[frame] = scores
-        results.seconds.append(times.total)
+        results.times[frame] = times
 
     def all_scores(self) -> list[FrameScores]:
         return [score for video in self.videos.values() for score in video.frames.values() if score is not None]
+
+    def all_times(self) -> list[FrameTimes]:
+        return [times for video in self.videos.values() for times in video.times.values()]
 
     @property
     def frame_count(self) -> int:
@@ -84,11 +93,17 @@ class Results:
         return {name: mean([getattr(score, name) for score in scores]) for name in METRICS}
 
     def seconds_per_frame(self) -> float:
-        seconds = [value for video in self.videos.values() for value in video.seconds]
-        return mean(seconds) if seconds else 0.0
+        """Mean of the frames' total (wall) times."""
+        times = self.all_times()
+        return mean([entry.total for entry in times]) if times else 0.0
 
-    def to_json(self) -> dict:
-        """The results.json document (metric keys only where there is ground truth)."""
+    def model_seconds_per_frame(self) -> float:
+        """Mean of the frames' model times."""
+        times = self.all_times()
+        return mean([entry.forward for entry in times]) if times else 0.0
+
+    def to_json(self, settings: dict[str, object] | None = None) -> dict:
+        """The results.json document (metric keys only where there is ground truth; ``settings`` when given)."""
         videos = {}
         for name, video in self.videos.items():
             frames = {
@@ -98,15 +113,31 @@ class Results:
             averages = {key: json_number(value) for key, value in video.averages().items()}
             videos[name] = {**averages, "frames": frames}
         averages = {key: json_number(value) for key, value in self.averages().items()}
-        return {
+        document: dict[str, object] = {
             **averages,
             "frames": self.frame_count,
             "seconds_per_frame": self.seconds_per_frame(),
-            "videos": videos,
+            "model_seconds_per_frame": self.model_seconds_per_frame(),
         }
+        if settings is not None:
+            document["settings"] = settings
+        document["videos"] = videos
+        return document
 
-    def write_json(self, path: Path) -> None:
-        atomic_write_json(path, self.to_json())
+    def write_json(self, path: Path, settings: dict[str, object] | None = None) -> None:
+        atomic_write_json(path, self.to_json(settings))
+
+
+def merge(parts: Iterable[Results], order: list[str]) -> Results:
+    """The results of several processes as one run's: their videos in ``order`` (the plan's), each video's frames
+    as its process recorded them. A video may be in one part only."""
+    videos: dict[str, VideoResults] = {}
+    for part in parts:
+        for name, video in part.videos.items():
+            if name in videos:
+                raise ValueError(f"video {name} was restored by two processes")
+            videos[name] = video
+    return Results({name: videos[name] for name in order if name in videos})
 
 
 def metric_text(averages: dict[str, float], prefix: str = "") -> str:
@@ -181,3 +212,42 @@ class RunLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def write_header(log: RunLog, settings: dict[str, object]) -> None:
+    """The first lines of a log: the date, then one ``name: value`` line per setting."""
+    log.write(f"Inference - {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    for name, value in settings.items():
+        log.write(f"{name}: {value}")
+
+
+class Report:
+    """Where completed frames go, in order: into `Results` and, when a log is given, straight into the log.
+
+    A process of a torchrun run has no log here: rank 0 writes every process's lines after the run (`write_videos`).
+    """
+
+    def __init__(self, log: RunLog | None = None) -> None:
+        self.results = Results()
+        self.log = log
+        self.finished: list[str] = []
+        """The videos whose every output was reported."""
+
+    def frame(self, video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> None:
+        self.results.add(video, frame, scores, times)
+        if self.log is not None:
+            self.log.write(frame_line(video, frame, scores, times))
+
+    def video_finished(self, video: str) -> None:
+        self.finished.append(video)
+        if self.log is not None:
+            self.log.write(video_line(video, self.results.video(video)))
+
+
+def write_videos(log: RunLog, results: Results, finished: set[str]) -> None:
+    """Each video's frame lines, then its average line if the video was finished, in the order of ``results``."""
+    for name, video in results.videos.items():
+        for frame, scores in video.frames.items():
+            log.write(frame_line(name, frame, scores, video.times[frame]))
+        if name in finished:
+            log.write(video_line(name, video))

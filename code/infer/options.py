@@ -1,0 +1,59 @@
+"""The command line of inference.py: the release's flags, --input/--output, and the speed settings."""
+
+import argparse
+from collections.abc import Sequence
+
+from infer.planning import PRESETS, SHOWCASE_DIR
+from utils.precision import PRECISIONS
+
+DEFAULT_WORKERS = 4
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="CDVD-TSP inference: evaluate on a dataset (blur/ and gt/) or deblur a folder of frames or a "
+        "video. Under torchrun the videos are shared among the processes."
+    )
+    parser.add_argument("--default_data", choices=list(PRESETS), default="DVD", help="preset data, model and results")
+    parser.add_argument("--data_path", help="dataset folder holding blur/<video>/ and, for metrics, gt/<video>/")
+    parser.add_argument("--model_path", help="checkpoint to load (default: the preset's released model)")
+    parser.add_argument("--result_path", help="where frames, the log and results.json go (evaluation)")
+    parser.add_argument("--save_image", dest="save_image", action="store_true", default=True, help="save frames")
+    parser.add_argument("--no_save_image", dest="save_image", action="store_false", help="score only (evaluation)")
+    parser.add_argument("--border", dest="border", action="store_true", default=None, help="restore every frame")
+    parser.add_argument(
+        "--no_border", dest="border", action="store_false", help="leave out the first and last two frames"
+    )
+    parser.add_argument(
+        "--showcase",
+        dest="showcase",
+        action="store_true",
+        default=None,
+        help=f"also write side-by-side pictures (blurred | deblurred | sharp) and a GIF per video to {SHOWCASE_DIR}/",
+    )
+    parser.add_argument("--no_showcase", dest="showcase", action="store_false", help="no side-by-side pictures")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available")
+    parser.add_argument("--window", action="store_true", help="recompute every 5-frame window (the release's way)")
+    parser.add_argument("--input", help="a folder of frames or a video file to deblur (no ground truth)")
+    parser.add_argument("--output", help="with --input: a folder for the frames, or a video file for a video input")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="numeric precision (default: fp32 on the CPU; on CUDA tf32 for evaluation, fp16 with --input)",
+    )
+    parser.add_argument(
+        "--cuda_graphs",
+        dest="cuda_graphs",
+        action="store_true",
+        default=None,
+        help="replay the streaming runner's step from CUDA graphs (default on CUDA)",
+    )
+    parser.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="no CUDA graphs")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the streaming runner's step")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"threads that write and score outputs (default {DEFAULT_WORKERS}; 0: all in the main thread)",
+    )
+    return parser.parse_args(argv)

@@ -1,0 +1,76 @@
+"""The processes of a torchrun run: which one this is, its process group, and what they tell each other.
+
+Inference shares out videos, not batches, so the processes only talk twice: rank 0 makes the demo data while the
+others wait (`barrier`), and at the end every process hands its results, or its error, to all (`all_gather`). They
+talk through gloo (Python objects; on GPU machines too). The group is left when the process exits, after every
+process has gathered and rank 0 has reported: a process that ended sooner would make torchrun stop the others,
+perhaps before rank 0 had printed its error.
+"""
+
+import atexit
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+WAIT_LIMIT = datetime.timedelta(days=7)
+"""How long a process waits for the others at the final gather. A process with longer videos may finish hours
+later on CPUs; a process that dies makes torchrun stop the others, so this only bounds a hang."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_environment(cls) -> "Ranks":
+        """What torchrun says in RANK, LOCAL_RANK and WORLD_SIZE."""
+        return cls(
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+        )
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the log and results.json."""
+        return self.rank == 0
+
+
+class ProcessGroup:
+    """The gloo group of a torchrun run; joined on creation, left at exit (see the module's docstring)."""
+
+    def __init__(self, ranks: Ranks) -> None:
+        self.ranks = ranks
+        self.gathered = False
+        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=WAIT_LIMIT)
+        atexit.register(self.leave)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def all_gather(self, value: object) -> list:
+        """Every process's ``value``, in rank order, on every process."""
+        values: list = [None] * self.ranks.world_size
+        dist.all_gather_object(values, value)
+        self.gathered = True
+        return values
+
+    def leave(self) -> None:
+        if not dist.is_initialized():
+            return
+        if self.gathered:  # not after Ctrl-C or a crash: the others may never come
+            dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,190 @@
+"""A whole run: load the model, write the log's header, restore this process's videos, report.
+
+Alone (`run_alone`), each frame's line is logged as the frame completes. Under torchrun (`run_shared`) every process
+makes the same plan and restores its share of the videos (`planning.shard`); at the end every process hands its
+results, or its error, to the others, and rank 0 writes one log and one results.json, those of a run in one
+process. Whatever fails in a process, it still takes part in that exchange, so no process waits forever.
+"""
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from infer.pipeline import Pipeline, writing
+from infer.planning import N_SEQUENCE, SIZE_MULTIPLE, Job, Plan, make_demo_data, make_plan, shard
+from infer.ranks import ProcessGroup, Ranks
+from infer.report import Report, Results, RunLog, merge, total_line, write_header, write_videos
+from model.cdvd_tsp import CDVD_TSP
+from model.checkpoint import load_weights
+from utils.errors import EXIT_USER_ERROR, UserError
+from utils.precision import tf32_switched
+from utils.showcase import ShowcaseWriter
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(path: Path, device: torch.device) -> CDVD_TSP:
+    model = CDVD_TSP(n_sequence=N_SEQUENCE)
+    load_weights(model, path)
+    return model.to(device).eval()
+
+
+def device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
+def run_settings(plan: Plan, processes: int) -> dict[str, object]:
+    """The speed settings of the run, as results.json records them (JSON values)."""
+    return {
+        "precision": plan.precision.name,
+        "cuda_graphs": plan.cuda_graphs,
+        "compile": plan.compile,
+        "workers": plan.workers,
+        "runner": plan.runner,
+        "device": device_name(plan.device),
+        "processes": processes,
+    }
+
+
+def header(plan: Plan, processes: int) -> dict[str, object]:
+    """The settings at the head of the log."""
+    settings = run_settings(plan, processes)
+    return {
+        **plan.settings,
+        "model_path": plan.model_path,
+        "border": plan.border,
+        "runner": "window (every window from scratch)" if plan.window else "streaming",
+        "device": settings["device"],
+        "n_seq": N_SEQUENCE,
+        "size_must_mode": SIZE_MULTIPLE,
+        **{name: settings[name] for name in ("precision", "cuda_graphs", "compile", "workers", "processes")},
+    }
+
+
+@contextlib.contextmanager
+def on_device(plan: Plan) -> Iterator[None]:
+    """The run's device as this process's current one, with the precision's TF32 switch (CUDA)."""
+    if plan.device.type != "cuda":
+        yield
+        return
+    torch.cuda.set_device(plan.device)
+    with tf32_switched(plan.precision.tf32):
+        yield
+
+
+def restore(plan: Plan, model: CDVD_TSP, jobs: list[Job], report: Report, progress: bool = True) -> None:
+    """Restore ``jobs``, reporting every output in order; each video is finished when its showcase is written."""
+    showcase = ShowcaseWriter(plan.showcase_dir) if plan.showcase_dir is not None else None
+    with on_device(plan), torch.inference_mode(), Pipeline(model, plan, report, progress) as pipeline:
+        for job in jobs:
+            pipeline.video(job, showcase)
+            if showcase is not None:
+                with writing(showcase.folder):
+                    showcase.finish_video(job.source.name)
+            report.video_finished(job.source.name)
+
+
+def open_log(plan: Plan, processes: int) -> RunLog:
+    with writing(plan.report_dir):
+        plan.report_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog(plan.report_dir, plan.log_prefix)
+    write_header(log, header(plan, processes))
+    return log
+
+
+def finish_report(log: RunLog, results: Results, plan: Plan, processes: int) -> None:
+    log.write(total_line(results))
+    with writing(plan.results_path):
+        results.write_json(plan.results_path, run_settings(plan, processes))
+
+
+def run_alone(args: argparse.Namespace) -> None:
+    """The run in this process only."""
+    make_demo_data(args)
+    plan = make_plan(args)
+    model = load_model(plan.model_path, plan.device)
+    with open_log(plan, 1) as log:
+        report = Report(log)
+        try:
+            restore(plan, model, plan.jobs, report)
+        except UserError as error:
+            log.write(f"error: {error}")
+            raise
+        finish_report(log, report.results, plan, 1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a process hands to the others at the end: its results, the videos it finished, or its error."""
+
+    results: Results
+    finished: list[str]
+    error: str | None
+
+
+def describe(error: Exception, rank: int) -> str:
+    """An error as one line: a `UserError`'s own message, anything else named with its process."""
+    if isinstance(error, UserError):
+        return str(error)
+    logger.exception("process %d failed", rank)
+    return f"process {rank} failed: {type(error).__name__}: {error}"
+
+
+def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
+    """This process's share of a torchrun run; returns the exit status (rank 0 raises the run's error)."""
+    group = ProcessGroup(ranks)
+    failure: Exception | None = None
+    if ranks.is_main:
+        try:
+            make_demo_data(args)
+        except Exception as error:  # reported with the others' outcomes, below
+            failure = error
+    group.barrier()  # the demo data exists before anyone plans
+
+    report: Report = Report()
+    log: RunLog | None = None
+    plan: Plan | None = None
+    try:
+        if failure is not None:
+            raise failure
+        plan = make_plan(args, ranks.local_rank)
+        mine = [plan.jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
+        model = load_model(plan.model_path, plan.device)
+        if ranks.is_main:
+            log = open_log(plan, ranks.world_size)
+        restore(plan, model, mine, report, progress=ranks.is_main)
+    except Exception as error:  # every process must reach the exchange below, whatever went wrong
+        failure = error
+    outcomes: list[Outcome] = group.all_gather(
+        Outcome(report.results, report.finished, None if failure is None else describe(failure, ranks.rank))
+    )
+    errors = [outcome.error for outcome in outcomes if outcome.error is not None]
+    if not ranks.is_main:
+        return EXIT_USER_ERROR if errors else 0
+
+    if log is not None:  # rank 0 planned: write every process's lines, in the plan's order
+        with log:
+            order = [job.source.name for job in plan.jobs]
+            results = merge([outcome.results for outcome in outcomes], order)
+            write_videos(log, results, {name for outcome in outcomes for name in outcome.finished})
+            if errors:
+                log.write(f"error: {errors[0]}")
+            else:
+                finish_report(log, results, plan, ranks.world_size)
+    if errors:
+        raise UserError(errors[0])
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """The run this process is part of: alone, or one of torchrun's processes."""
+    ranks = Ranks.from_environment()
+    if not ranks.distributed:
+        run_alone(args)
+        return 0
+    return run_shared(args, ranks)

@@ -1,0 +1,78 @@
+"""Work done beside the model, handed back in order: `InOrder` runs jobs on a pool of threads (or in the calling
+thread with no workers) and calls each job's completion in the calling thread, in the order the jobs were given.
+
+PNG encoding, file writes and the numpy metrics release the GIL, so a few threads keep up with a fast GPU. The
+number of jobs in flight is bounded, so memory stays bounded however slow the disk is.
+"""
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+THREAD_PREFIX = "infer-worker"
+
+
+def done_inline(job: Callable[[], Any]) -> Future:
+    """Run ``job`` now, in this thread, as a finished future (its error kept for `Future.result`)."""
+    future: Future = Future()
+    try:
+        future.set_result(job())
+    except Exception as error:
+        future.set_exception(error)
+    return future
+
+
+class InOrder:
+    """Jobs on ``workers`` threads, completed in order in the calling thread; use as a context manager.
+
+    With ``workers == 0`` each job runs when it is submitted and is completed at once: the serial path. Otherwise
+    at most ``2 * workers`` jobs are in flight; `submit` waits for the oldest when there are more. A job's error
+    is raised by the call that completes it; leaving the context cancels the jobs not started and joins the threads.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=THREAD_PREFIX) if workers else None
+        self.limit = 2 * workers
+        self.pending: deque[tuple[Future, Callable[[Any], None]]] = deque()
+
+    def submit(self, job: Callable[[], Any], complete: Callable[[Any], None]) -> None:
+        """Run ``job``; ``complete(job's result)`` is called in this thread once every earlier job was completed."""
+        future = self.pool.submit(job) if self.pool is not None else done_inline(job)
+        self.pending.append((future, complete))
+        while len(self.pending) > self.limit:
+            self._complete_oldest()
+        self.poll()
+
+    def poll(self) -> None:
+        """Complete the jobs that are done, oldest first, up to the first one that is not."""
+        while self.pending and self.pending[0][0].done():
+            self._complete_oldest()
+
+    def drain(self) -> None:
+        """Complete every job given so far."""
+        while self.pending:
+            self._complete_oldest()
+
+    def _complete_oldest(self) -> None:
+        future, complete = self.pending.popleft()
+        complete(future.result())
+
+    def close(self) -> None:
+        """Cancel the jobs not yet started and wait for the running ones."""
+        for future, _ in self.pending:
+            future.cancel()
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "InOrder":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
