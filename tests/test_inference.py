@@ -165,3 +165,34 @@ def test_input_video_round_trip_gives_a_video_of_the_same_rate_and_size(tmp_path
     assert report["frames"] == 3 and list(report["videos"]["clip"]["frames"]) == ["00000", "00001", "00002"]
     assert len(only_log(tmp_path / "out", "deblurred_inference_log_*.txt")) > 3
     assert sorted(path.name for path in output.parent.iterdir() if path.name.startswith(".")) == []
+
+
+def without_times(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key not in ("seconds_per_frame", "model_seconds_per_frame")}
+
+
+def log_body(folder: Path) -> list[str]:
+    """The frame and average lines of the only log, without their times."""
+    lines = [line for line in only_log(folder) if line.startswith(("> ", "# "))]
+    return [line.split(" pre_time:")[0].split(", seconds_per_frame=")[0] for line in lines]
+
+
+def test_outputs_are_the_same_with_workers_and_without(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 5, "b": 4}, height=36, width=48)
+    serial = evaluate(data, weights, tmp_path / "serial", "--border", "--workers", "0", "--showcase")
+    overlapped = evaluate(data, weights, tmp_path / "overlapped", "--border", "--showcase")
+    assert (serial["settings"]["workers"], overlapped["settings"]["workers"]) == (0, 4)
+    serial["settings"]["workers"] = 4
+    assert without_times(serial) == without_times(overlapped)  # every score exactly, frames in the same order
+    assert serial["frames"] == 9
+    files = sorted(path.relative_to(tmp_path / "serial") for path in (tmp_path / "serial").rglob("*.png"))
+    assert len(files) == 9 + 2  # the frames and a showcase picture per video
+    assert files == sorted(
+        path.relative_to(tmp_path / "overlapped") for path in (tmp_path / "overlapped").rglob("*.png")
+    )
+    for name in files:
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "overlapped" / name).read_bytes()
+    assert log_body(tmp_path / "serial") == log_body(tmp_path / "overlapped")
+    header = only_log(tmp_path / "overlapped")
+    for line in ("precision: fp32", "cuda_graphs: False", "compile: False", "workers: 4", "device: cpu"):
+        assert line in header

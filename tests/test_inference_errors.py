@@ -1,8 +1,10 @@
 """inference.py refuses bad input with one line naming the problem, before writing anything."""
 
+import errno
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 import torch
 from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
 
+from data import frames as frames_module
+from infer.report import Report
 from inference import main
 from model.checkpoint import CheckpointError
 from utils.errors import UserError
@@ -108,10 +112,80 @@ def test_a_frame_that_fails_to_decode_during_the_run_is_named(tmp_path: Path, we
     frame = data / "blur" / "v" / "00002.png"
     frame.write_bytes(frame.read_bytes()[:200])  # the header (and size) reads, the pixels do not
     with pytest.raises(UserError, match=r"cannot read image .*00002\.png"):
-        main(evaluation_argv(data, weights, tmp_path / "result"))
+        main(evaluation_argv(data, weights, tmp_path / "result"))  # read in a background thread
     assert not (tmp_path / "result" / "results.json").exists()
     (log,) = (tmp_path / "result").glob("inference_log_*.txt")
     assert log.read_text().splitlines()[-1].startswith("error: cannot read image")
+    assert infer_threads() == []
+
+
+def infer_threads() -> list[str]:
+    """The pipeline's reader and worker threads still alive."""
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("infer-")]
+
+
+def hidden_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.rglob(".*"))
+
+
+def test_a_failed_write_stops_the_run_with_one_line_and_leaves_no_partial_file(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 7})
+    result = tmp_path / "result"
+    replace = frames_module.os.replace
+
+    def full_after_one(source: str, target: str) -> None:
+        if Path(target).name != "00002.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        replace(source, target)
+
+    monkeypatch.setattr(frames_module.os, "replace", full_after_one)
+    with pytest.raises(UserError, match=r"^cannot write .*[/\\]v[/\\]00003\.png: No space left on device$"):
+        main([*evaluation_argv(data, weights, result), "--workers", "2"])
+    assert sorted(path.name for path in (result / "v").iterdir()) == ["00002.png"]
+    assert hidden_files(result) == [] and not (result / "results.json").exists()
+    (log,) = result.glob("inference_log_*.txt")
+    assert log.read_text().splitlines()[-1].startswith("error: cannot write")
+    assert infer_threads() == []
+
+
+def test_ctrl_c_stops_the_threads_and_writes_no_results(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 7})
+    result = tmp_path / "result"
+    frame = Report.frame
+
+    def interrupted_at_the_second(report: Report, *args: object) -> None:
+        if report.results.frame_count == 1:
+            raise KeyboardInterrupt
+        frame(report, *args)
+
+    monkeypatch.setattr(Report, "frame", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        main([*evaluation_argv(data, weights, result), "--workers", "2"])
+    assert infer_threads() == []
+    assert hidden_files(result) == [] and not (result / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--precision", "fp16"], "--precision fp16: needs a CUDA device; on the CPU use --precision fp32"),
+        (["--cuda_graphs"], "--cuda_graphs: needs a CUDA device"),
+        (["--window", "--compile"], "--compile applies to the streaming runner's step; leave it out with --window"),
+        (["--window", "--cuda_graphs"], "--cuda_graphs applies to the streaming runner's step"),
+        (["--workers", "-1"], "--workers -1: give 0"),
+    ],
+)
+def test_speed_settings_that_cannot_apply_are_refused(
+    tmp_path: Path, weights: Path, flags: list[str], message: str
+) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    with pytest.raises(UserError, match=f"^{message}"):
+        main([*evaluation_argv(data, weights, tmp_path / "result"), *flags])
+    assert not (tmp_path / "result").exists()
 
 
 def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path, weights: Path) -> None:

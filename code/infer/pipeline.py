@@ -223,13 +223,13 @@ class Pipeline:
 
         with contextlib.ExitStack() as stack:
             read = stack.enter_context(
-                Prefetcher(self._blurred(source, prepare), READ_AHEAD, f"read {source.name}", self._on_reader_start)
+                Prefetcher(self._blurred(source, prepare), READ_AHEAD, "infer-read-blurred", self._on_reader_start)
             )
             sharp = None
             if job.gt is not None:
                 sharp = stack.enter_context(
                     Prefetcher(
-                        self._sharp(job.gt, job.targets, prepare), READ_AHEAD, "read sharp", self._on_reader_start
+                        self._sharp(job.gt, job.targets, prepare), READ_AHEAD, "infer-read-sharp", self._on_reader_start
                     )
                 )
             writer = None

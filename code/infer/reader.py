@@ -25,7 +25,7 @@ class Prefetcher(Generic[Item]):
     """
 
     def __init__(
-        self, items: Iterable[Item], ahead: int, name: str = "reader", on_start: Callable[[], None] | None = None
+        self, items: Iterable[Item], ahead: int, name: str = "infer-read", on_start: Callable[[], None] | None = None
     ) -> None:
         if ahead < 1:
             raise ValueError(f"ahead must be at least 1, got {ahead}")

@@ -1,0 +1,235 @@
+"""The parts of the overlapped inference pipeline: reading ahead, in-order workers, the frame arithmetic, atomic
+PNG writes, the CUDA branch's metrics (run on CPU tensors) and what the four times mean."""
+
+import errno
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import astuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_clips import make_dataset, save_seeded_weights, seeded_model, single_thread  # noqa: F401
+
+from data import frames as frames_module
+from data.frames import read_rgb, write_png
+from infer.options import parse_args
+from infer.pipeline import FramePreparer, Pipeline, pad_to_multiple
+from infer.planning import make_plan
+from infer.reader import Prefetcher
+from infer.report import Report
+from infer.workers import InOrder
+from utils.errors import UserError
+from utils.image import to_tensor, to_uint8
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+
+
+def infer_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("infer-")]
+
+
+# ----- reading ahead
+
+
+def test_prefetcher_yields_in_order_and_reads_a_bounded_number_ahead() -> None:
+    produced: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for number in range(20):
+            produced.append(number)
+            yield number
+
+    seen = []
+    with Prefetcher(numbers(), ahead=3) as items:
+        for number in items:
+            time.sleep(0.002)
+            assert len(produced) - len(seen) <= 3 + 2  # the queue, the item in hand and one being put
+            seen.append(number)
+    assert seen == list(range(20)) and infer_threads() == []
+
+
+def test_prefetcher_raises_a_read_error_in_the_consumer_at_its_place() -> None:
+    def frames() -> Iterator[int]:
+        yield 0
+        yield 1
+        raise UserError("cannot read image 00002.png: truncated")
+
+    seen = []
+    with pytest.raises(UserError, match=r"00002\.png"), Prefetcher(frames(), ahead=4) as items:
+        seen.extend(items)
+    assert seen == [0, 1] and infer_threads() == []
+
+
+def test_closing_a_prefetcher_stops_its_thread_and_closes_the_source_there() -> None:
+    closed_in: list[str] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            number = 0
+            while True:
+                yield number
+                number += 1
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    with Prefetcher(endless(), ahead=2, name="infer-read-test") as items:
+        assert [next(items), next(items)] == [0, 1]
+    assert closed_in == ["infer-read-test"] and infer_threads() == []
+
+
+# ----- workers, completed in order
+
+
+def test_jobs_complete_in_order_in_the_calling_thread_with_a_bounded_number_in_flight() -> None:
+    completed: list[tuple[int, str]] = []
+
+    def job(number: int) -> int:
+        time.sleep(0.001 * (10 - number))  # later jobs finish sooner
+        return number
+
+    with InOrder(3) as work:
+        for number in range(10):
+            work.submit(lambda number=number: job(number), lambda result: completed.append((result, current())))
+            assert len(work.pending) <= 6
+        work.drain()
+    assert completed == [(number, "MainThread") for number in range(10)]
+    assert infer_threads() == []
+
+
+def current() -> str:
+    return threading.current_thread().name
+
+
+def test_no_workers_runs_each_job_inline_and_completes_it_at_once() -> None:
+    ran_in, completed = [], []
+    with InOrder(0) as work:
+        for number in range(3):
+            work.submit(lambda: ran_in.append(current()), lambda _, number=number: completed.append(number))
+            assert completed == list(range(number + 1))  # completed before the next job is given
+    assert ran_in == ["MainThread"] * 3
+
+
+def test_a_workers_error_is_raised_in_the_calling_thread_and_the_threads_end() -> None:
+    go = threading.Event()
+
+    def failing() -> None:
+        go.wait(5)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"), InOrder(1) as work:
+        work.submit(failing, lambda _: None)
+        work.submit(lambda: time.sleep(0.05), lambda _: None)  # cancelled, or waited for if it started
+        go.set()
+        work.drain()
+    assert infer_threads() == []
+
+
+# ----- the frame arithmetic of utils/image.py, on tensors
+
+
+def edge_image(height: int, width: int) -> torch.Tensor:
+    """Model outputs with values outside [0, 1] and exactly on rounding boundaries."""
+    values = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2
+    values[0, 0, 0, : width // 2] = (torch.arange(width // 2) + 0.5) / 255.0
+    return values
+
+
+def test_frame_conversions_are_those_of_utils_image() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (38, 50, 3), dtype=np.uint8)
+    cropped = FramePreparer((38, 50), crop=True)
+    visible = cropped.image(rgb)
+    assert visible.shape == (36, 48, 3)
+    assert torch.equal(cropped.tensor(torch.from_numpy(np.ascontiguousarray(visible))), to_tensor(visible))
+    padded = FramePreparer((38, 50), crop=False)
+    tensor = padded.tensor(torch.from_numpy(rgb))
+    assert tensor.shape == (1, 3, 40, 52) and torch.equal(tensor, pad_to_multiple(to_tensor(rgb)))
+
+    output = edge_image(40, 52)
+    assert np.array_equal(padded.output(output).numpy(), to_uint8(output[..., :38, :50]))
+    assert np.array_equal(cropped.output(output).numpy(), to_uint8(output[..., :36, :48]))
+    assert np.array_equal(cropped.output(output.half()).numpy(), to_uint8(output.half()[..., :36, :48]))
+
+
+# ----- PNGs appear whole or not at all
+
+
+def test_a_png_write_that_fails_leaves_the_earlier_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = np.random.default_rng(1).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    target = tmp_path / "00002.png"
+    write_png(target, image)
+    earlier = target.read_bytes()
+
+    def disk_full(source: str, destination: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(frames_module.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_png(target, 255 - image)
+    assert [path.name for path in tmp_path.iterdir()] == ["00002.png"] and target.read_bytes() == earlier
+    monkeypatch.undo()
+
+    write_png(target, 255 - image)
+    assert np.array_equal(read_rgb(target), 255 - image) and [path.name for path in tmp_path.iterdir()] == ["00002.png"]
+    (tmp_path / "plain").write_bytes(b"")
+    assert target.stat().st_mode == (tmp_path / "plain").stat().st_mode  # the usual mode, not mkstemp's 0600
+    if Path("/dev/null").exists():
+        write_png(Path("/dev/null"), image)  # no regular file: written in place, never replaced
+
+
+# ----- the pipeline on a tiny dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("pipeline")
+    data = make_dataset(root / "data", {"a": 5, "b": 4}, height=36, width=48)
+    return data, save_seeded_weights(root / "model.pt", seed=7)
+
+
+def run_pipeline(
+    data: Path, weights: Path, result: Path, workers: int, device_scores: bool = False
+) -> tuple[Report, float]:
+    """The pipeline on every video, with --border; returns the report and the pipeline's wall time."""
+    argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result)]
+    plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", str(workers)]))
+    model, report = seeded_model(7), Report()
+    with torch.inference_mode():
+        started = time.perf_counter()
+        with Pipeline(model, plan, report, progress=False) as pipeline:
+            pipeline.device_scores = device_scores
+            for job in plan.jobs:
+                pipeline.video(job)
+        return report, time.perf_counter() - started
+
+
+def test_the_device_metrics_branch_scores_like_the_numpy_metrics(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    data, weights = tiny_run
+    numpy_scores = run_pipeline(data, weights, tmp_path / "numpy", workers=2)[0].results
+    device_scores = run_pipeline(data, weights, tmp_path / "device", workers=2, device_scores=True)[0].results
+    assert list(device_scores.videos) == ["a", "b"]
+    for name, video in numpy_scores.videos.items():
+        assert list(device_scores.videos[name].frames) == list(video.frames)
+        for frame, scores in video.frames.items():
+            theirs = device_scores.videos[name].frames[frame]
+            assert astuple(theirs) == pytest.approx(astuple(scores), rel=1e-9)
+            assert (tmp_path / "numpy" / name / f"{frame}.png").read_bytes() == (
+                tmp_path / "device" / name / f"{frame}.png"
+            ).read_bytes()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_totals_add_up_to_the_wall_time(tiny_run: tuple[Path, Path], tmp_path: Path, workers: int) -> None:
+    data, weights = tiny_run
+    report, wall = run_pipeline(data, weights, tmp_path, workers)
+    times = report.results.all_times()
+    assert len(times) == 9
+    assert wall - 0.05 < math.fsum(entry.total for entry in times) <= wall
+    assert all(entry.forward > 0 and entry.post > 0 and entry.pre >= 0 for entry in times)
+    if workers == 0:  # serial: each output's wait, model and writing lie inside its total
+        assert all(entry.total >= entry.pre + entry.forward + entry.post for entry in times)
