@@ -58,7 +58,7 @@ def kernel_launches(function: object) -> int:
     return sum(1 for event in profile.events() if event.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def measure(shape: tuple[int, ...], dtype: torch.dtype, path: str, repeats: int) -> dict[str, float]:
+def measure(shape: tuple[int, ...], dtype: torch.dtype, path: str, repeats: int, count_launches: bool) -> dict:
     generator = torch.Generator(device="cuda").manual_seed(0)
     first, second = (torch.randn(shape, generator=generator, device="cuda", dtype=dtype) for _ in range(2))
     leaves = [first.clone().requires_grad_(), second.clone().requires_grad_()]
@@ -72,12 +72,11 @@ def measure(shape: tuple[int, ...], dtype: torch.dtype, path: str, repeats: int)
     def forward_backward() -> None:
         torch.autograd.grad(compute(*leaves), leaves, grad_out)
 
-    return {
-        "forward_ms": median_ms(forward, repeats),
-        "forward_backward_ms": median_ms(forward_backward, repeats),
-        "forward_launches": kernel_launches(forward),
-        "forward_backward_launches": kernel_launches(forward_backward),
-    }
+    result = {"forward_ms": median_ms(forward, repeats), "forward_backward_ms": median_ms(forward_backward, repeats)}
+    if count_launches:  # the same at every shape: counted once per path and dtype (profiling is slow to start)
+        result["forward_launches"] = kernel_launches(forward)
+        result["forward_backward_launches"] = kernel_launches(forward_backward)
+    return result
 
 
 def main() -> None:
@@ -98,20 +97,24 @@ def main() -> None:
     paths = ["torch", "cupy"]
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
+        for path in paths:
+            launches = measure((1, 8, 16, 16), dtype, path, 1, count_launches=True)
+            print(
+                f"{dtype_name} {path}: {launches['forward_launches']} GPU kernels per forward call, "
+                f"{launches['forward_backward_launches']} per forward+backward"
+            )
         for setting, (batch, height, width, calls) in SETTINGS.items():
             totals = {path: [0.0, 0.0] for path in paths}
             for shape in level_shapes(batch, height, width):
                 row = []
                 for path in paths:
-                    result = measure(shape, dtype, path, args.repeats)
+                    result = measure(shape, dtype, path, args.repeats, count_launches=False)
                     if path == "cupy" and SELECTOR.disabled is not None:
                         raise SystemExit(f"the kernel is off, nothing to compare: {SELECTOR.disabled}")
                     totals[path][0] += result["forward_ms"] * calls
                     totals[path][1] += result["forward_backward_ms"] * calls
-                    row.append(
-                        f"{path}: fwd {result['forward_ms']:.3f} ms ({result['forward_launches']} kernels), "
-                        f"fwd+bwd {result['forward_backward_ms']:.3f} ms ({result['forward_backward_launches']})"
-                    )
+                    forward, both = result["forward_ms"], result["forward_backward_ms"]
+                    row.append(f"{path} fwd {forward:.3f} ms, fwd+bwd {both:.3f} ms")
                 print(f"{dtype_name} {setting} {list(shape)}: " + "; ".join(row))
             for path in paths:
                 forward, both = totals[path]

@@ -6,6 +6,7 @@ protocol's metrics, PNG writing).
     python bench/bench_inference.py --sizes 256x448 --outputs 3 --device cpu
     python bench/bench_inference.py --sweep --sizes 1280x720 --outputs 20     # every precision, with/without graphs
     python bench/bench_inference.py --sweep --compile                        # also torch.compile (minutes)
+    python bench/bench_inference.py --pipeline DATASET --model_path pretrain_models/CDVD_TSP_DEMO.pt
 
 Weights are PyTorch's default initialisation from a seed (speed does not depend on their values) and frames are
 smooth random images. Each runner is measured in steady state: the window runner's cost per window, and the
@@ -17,15 +18,26 @@ products are not counted). Nothing here is asserted: the numbers are printed.
 ``--sweep`` (CUDA) times the streaming runner's steady output frames in one process for every ``--precision``
 setting, eagerly and replayed from CUDA graphs (and compiled, with ``--compile``), and compares each setting's
 outputs with the fp32 ones: the largest difference in grey levels and the PSNR between the two uint8 outputs.
+
+``--pipeline DATASET`` runs ``code/inference.py`` itself on a dataset (blur/ and gt/): first with the model's step
+replaced by an identity, which measures what the pipeline around the model can sustain (reading, copies, PNG
+writing, metrics), with and without metrics and PNGs; then with the model at the default settings and serially
+(``--workers 0``), which shows how much of the work around the model the pipeline hides (wall time against the
+model's time per frame, from results.json).
 """
 
 import argparse
+import contextlib
+import io
 import json
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -203,6 +215,55 @@ def sweep(size: tuple[int, int], outputs: int, device: torch.device, compile: bo
     print(f"cost volume: {SELECTOR.describe()}")
 
 
+def identity_step(*args: object, **kwargs: object) -> object:
+    """Stands in for `accelerated_step`: the 'restored' frame is the center frame itself."""
+    return lambda previous, center, following: center.clone()
+
+
+def pipeline_run(argv: list[str], identity: bool) -> tuple[dict, list[float], float]:
+    """One inference.py run: its results.json, the per-frame wall times of its log, and its own wall time."""
+    import inference  # imported here: the other modes do not need the command line's modules
+
+    with tempfile.TemporaryDirectory() as scratch:
+        destination = ["--result_path", scratch] if "--input" not in argv else ["--output", scratch]
+        patch = mock.patch("infer.pipeline.accelerated_step", identity_step) if identity else contextlib.nullcontext()
+        quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+        started = time.perf_counter()
+        with patch, quiet[0], quiet[1]:
+            inference.main([*argv, *destination])
+        seconds = time.perf_counter() - started
+        report = json.loads((Path(scratch) / "results.json").read_text())
+        log = next(Path(scratch).glob("inference_log_*.txt")).read_text()
+    totals = [float(value) for value in re.findall(r"total_time:([0-9.e+-]+)s", log)]
+    return report, totals, seconds
+
+
+def pipeline(data: Path, model_path: Path, device: str) -> None:
+    """What the pipeline sustains around an identity step, and how well it hides its work behind the model."""
+    evaluate = ["--data_path", str(data), "--model_path", str(model_path), "--device", device, "--no_showcase"]
+    first_video = sorted(path for path in (data / "blur").iterdir() if path.is_dir())[0]
+    deblur = ["--input", str(first_video), "--model_path", str(model_path), "--device", device]
+    runs = {
+        "identity step, PNG + metrics": (evaluate, True),
+        "identity step, metrics only (--no_save_image)": ([*evaluate, "--no_save_image"], True),
+        "identity step, PNG only (--input)": (deblur, True),
+        "identity step, PNG + metrics, --workers 0": ([*evaluate, "--workers", "0"], True),
+        "model, default settings, PNG + metrics": (evaluate, False),
+        "model, default settings, metrics only (--no_save_image)": ([*evaluate, "--no_save_image"], False),
+        "model, default settings, --workers 0 (serial)": ([*evaluate, "--workers", "0"], False),
+    }
+    pipeline_run(evaluate, identity=False)  # warm-up: the process's one-time costs (CUDA, cuDNN, kernels)
+    for label, (argv, identity) in runs.items():
+        report, totals, seconds = pipeline_run(argv, identity)
+        wall, model = report["seconds_per_frame"], report["model_seconds_per_frame"]
+        line = (
+            f"{label}: {report['frames'] / seconds:.1f} frames/s over the whole run ({seconds:.1f} s for "
+            f"{report['frames']} frames, {report['settings']['precision']}); per frame: wall {1000 * wall:.1f} ms "
+            f"(median {1000 * float(np.median(totals)):.1f}), model {1000 * model:.1f} ms"
+        )
+        print(line + ("" if identity else f"; wall / model = {wall / model:.3f}"))
+
+
 def run_isolated(runner: str, size: str, outputs: int, device: str, threads: int | None, flops: bool) -> dict:
     command = [sys.executable, __file__, "--one", runner, "--sizes", size, "--outputs", str(outputs)]
     command += ["--device", device] + (["--threads", str(threads)] if threads else []) + (["--flops"] if flops else [])
@@ -236,6 +297,8 @@ def main() -> None:
     )
     parser.add_argument("--sweep", action="store_true", help="every precision, eager and CUDA graphs (CUDA)")
     parser.add_argument("--compile", action="store_true", help="with --sweep: also torch.compile (slow to start)")
+    parser.add_argument("--pipeline", type=Path, metavar="DATASET", help="time inference.py on DATASET (see above)")
+    parser.add_argument("--model_path", type=Path, help="with --pipeline: the checkpoint to load")
     parser.add_argument("--one", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,6 +307,12 @@ def main() -> None:
     device = pick_device(args.device)
     if args.one:
         print(json.dumps(measure_runner(args.one, parse_size(args.sizes[0]), args.outputs[0], device, args.flops)))
+        return
+    if args.pipeline:
+        if args.model_path is None:
+            parser.error("--pipeline needs --model_path")
+        print(f"machine: {machine()}; device: {device}")
+        pipeline(args.pipeline, args.model_path, args.device)
         return
     if args.sweep:
         if device.type != "cuda":
