@@ -107,12 +107,13 @@ def test_an_error_leaves_an_earlier_run_untouched(tmp_path: Path, weights: Path)
     assert (result / "results.json").read_text() == '{"earlier": true}'
 
 
-def test_a_frame_that_fails_to_decode_during_the_run_is_named(tmp_path: Path, weights: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "4"])  # read in the main thread, or in a background thread
+def test_a_frame_that_fails_to_decode_during_the_run_is_named(tmp_path: Path, weights: Path, workers: str) -> None:
     data = make_dataset(tmp_path / "data", {"v": 5})
     frame = data / "blur" / "v" / "00002.png"
     frame.write_bytes(frame.read_bytes()[:200])  # the header (and size) reads, the pixels do not
     with pytest.raises(UserError, match=r"cannot read image .*00002\.png"):
-        main(evaluation_argv(data, weights, tmp_path / "result"))  # read in a background thread
+        main([*evaluation_argv(data, weights, tmp_path / "result"), "--workers", workers])
     assert not (tmp_path / "result" / "results.json").exists()
     (log,) = (tmp_path / "result").glob("inference_log_*.txt")
     assert log.read_text().splitlines()[-1].startswith("error: cannot read image")

@@ -192,13 +192,25 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, save_seeded_weights(root / "model.pt", seed=7)
 
 
+class ThreadWatch(Report):
+    """A report that notes the pipeline's threads alive at each frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def frame(self, *args: object) -> None:
+        self.threads.update(infer_threads())
+        super().frame(*args)  # type: ignore[arg-type]
+
+
 def run_pipeline(
     data: Path, weights: Path, result: Path, workers: int, device_scores: bool = False
-) -> tuple[Report, float]:
+) -> tuple[ThreadWatch, float]:
     """The pipeline on every video, with --border; returns the report and the pipeline's wall time."""
     argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result)]
     plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", str(workers)]))
-    model, report = seeded_model(7), Report()
+    model, report = seeded_model(7), ThreadWatch()
     with torch.inference_mode():
         started = time.perf_counter()
         with Pipeline(model, plan, report, progress=False) as pipeline:
@@ -224,12 +236,17 @@ def test_the_device_metrics_branch_scores_like_the_numpy_metrics(tiny_run: tuple
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_the_totals_add_up_to_the_wall_time(tiny_run: tuple[Path, Path], tmp_path: Path, workers: int) -> None:
+def test_the_totals_add_up_to_the_wall_time_and_no_workers_means_no_threads(
+    tiny_run: tuple[Path, Path], tmp_path: Path, workers: int
+) -> None:
     data, weights = tiny_run
     report, wall = run_pipeline(data, weights, tmp_path, workers)
     times = report.results.all_times()
     assert len(times) == 9
     assert wall - 0.05 < math.fsum(entry.total for entry in times) <= wall
     assert all(entry.forward > 0 and entry.post > 0 and entry.pre >= 0 for entry in times)
-    if workers == 0:  # serial: each output's wait, model and writing lie inside its total
+    if workers == 0:  # serial, without a thread: each output's wait, model and writing lie inside its total
         assert all(entry.total >= entry.pre + entry.forward + entry.post for entry in times)
+        assert report.threads == set()
+    else:
+        assert any(name.startswith("infer-worker") for name in report.threads)

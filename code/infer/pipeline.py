@@ -31,7 +31,7 @@ from tqdm import tqdm
 from data.frames import read_rgb, write_png
 from data.video_io import FolderSource, VideoSource, VideoWriter
 from infer.planning import SIZE_MULTIPLE, Job, Plan
-from infer.reader import Prefetcher
+from infer.reader import read_ahead
 from infer.report import FrameTimes, Report
 from infer.transfer import Ready, Transfer
 from infer.workers import InOrder
@@ -211,55 +211,62 @@ class Pipeline:
         for index in targets:
             yield index, self.transfer.host_frame(prepare.image(read_rgb(paths[index])))
 
+    def _readers(
+        self, stack: contextlib.ExitStack, job: Job, prepare: FramePreparer
+    ) -> tuple[Iterator[tuple[int, Tensor]], Iterator[tuple[int, Tensor]] | None]:
+        """The frames to push, in order (the border ones repeated), and the sharp frames of the outputs."""
+        ahead = READ_AHEAD if self.plan.workers else 0  # no workers: no threads at all
+        read = stack.enter_context(
+            read_ahead(self._blurred(job.source, prepare), ahead, "infer-read-blurred", self._on_reader_start)
+        )
+        frames = with_border(read, self.model.n_stages) if self.plan.border else read
+        if job.gt is None:
+            return frames, None
+        sharp = read_ahead(self._sharp(job.gt, job.targets, prepare), ahead, "infer-read-sharp", self._on_reader_start)
+        return frames, stack.enter_context(sharp)
+
+    def _video_writer(self, stack: contextlib.ExitStack, job: Job) -> VideoWriter | None:
+        if job.video_out is None:
+            return None
+        source = job.source
+        fps = source.fps if isinstance(source, VideoSource) and source.fps > 0 else FALLBACK_FPS
+        with writing(job.video_out):
+            return stack.enter_context(VideoWriter(job.video_out, source.size, fps))
+
+    def _complete(
+        self,
+        output: Output,
+        finished: Finished,
+        writer: VideoWriter | None,
+        showcase: ShowcaseWriter | None,
+        bar: tqdm,
+    ) -> None:
+        """An output's in-order part (main thread): its times, the report, the video file, the showcase."""
+        now = time.perf_counter()
+        times = FrameTimes(output.pre, finished.forward, finished.post, now - self.completed_at)
+        self.completed_at = now
+        self.report.frame(output.video, output.frame, finished.scores, times)
+        if writer is not None:
+            with writing(writer.path):
+                writer.write(finished.image)
+        if showcase is not None:
+            showcase.add(output.frame, output.blurred, finished.image, output.sharp)
+        bar.update()
+
     def video(self, job: Job, showcase: ShowcaseWriter | None = None) -> None:
         """Restore one video; every output is reported (and written) when this returns."""
-        source = job.source
-        names = source.frame_names
+        source, names = job.source, job.source.frame_names
         prepare = FramePreparer(source.size, self.plan.crop)
-        last_target = job.targets[-1]
         if job.frames_dir is not None:
             with writing(job.frames_dir):
                 job.frames_dir.mkdir(parents=True, exist_ok=True)
-
         with contextlib.ExitStack() as stack:
-            read = stack.enter_context(
-                Prefetcher(self._blurred(source, prepare), READ_AHEAD, "infer-read-blurred", self._on_reader_start)
+            frames, sharp = self._readers(stack, job, prepare)
+            writer = self._video_writer(stack, job)
+            progress = tqdm(
+                total=len(job.targets), desc=source.name, unit="frame", dynamic_ncols=True, disable=not self.progress
             )
-            sharp = None
-            if job.gt is not None:
-                sharp = stack.enter_context(
-                    Prefetcher(
-                        self._sharp(job.gt, job.targets, prepare), READ_AHEAD, "infer-read-sharp", self._on_reader_start
-                    )
-                )
-            writer = None
-            if job.video_out is not None:
-                fps = source.fps if isinstance(source, VideoSource) and source.fps > 0 else FALLBACK_FPS
-                with writing(job.video_out):
-                    writer = stack.enter_context(VideoWriter(job.video_out, source.size, fps))
-            bar = stack.enter_context(
-                tqdm(
-                    total=len(job.targets),
-                    desc=source.name,
-                    unit="frame",
-                    dynamic_ncols=True,
-                    disable=not self.progress,
-                )
-            )
-
-            def complete(output: Output, finished: Finished) -> None:
-                now = time.perf_counter()
-                times = FrameTimes(output.pre, finished.forward, finished.post, now - self.completed_at)
-                self.completed_at = now
-                self.report.frame(output.video, output.frame, finished.scores, times)
-                if writer is not None:
-                    with writing(writer.path):
-                        writer.write(finished.image)
-                if showcase is not None:
-                    showcase.add(output.frame, output.blurred, finished.image, output.sharp)
-                bar.update()
-
-            frames: Iterator[tuple[int, Tensor]] = with_border(read, self.model.n_stages) if self.plan.border else read
+            bar = stack.enter_context(progress)
             runner = self.new_runner()
             waited, spans = 0.0, []
             while True:
@@ -277,7 +284,7 @@ class Pipeline:
                 if restored is None:
                     continue
                 index, blurred_host, blurred = restored.tag
-                if index > last_target:  # ffmpeg decoded more frames than it counted: those counted are done
+                if index > job.targets[-1]:  # ffmpeg decoded more frames than it counted: those counted are done
                     logger.warning("%s: more frames than counted; the last ones are left out", source.name)
                     break
                 started = time.perf_counter()
@@ -296,12 +303,15 @@ class Pipeline:
                     pre=waited,
                     path=None if job.frames_dir is None else job.frames_dir / f"{names[index]}.png",
                 )
-                self.work.submit(functools.partial(finish, output, self.transfer), functools.partial(complete, output))
+                self.work.submit(
+                    functools.partial(finish, output, self.transfer),
+                    functools.partial(self._complete, output, writer=writer, showcase=showcase, bar=bar),
+                )
                 waited, spans = 0.0, []
             self.work.drain()
 
     @staticmethod
-    def _next_sharp(sharp: Prefetcher | None, index: int) -> Tensor | None:
+    def _next_sharp(sharp: Iterator[tuple[int, Tensor]] | None, index: int) -> Tensor | None:
         if sharp is None:
             return None
         sharp_index, host = next(sharp)

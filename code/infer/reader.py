@@ -3,6 +3,7 @@
 Decoding a frame (PIL, ffmpeg) releases the GIL, so a thread hides it behind the model. Items come out in order;
 an error raised while reading (a corrupt frame's `UserError`) is raised in the consuming thread, at the place of
 the item that failed. Leaving the context stops the thread and joins it, whether or not everything was read.
+`read_ahead` with nothing ahead reads in the consuming thread instead (the serial path, no thread).
 """
 
 import queue
@@ -87,3 +88,36 @@ class Prefetcher(Generic[Item]):
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+class Inline(Generic[Item]):
+    """`Prefetcher`'s serial counterpart: ``items`` read in the consuming thread when asked for."""
+
+    def __init__(self, items: Iterable[Item]) -> None:
+        self._iterator = iter(items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return self
+
+    def __next__(self) -> Item:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Inline[Item]":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def read_ahead(
+    items: Iterable[Item], ahead: int, name: str = "infer-read", on_start: Callable[[], None] | None = None
+) -> Prefetcher[Item] | Inline[Item]:
+    """``items`` read ``ahead`` items ahead in a thread, or in the calling thread when ``ahead`` is 0."""
+    return Prefetcher(items, ahead, name, on_start) if ahead else Inline(items)
