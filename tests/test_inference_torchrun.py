@@ -3,6 +3,8 @@ one results.json, equal to a one-process run's; a process that fails makes every
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,7 +115,9 @@ def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[P
     assert completed.returncode != 0  # torchrun's own status: 1, with its report of the processes' statuses
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: cannot read image {frame}")
-    assert completed.stderr.count("exitcode  : 2") == 2  # both processes exit with the usual status
+    # both processes end with the usual status, unless torchrun stops one that is still exiting when the other ended
+    statuses = re.findall(r"exitcode\s*:\s*(-?\d+)", completed.stderr)
+    assert "2" in statuses and set(statuses) <= {"2", str(-signal.SIGTERM)}
     assert "UserError" not in completed.stderr
     assert not (tmp_path / "result" / "results.json").exists()
     log = only_log(tmp_path / "result")

@@ -5,8 +5,9 @@ Per video: a reader thread decodes the blurred frames (and one the sharp frames)
 thread copies each frame to the device, pushes it through the runner and, for each output, queues on the device
 its conversion to uint8, its metrics (CUDA) and its copy to the host, then hands it to a worker. The worker waits
 for that copy, writes the PNG and scores the frame (CPU); what must be in order (results, log lines, progress,
-showcase, the frames of an output video) is done in the main thread as outputs complete, in order. The arithmetic
-of the frames is that of utils/image.py, so the outputs are the same with any number of workers.
+showcase, the frames of an output video) is done in the main thread as outputs complete, in order. With no
+workers there is no thread at all: each step runs in the main thread, in turn. The arithmetic of the frames is
+that of utils/image.py, so the outputs are the same with any number of workers.
 
 Times of an output (`FrameTimes`): ``pre`` is the main loop's wait for its input frames, ``forward`` the model's
 time (CUDA events on the GPU), ``post`` the worker's writing and scoring, ``total`` the wall time since the previous

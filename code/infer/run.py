@@ -167,7 +167,7 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     if not ranks.is_main:
         return EXIT_USER_ERROR if errors else 0
 
-    if log is not None:  # rank 0 planned: write every process's lines, in the plan's order
+    if log is not None and plan is not None:  # rank 0 planned: every process's lines, in the plan's order
         with log:
             order = [job.source.name for job in plan.jobs]
             results = merge([outcome.results for outcome in outcomes], order)
