@@ -51,8 +51,10 @@ from model.acceleration import accelerated_step
 from model.cdvd_tsp import CDVD_TSP
 from model.correlation import SELECTOR
 from model.streaming import StreamingRunner, WindowRunner
+from utils import metrics_device
 from utils.image import to_tensor, to_uint8
 from utils.metrics import psnr, score_frame, ssim
+from utils.metrics_device import score_frame_tensor
 from utils.precision import PRECISIONS, tf32_switched
 
 RUNNERS = {"window": WindowRunner, "streaming": StreamingRunner}
@@ -133,6 +135,26 @@ def measure_runner(runner_name: str, size: tuple[int, int], outputs: int, device
     return result
 
 
+def device_metrics_work(output: np.ndarray, blurred: np.ndarray, sharp: np.ndarray) -> dict:
+    """On CUDA: score_frame_tensor with each filtering (synchronized, so the GPU time is counted)."""
+    if not torch.cuda.is_available():
+        return {}
+    images = [torch.from_numpy(image).cuda() for image in (output, blurred, sharp)]
+
+    def scored(filtering: object) -> object:
+        def work() -> None:
+            with mock.patch.object(metrics_device, "_gaussian_valid", filtering):
+                score_frame_tensor(*images)
+            torch.cuda.synchronize()
+
+        return work
+
+    return {
+        "score_frame_tensor on CUDA, grouped convolution": scored(metrics_device._convolved),
+        "score_frame_tensor on CUDA, shifted sums": scored(metrics_device._shifted_sums),
+    }
+
+
 def measure_postprocessing(size: tuple[int, int], repeats: int = 7) -> dict:
     """Seconds per frame (the median of ``repeats``) for the protocol's metrics and for writing the PNG."""
     sharp, blurry, other = frames(3, *size, seed=1)
@@ -142,6 +164,7 @@ def measure_postprocessing(size: tuple[int, int], repeats: int = 7) -> dict:
         "score_frame (output and input)": lambda: score_frame(other, blurry, sharp),
         "png_write": lambda: write_png(Path("/dev/null"), other),
         "to_tensor and to_uint8": lambda: to_uint8(to_tensor(other)),
+        **device_metrics_work(other, blurry, sharp),
     }.items():
         work()  # warm-up: first-call costs (page faults, library set-up) are not per frame
         seconds = []

@@ -48,8 +48,8 @@ _CONVOLUTION_WEIGHTS: dict[torch.device, Tensor] = {}
 def _gaussian_valid(planes: Tensor) -> Tensor:
     """Gaussian-filter N x H x W planes separably, keeping the part where the window lies inside each plane.
 
-    On CUDA by convolution (cuDNN; score_frame_tensor at 720p took 1.5 ms on an H200), elsewhere by shifted sums
-    (float64 convolution is several times slower than that on a CPU); the two agree to about 1e-15.
+    On CUDA by a grouped convolution (cuDNN; score_frame_tensor at 720p took 1.5 ms on an H200), elsewhere by
+    shifted sums (float64 convolution is several times slower than that on a CPU); the two agree to about 1e-15.
     """
     return _convolved(planes) if planes.is_cuda else _shifted_sums(planes)
 
@@ -58,8 +58,11 @@ def _convolved(planes: Tensor) -> Tensor:
     weights = _CONVOLUTION_WEIGHTS.get(planes.device)
     if weights is None:
         weights = _CONVOLUTION_WEIGHTS[planes.device] = torch.tensor(_WEIGHTS, dtype=torch.float64).to(planes.device)
-    filtered = F.conv2d(planes.unsqueeze(1), weights.view(1, 1, SSIM_WINDOW, 1))
-    return F.conv2d(filtered, weights.view(1, 1, 1, SSIM_WINDOW)).squeeze(1)
+    count = planes.shape[0]
+    vertical = weights.view(1, 1, SSIM_WINDOW, 1).expand(count, 1, SSIM_WINDOW, 1)
+    horizontal = weights.view(1, 1, 1, SSIM_WINDOW).expand(count, 1, 1, SSIM_WINDOW)
+    filtered = F.conv2d(planes.unsqueeze(0), vertical, groups=count)
+    return F.conv2d(filtered, horizontal, groups=count).squeeze(0)
 
 
 def _shifted_sums(planes: Tensor) -> Tensor:
