@@ -138,10 +138,16 @@ def test_cuda_graphs_need_a_cuda_device(model: torch.nn.Module) -> None:
         accelerated_step(model, PRECISIONS["fp32"], CPU, cuda_graphs=True)
 
 
+GRAPH_BOUNDS = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 0.0, "bf16": 0.0}
+"""Largest relative difference (max |graphed - eager| / max |eager|) between outputs replayed from CUDA graphs and
+eager outputs. On an H200 (PyTorch 2.11, cuDNN 9.19) the 16-bit settings gave identical outputs, while float32
+convolutions differed slightly: cuDNN may pick other algorithms while a graph is captured (at 720p at most one grey
+level, 96 dB apart with fp32). The float32 bounds are the CUDA parity bounds of test_model_parity.py."""
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("name", ["fp32", "tf32", "fp16", "bf16"])
-def test_streaming_from_cuda_graphs_equals_eager_streaming_exactly(name: str) -> None:
-    """Replaying a captured graph runs the same kernels on the same inputs: the outputs are bit for bit the same."""
+@pytest.mark.parametrize("name", list(GRAPH_BOUNDS))
+def test_streaming_from_cuda_graphs_equals_eager_streaming(name: str) -> None:
     device = torch.device("cuda")
     model = seeded_model(seed=5).to(device)
     precision = PRECISIONS[name]
@@ -155,4 +161,6 @@ def test_streaming_from_cuda_graphs_equals_eager_streaming_exactly(name: str) ->
                 assert len(step.graphs) == 1  # stage 1 and stage 2 share one graph
     assert len(outputs[True]) == len(clip) - 4
     for eager, graphed in zip(outputs[False], outputs[True], strict=True):
-        assert graphed.dtype == torch.float32 and torch.equal(eager, graphed)
+        assert graphed.dtype == torch.float32
+        difference = ((graphed - eager).abs().max() / eager.abs().max()).item()
+        assert difference <= GRAPH_BOUNDS[name]

@@ -13,6 +13,7 @@ on thread timing.
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -187,10 +188,14 @@ class CupyKernel:
         return module
 
     def _stream(self, device: torch.device) -> Any:
+        """PyTorch's current stream on ``device``, as CuPy's launch takes it."""
         pointer = torch.cuda.current_stream(device).cuda_stream
         stream = self.streams.get(pointer)
         if stream is None:
-            stream = self.streams[pointer] = self.cupy.cuda.ExternalStream(pointer, device.index)
+            with warnings.catch_warnings():
+                # CuPy 14 deprecates ExternalStream for Stream.from_external; ExternalStream is what was run on a GPU
+                warnings.simplefilter("ignore", DeprecationWarning)
+                stream = self.streams[pointer] = self.cupy.cuda.ExternalStream(pointer, device.index)
         return stream
 
     def _launch(self, name: str, output: Tensor, inputs: tuple[Tensor, Tensor], radius: int, elements: int) -> None:
