@@ -16,6 +16,7 @@ from tiny_clips import make_dataset, save_seeded_weights, seeded_model, single_t
 
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
+from infer import pipeline as pipeline_module
 from infer.options import parse_args
 from infer.pipeline import FramePreparer, Pipeline, pad_to_multiple
 from infer.planning import make_plan
@@ -250,3 +251,43 @@ def test_the_totals_add_up_to_the_wall_time_and_no_workers_means_no_threads(
         assert report.threads == set()
     else:
         assert any(name.startswith("infer-worker") for name in report.threads)
+
+
+def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_written(
+    tiny_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pause between videos: video b is already being restored while a's slow PNG writes finish; a's frames,
+    then its end (`finished`), then b's frames still reach the report in order."""
+    data, weights = tiny_run
+    events: list[str] = []
+    write = pipeline_module.write_png
+
+    def slow_write(path: Path, image: np.ndarray) -> None:
+        if path.parent.name == "a":
+            time.sleep(0.2)
+        write(path, image)
+
+    class Recording(Report):
+        def frame(self, video: str, frame: str, *rest: object) -> None:
+            events.append(f"frame {video}")
+            super().frame(video, frame, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "write_png", slow_write)
+    argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(tmp_path)]
+    plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", "2"]))
+    model = seeded_model(7)
+    with torch.inference_mode(), Pipeline(model, plan, Recording(), progress=False) as pipeline:
+        make_runner = pipeline.new_runner
+
+        def new_runner() -> object:
+            events.append("runner")
+            return make_runner()
+
+        pipeline.new_runner = new_runner
+        for job in plan.jobs:
+            pipeline.video(job, finished=lambda name=job.source.name: events.append(f"finished {name}"))
+    assert events.index("finished a") > [index for index, event in enumerate(events) if event == "runner"][1]
+    assert [event for event in events if event != "runner"] == ["frame a"] * 5 + ["finished a"] + ["frame b"] * 4 + [
+        "finished b"
+    ]
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [f"{index:05d}.png" for index in range(5)]

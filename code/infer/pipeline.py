@@ -157,6 +157,10 @@ class Finished:
     post: float
 
 
+def nothing() -> None:
+    """The work of a marker job: its completion is what counts."""
+
+
 def finish(output: Output, transfer: Transfer) -> Finished:
     """A worker's part: wait for the copies, write the PNG, score the frame."""
     output.ready.wait()
@@ -177,7 +181,8 @@ def finish(output: Output, transfer: Transfer) -> Finished:
 class Pipeline:
     """The machinery of a run, shared by its videos: runners, device copies, workers and the completion clock.
 
-    Use as a context manager; leaving it (also on an error or Ctrl-C) cancels pending work and joins the workers.
+    Use as a context manager: leaving it completes every output given so far, or, on an error or Ctrl-C, cancels
+    pending work, removes unfinished video files and joins the workers.
     """
 
     def __init__(self, model: CDVD_TSP, plan: Plan, report: Report, progress: bool = True) -> None:
@@ -190,6 +195,8 @@ class Pipeline:
         self.device_scores = scores_on_device(plan.device)
         self.work = InOrder(plan.workers)
         self.completed_at = time.perf_counter()
+        self.open_outputs: list[contextlib.ExitStack] = []
+        """Per video still being completed: its video file and progress bar."""
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -197,7 +204,21 @@ class Pipeline:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
+        if kind is None:
+            try:
+                self.drain()
+            except BaseException as failure:
+                self._abort(type(failure), failure, failure.__traceback__)
+                raise
+        self._abort(kind, error, traceback)
+
+    def _abort(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        """Stop the workers; video files still open are closed as failed (their partial files removed)."""
         self.work.close()
+        while self.open_outputs:
+            self.open_outputs.pop().__exit__(kind, error, traceback)
 
     def _on_reader_start(self) -> None:
         if self.transfer.cuda:  # pinned memory belongs to the current device, which is per thread
@@ -254,20 +275,26 @@ class Pipeline:
             showcase.add(output.frame, output.blurred, finished.image, output.sharp)
         bar.update()
 
-    def video(self, job: Job, showcase: ShowcaseWriter | None = None) -> None:
-        """Restore one video; every output is reported (and written) when this returns."""
+    def video(
+        self, job: Job, showcase: ShowcaseWriter | None = None, finished: Callable[[], None] | None = None
+    ) -> None:
+        """Restore one video. Its outputs are written and reported in order, the last ones possibly while the next
+        video already runs (no pause between videos); ``finished`` is called, in order, after its last output."""
         source, names = job.source, job.source.frame_names
         prepare = FramePreparer(source.size, self.plan.crop)
         if job.frames_dir is not None:
             with writing(job.frames_dir):
                 job.frames_dir.mkdir(parents=True, exist_ok=True)
+        # the video file and the progress bar stay open until the video's last output is complete
+        outputs = contextlib.ExitStack()
+        self.open_outputs.append(outputs)
+        writer = self._video_writer(outputs, job)
+        progress = tqdm(
+            total=len(job.targets), desc=source.name, unit="frame", dynamic_ncols=True, disable=not self.progress
+        )
+        bar = outputs.enter_context(progress)
         with contextlib.ExitStack() as stack:
             frames, sharp = self._readers(stack, job, prepare)
-            writer = self._video_writer(stack, job)
-            progress = tqdm(
-                total=len(job.targets), desc=source.name, unit="frame", dynamic_ncols=True, disable=not self.progress
-            )
-            bar = stack.enter_context(progress)
             runner = self.new_runner()
             waited, spans = 0.0, []
             while True:
@@ -309,7 +336,18 @@ class Pipeline:
                     functools.partial(self._complete, output, writer=writer, showcase=showcase, bar=bar),
                 )
                 waited, spans = 0.0, []
-            self.work.drain()
+        self.work.submit(nothing, functools.partial(self._video_complete, outputs, finished))
+
+    def _video_complete(self, outputs: contextlib.ExitStack, finished: Callable[[], None] | None, _: None) -> None:
+        """A video's last step, in order after its last output: close its video file and bar, then ``finished``."""
+        self.open_outputs.remove(outputs)
+        outputs.close()
+        if finished is not None:
+            finished()
+
+    def drain(self) -> None:
+        """Complete everything given so far (every video's outputs and ``finished``)."""
+        self.work.drain()
 
     @staticmethod
     def _next_sharp(sharp: Iterator[tuple[int, Tensor]] | None, index: int) -> Tensor | None:

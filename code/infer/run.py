@@ -8,6 +8,7 @@ process. Whatever fails in a process, it still takes part in that exchange, so n
 
 import argparse
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,13 +81,16 @@ def on_device(plan: Plan) -> Iterator[None]:
 def restore(plan: Plan, model: CDVD_TSP, jobs: list[Job], report: Report, progress: bool = True) -> None:
     """Restore ``jobs``, reporting every output in order; each video is finished when its showcase is written."""
     showcase = ShowcaseWriter(plan.showcase_dir) if plan.showcase_dir is not None else None
+
+    def finished(name: str) -> None:
+        if showcase is not None:
+            with writing(showcase.folder):
+                showcase.finish_video(name)
+        report.video_finished(name)
+
     with on_device(plan), torch.inference_mode(), Pipeline(model, plan, report, progress) as pipeline:
         for job in jobs:
-            pipeline.video(job, showcase)
-            if showcase is not None:
-                with writing(showcase.folder):
-                    showcase.finish_video(job.source.name)
-            report.video_finished(job.source.name)
+            pipeline.video(job, showcase, functools.partial(finished, job.source.name))
 
 
 def open_log(plan: Plan, processes: int) -> RunLog:
