@@ -81,6 +81,16 @@ __global__ void cost_volume_forward(const T* __restrict__ first, const T* __rest
     for (int k = 0; k < span; ++k) store(out_pixel + k * plane, sums[k] / (acc_t)channels);
 }
 
+// Where element ``index`` of a [B, C, H, W] tensor lies (the channel is not needed by the gradients).
+struct feature_pixel { int b, y, x; };
+__device__ __forceinline__ feature_pixel locate(long long index, int channels, int height, int width) {
+    feature_pixel at;
+    at.x = (int)(index % width);
+    at.y = (int)((index / width) % height);
+    at.b = (int)(index / ((long long)height * width * channels));
+    return at;
+}
+
 // d out / d first: one thread per (b, c, y, x) of first, summing over the displacements.
 template <typename T, int R>
 __global__ void cost_volume_backward_first(const T* __restrict__ grad_out, const T* __restrict__ second,
@@ -89,15 +99,12 @@ __global__ void cost_volume_backward_first(const T* __restrict__ grad_out, const
     typedef typename accumulator<T>::type acc_t;
     const int span = 2 * R + 1;
     const long long plane = (long long)height * width;
-    const long long total = (long long)batch * channels * plane;
     const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= total) return;
-    const int x = (int)(index % width);
-    const int y = (int)((index / width) % height);
-    const long long bc = index / plane;
-    const int b = (int)(bc / channels);
-    const T* second_plane = second + bc * plane;
-    const T* grad_pixel = grad_out + (long long)b * span * span * plane + (long long)y * width + x;
+    if (index >= (long long)batch * channels * plane) return;
+    const feature_pixel at = locate(index, channels, height, width);
+    const T* second_plane = second + (index / plane) * plane;
+    const T* grad_pixel = grad_out + (long long)at.b * span * span * plane + (long long)at.y * width + at.x;
+    const int x = at.x, y = at.y;
     acc_t sum = 0;
     for (int row = 0; row < span; ++row) {
         const int source_y = y + row - R;
@@ -121,15 +128,12 @@ __global__ void cost_volume_backward_second(const T* __restrict__ grad_out, cons
     typedef typename accumulator<T>::type acc_t;
     const int span = 2 * R + 1;
     const long long plane = (long long)height * width;
-    const long long total = (long long)batch * channels * plane;
     const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= total) return;
-    const int x = (int)(index % width);
-    const int y = (int)((index / width) % height);
-    const long long bc = index / plane;
-    const int b = (int)(bc / channels);
-    const T* first_plane = first + bc * plane;
-    const T* grad_batch = grad_out + (long long)b * span * span * plane;
+    if (index >= (long long)batch * channels * plane) return;
+    const feature_pixel at = locate(index, channels, height, width);
+    const T* first_plane = first + (index / plane) * plane;
+    const T* grad_batch = grad_out + (long long)at.b * span * span * plane;
+    const int x = at.x, y = at.y;
     acc_t sum = 0;
     for (int row = 0; row < span; ++row) {
         const int target_y = y - (row - R);
