@@ -304,7 +304,7 @@ def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) 
     train_set, test_set = build_datasets(args, train=True)
     torch.manual_seed(0)
     trainer = Trainer(
-        args, Runtime(torch.device("cpu")), build_model(args, False), Loss(args.loss), train_set, test_set,
+        args, Runtime(device=torch.device("cpu")), build_model(args, False), Loss(args.loss), train_set, test_set,
         Experiment(tmp_path / "unused", writes=False),
     )  # fmt: skip
     blur, gt, _ = next(iter(trainer.train_batches))

@@ -10,43 +10,16 @@ perhaps before rank 0 had printed its error.
 import atexit
 import datetime
 import logging
-import os
-from dataclasses import dataclass
 
 import torch.distributed as dist
+
+from utils.distributed import Ranks
 
 logger = logging.getLogger(__name__)
 
 WAIT_LIMIT = datetime.timedelta(days=7)
 """How long a process waits for the others at the final gather. A process with longer videos may finish hours
 later on CPUs; a process that dies makes torchrun stop the others, so this only bounds a hang."""
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the processes (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @classmethod
-    def from_environment(cls) -> "Ranks":
-        """What torchrun says in RANK, LOCAL_RANK and WORLD_SIZE."""
-        return cls(
-            int(os.environ.get("RANK", "0")),
-            int(os.environ.get("LOCAL_RANK", "0")),
-            int(os.environ.get("WORLD_SIZE", "1")),
-        )
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes the log and results.json."""
-        return self.rank == 0
 
 
 class ProcessGroup:

@@ -18,10 +18,11 @@ import torch
 
 from infer.pipeline import Pipeline, writing
 from infer.planning import N_SEQUENCE, SIZE_MULTIPLE, Job, Plan, make_demo_data, make_plan, shard
-from infer.ranks import ProcessGroup, Ranks
+from infer.ranks import ProcessGroup
 from infer.report import Report, Results, RunLog, merge, total_line, write_header, write_videos
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
+from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.precision import tf32_switched
 from utils.showcase import ShowcaseWriter

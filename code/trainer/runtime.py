@@ -1,35 +1,23 @@
 """Where training runs: the device, and (under torchrun) this process's rank in a DistributedDataParallel group."""
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from utils.distributed import Ranks
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Runtime:
+@dataclass(frozen=True, kw_only=True)
+class Runtime(Ranks):
     """This process's device and its place among the training processes (rank 0 of 1 without torchrun)."""
 
     device: torch.device
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Only the main process writes files and logs."""
-        return self.rank == 0
 
     def sum(self, values: Tensor) -> Tensor:
         """``values`` summed over all processes (itself when there is one)."""
@@ -56,9 +44,8 @@ def start_runtime(cpu: bool, n_gpus: int) -> Runtime:
 
     With ``cpu`` the processes talk through gloo, otherwise each takes the GPU of its local rank and uses NCCL.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ranks = Ranks.from_environment()
+    rank, local_rank, world_size = ranks.rank, ranks.local_rank, ranks.world_size
     if not cpu and not torch.cuda.is_available():
         raise UserError("no CUDA device is available; pass --cpu to train on the CPU")
     if world_size > 1 and n_gpus > 1:
