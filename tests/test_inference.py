@@ -73,6 +73,7 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "runner": "streaming",
         "device": "cpu",
         "processes": 1,
+        "cost_volume": "PyTorch",
     }
     assert list(report["videos"]) == ["v1", "v2"]
     every_frame = []

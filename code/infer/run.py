@@ -22,6 +22,7 @@ from infer.ranks import ProcessGroup
 from infer.report import Report, Results, RunLog, merge, total_line, write_header, write_videos
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
+from model.correlation import SELECTOR
 from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.precision import tf32_switched
@@ -102,10 +103,16 @@ def open_log(plan: Plan, processes: int) -> RunLog:
     return log
 
 
+def cost_volume_code(device: torch.device) -> str:
+    """Which code computed the cost volumes (known once the run has computed some)."""
+    return SELECTOR.describe() if device.type == "cuda" else "PyTorch"
+
+
 def finish_report(log: RunLog, results: Results, plan: Plan, processes: int) -> None:
     log.write(total_line(results))
+    settings = {**run_settings(plan, processes), "cost_volume": cost_volume_code(plan.device)}
     with writing(plan.results_path):
-        results.write_json(plan.results_path, run_settings(plan, processes))
+        results.write_json(plan.results_path, settings)
 
 
 def run_alone(args: argparse.Namespace) -> None:
