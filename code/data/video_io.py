@@ -16,7 +16,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from data.frames import IMAGE_SUFFIXES, check_same_size, list_frames, read_rgb
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ VIDEO_CODECS = {
 CODEC_QUALITY = {"libx264": ["-crf", "16", "-preset", "medium"], "libvpx-vp9": ["-crf", "20", "-b:v", "0"]}
 """Near-transparent quality: the output of a deblurrer should not be visibly re-blurred by compression."""
 VIDEO_FRAME_DIGITS = 5
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def is_video_path(path: Path) -> bool:

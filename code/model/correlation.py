@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ class FastKernel(Protocol):
     ) -> tuple[Tensor | None, Tensor | None]: ...
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
 def relative_difference(actual: Tensor, expected: Tensor) -> float:
     """max |actual - expected| / max |expected| in float64 (NaN when anything is NaN)."""
     actual, expected = actual.double(), expected.double()
@@ -112,7 +107,7 @@ class KernelCostVolume(torch.autograd.Function):
         try:
             grads = ctx.kernel.backward(grad_out, first, second, ctx.radius, need)
         except Exception as error:  # a CuPy/CUDA error of any type: never let it stop training
-            ctx.selector.disable(f"its backward pass failed ({first_line(error)})")
+            ctx.selector.disable(f"its backward pass failed ({first_line(error, with_type=True)})")
             grads = torch_gradients(grad_out, first, second, ctx.radius, need)
         return None, None, *grads, None
 
@@ -154,7 +149,7 @@ class KernelSelector:
                 try:
                     self.kernel = self.load()
                 except Exception as error:  # ImportError without CuPy; anything else CuPy raises on import
-                    self.load_error = first_line(error)
+                    self.load_error = first_line(error, with_type=True)
                     log = logger.warning if choice == "cupy" else logger.info
                     log("cost-volume kernel unavailable (%s); using the PyTorch path", self.load_error)
             return self.kernel
@@ -184,7 +179,7 @@ class KernelSelector:
             try:
                 worst = self._worst_difference(kernel, device, dtype, radius)
             except Exception as error:  # compilation (NVRTC), launch or any other CuPy error
-                self.disable(f"its check on {device} {dtype} failed ({first_line(error)})")
+                self.disable(f"its check on {device} {dtype} failed ({first_line(error, with_type=True)})")
                 return
             bound = CHECK_BOUNDS.get(dtype, CHECK_BOUNDS[torch.float16])
             if not worst <= bound:  # also catches NaN
@@ -235,7 +230,7 @@ class KernelSelector:
         try:
             return KernelCostVolume.apply(self, kernel, first, second, radius)
         except Exception as error:  # a CuPy/CUDA error of any type
-            self.disable(f"it failed ({first_line(error)})")
+            self.disable(f"it failed ({first_line(error, with_type=True)})")
             return cost_volume_torch(first, second, radius)
 
 

@@ -8,6 +8,15 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def first_line(error: BaseException, with_type: bool = False) -> str:
+    """The first line of ``error``'s message (its type's name when it has none), optionally after that name."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return f"{type(error).__name__}: {line}" if with_type else line
+
+
 class UserError(Exception):
     """A problem with the user's input or options; its message is one line naming the file or option."""
 
