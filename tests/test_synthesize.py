@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from data.frames import read_rgb, scan_dataset
-from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
-from data.synthesize import (
+from data.camera_blur import (
     MotionSettings,
-    average_exposure,
-    blur_frame_sequence,
     camera_flow,
-    main,
     make_photo_dataset,
     place_path,
     render,
     synthesize_photo_clip,
-    to_linear,
 )
+from data.frame_blur import average_exposure, blur_frame_sequence, to_linear
+from data.frames import read_rgb, scan_dataset
+from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
 from model.flow_pwc import Flow_PWC
+from synthesize import main
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
@@ -121,7 +119,7 @@ def test_held_out_photos_are_not_trained_on_and_all_are_installed() -> None:
 
 
 def test_command_line_reports_bad_options_in_one_line(tmp_path: Path) -> None:
-    script = REPO_ROOT / "code" / "data" / "synthesize.py"
+    script = REPO_ROOT / "code" / "synthesize.py"
     result = subprocess.run(
         [sys.executable, str(script), "photos", str(tmp_path / "x"), "--exposure", "1.5"],
         capture_output=True,
@@ -131,6 +129,26 @@ def test_command_line_reports_bad_options_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == "error: --exposure must be in (0, 1], got 1.5\n"
     assert not (tmp_path / "x").exists()
+
+
+def test_library_errors_name_arguments_not_flags() -> None:
+    with pytest.raises(ValueError, match=r"^average must be at least 1, got 0$"):
+        blur_frame_sequence([], average=0)  # refused at the call, before any frame is read
+    with pytest.raises(ValueError, match=r"^stride must be at least 1, got -1$"):
+        blur_frame_sequence([], average=2, stride=-1)
+    with pytest.raises(ValueError, match=r"^exposure must be in \(0, 1\], got 1.5$"):
+        MotionSettings(exposure=1.5)
+    with pytest.raises(ValueError, match=r"^jpeg_quality must be"):
+        synthesize_photo_clip(np.zeros((8, 8, 3), np.uint8), 1, (4, 4), np.random.default_rng(0), jpeg_quality=101)
+
+
+def test_frames_mode_refuses_a_bad_flag_before_writing(tmp_path: Path) -> None:
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    iio.imwrite(clip / "0.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match=r"^--average must be at least 1, got 0$"):
+        main(["frames", str(clip), str(tmp_path / "out"), "--average", "0"])
+    assert not (tmp_path / "out").exists()
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:

@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.camera_blur import make_photo_dataset
 from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS
-from data.synthesize import make_photo_dataset
 from utils.paths import from_repo
 
 DEMO_ROOT = "dataset/DEMO"
