@@ -175,3 +175,40 @@ def test_the_cuda_filtering_by_convolution_equals_the_shifted_sums() -> None:
     assert by_convolution.shape == by_sums.shape == (3, 30, 47)
     assert (by_convolution - by_sums).abs().max().item() < 1e-12
     assert np.abs(by_sums[0].numpy() - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("channel", ["rgb", "y"])
+@pytest.mark.parametrize("crop", [0, 2, 4, 7])
+@pytest.mark.parametrize("kind", ["blurred", "noisy", "random"])
+def test_channel_and_crop_options_equal_the_numpy_metrics(channel: str, crop: int, kind: str) -> None:
+    output, reference = pair(kind, 41, 53)
+    first, second = torch.from_numpy(output), torch.from_numpy(reference)
+    options = {"channel": channel, "crop_border": crop}
+    assert abs(psnr_tensor(first, second, **options).item() - psnr(output, reference, **options)) <= PSNR_TOLERANCE
+    assert abs(ssim_tensor(first, second, **options).item() - ssim(output, reference, **options)) <= SSIM_TOLERANCE
+    blurry = blurred(reference)
+    scores = FrameScores(*score_frame_tensor(first, torch.from_numpy(blurry), second, **options).tolist())
+    expected = score_frame(output, blurry, reference, **options)
+    for field, tolerance in zip(
+        ("psnr", "ssim", "input_psnr", "input_ssim"), (PSNR_TOLERANCE, SSIM_TOLERANCE) * 2, strict=True
+    ):
+        assert abs(getattr(scores, field) - getattr(expected, field)) <= tolerance
+
+
+def test_y_channel_differs_from_rgb_and_defaults_are_unchanged() -> None:
+    sharp = sharp_frames(1, 40, 56, seed=3)[0]
+    first, second = torch.from_numpy(blurred(sharp)), torch.from_numpy(sharp)
+    # the values of the version before channel and crop_border existed
+    assert psnr_tensor(first, second).item() == 41.46585130410307
+    assert ssim_tensor(first, second).item() == 0.9754456061876308
+    assert score_frame_tensor(first, first, second).tolist() == [41.46585130410307, 0.9754456061876308] * 2
+    assert abs(psnr_tensor(first, second, channel="y").item() - psnr_tensor(first, second).item()) > 1e-3
+
+
+def test_crop_sets_the_smallest_size_and_bad_options_are_refused() -> None:
+    image = torch.zeros(11, 11, 3, dtype=torch.uint8)
+    assert psnr_tensor(image, image, crop_border=0).item() == math.inf
+    with pytest.raises(ValueError, match="at least 13 x 13"):
+        ssim_tensor(image, image, crop_border=1)
+    with pytest.raises(ValueError, match="channel"):
+        score_frame_tensor(image, image, image, channel="Y", crop_border=0)

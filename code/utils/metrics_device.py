@@ -3,6 +3,8 @@
 The same metrics as utils/metrics.py (the same crop, Gaussian window, constants and 'valid' filtering; the numbers
 agree to about 1e-12) on H x W x C uint8 tensors, so that frames on the GPU are scored without a copy to the host.
 ``score_frame_tensor`` never synchronizes with the device: its result can be queued on a stream and read later.
+Every function takes utils/metrics.py's ``channel`` ("rgb", or "y": BT.601 luma as BasicSR scores it) and
+``crop_border`` (the protocol's 4 by default), with the same meaning and the same numbers.
 """
 
 import cv2
@@ -10,28 +12,46 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from utils.metrics import CROP_BORDER, MIN_SIZE, SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW
+from utils.metrics import (
+    CROP_BORDER,
+    SSIM_C1,
+    SSIM_C2,
+    SSIM_SIGMA,
+    SSIM_WINDOW,
+    Y_OFFSET,
+    Y_WEIGHTS,
+    Channel,
+    check_options,
+    min_size,
+)
 
 _WEIGHTS = tuple(float(weight) for weight in cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA, cv2.CV_64F).ravel())
 """The Gaussian window of utils/metrics.py (cv2.getGaussianKernel in float64), as Python floats: no tensor to copy."""
 
 
-def _check_pair(output: Tensor, reference: Tensor) -> None:
+def _check_pair(output: Tensor, reference: Tensor, crop_border: int = CROP_BORDER) -> None:
     if output.shape != reference.shape:
         raise ValueError(f"images differ in shape: {tuple(output.shape)} vs {tuple(reference.shape)}")
     if output.dtype != torch.uint8 or reference.dtype != torch.uint8:
         raise ValueError(f"the protocol compares uint8 images, got {output.dtype} and {reference.dtype}")
-    if output.dim() != 3 or min(output.shape[:2]) < MIN_SIZE:
+    smallest = min_size(crop_border)
+    if output.dim() != 3 or min(output.shape[:2]) < smallest:
         raise ValueError(
-            f"the protocol needs H x W x C images of at least {MIN_SIZE} x {MIN_SIZE}, got {tuple(output.shape)}"
+            f"the protocol needs H x W x C images of at least {smallest} x {smallest}, got {tuple(output.shape)}"
         )
     if output.device != reference.device:
         raise ValueError(f"images lie on different devices: {output.device} and {reference.device}")
 
 
-def _cropped(image: Tensor) -> Tensor:
-    """The protocol's crop as a C x H x W float64 tensor."""
-    return image[CROP_BORDER:-CROP_BORDER, CROP_BORDER:-CROP_BORDER].permute(2, 0, 1).to(torch.float64)
+def _cropped(image: Tensor, channel: str = "rgb", border: int = CROP_BORDER) -> Tensor:
+    """The scored part of an H x W x 3 uint8 image as a C x H x W float64 tensor: the crop's RGB planes, or its one
+    Y plane (BT.601 luma on the [16, 235] scale, as utils.metrics.luma)."""
+    height, width = image.shape[:2]
+    planes = image[border : height - border, border : width - border].permute(2, 0, 1).to(torch.float64)
+    if channel != "y":
+        return planes
+    rgb = planes / 255.0
+    return (Y_OFFSET + (Y_WEIGHTS[0] * rgb[0] + Y_WEIGHTS[1] * rgb[1] + Y_WEIGHTS[2] * rgb[2])).unsqueeze(0)
 
 
 def _psnr(output: Tensor, reference: Tensor) -> Tensor:
@@ -96,27 +116,33 @@ def _ssim(outputs: list[Tensor], reference: Tensor) -> Tensor:
     return (numerator / denominator).flatten(1).mean(dim=1)
 
 
-def psnr_tensor(output: Tensor, reference: Tensor) -> Tensor:
-    """PSNR in dB of uint8 ``output`` against ``reference`` after the protocol's crop, as a 0-dim float64 tensor on
-    their device; inf when they are equal."""
-    _check_pair(output, reference)
-    return _psnr(_cropped(output).unsqueeze(0), _cropped(reference).unsqueeze(0))[0]
+def psnr_tensor(output: Tensor, reference: Tensor, channel: Channel = "rgb", crop_border: int = CROP_BORDER) -> Tensor:
+    """PSNR in dB of uint8 ``output`` against ``reference`` after the crop, on RGB or Y, as a 0-dim float64 tensor
+    on their device; inf when they are equal."""
+    check_options(channel, crop_border)
+    _check_pair(output, reference, crop_border)
+    first, second = _cropped(output, channel, crop_border), _cropped(reference, channel, crop_border)
+    return _psnr(first.unsqueeze(0), second.unsqueeze(0))[0]
 
 
-def ssim_tensor(output: Tensor, reference: Tensor) -> Tensor:
-    """MATLAB-style SSIM of uint8 ``output`` against ``reference`` after the protocol's crop, as a 0-dim float64
+def ssim_tensor(output: Tensor, reference: Tensor, channel: Channel = "rgb", crop_border: int = CROP_BORDER) -> Tensor:
+    """MATLAB-style SSIM of uint8 ``output`` against ``reference`` after the crop, on RGB or Y, as a 0-dim float64
     tensor on their device."""
-    _check_pair(output, reference)
-    return _ssim([_cropped(output)], _cropped(reference))[0]
+    check_options(channel, crop_border)
+    _check_pair(output, reference, crop_border)
+    return _ssim([_cropped(output, channel, crop_border)], _cropped(reference, channel, crop_border))[0]
 
 
-def score_frame_tensor(output: Tensor, blurred: Tensor, sharp: Tensor) -> Tensor:
+def score_frame_tensor(
+    output: Tensor, blurred: Tensor, sharp: Tensor, channel: Channel = "rgb", crop_border: int = CROP_BORDER
+) -> Tensor:
     """(psnr, ssim, input_psnr, input_ssim) of the output and of the blurred input against the sharp frame, as a [4]
     float64 tensor on their device in the field order of utils.metrics.FrameScores; never synchronizes."""
-    _check_pair(output, sharp)
-    _check_pair(blurred, sharp)
-    reference = _cropped(sharp)
-    images = [_cropped(output), _cropped(blurred)]
+    check_options(channel, crop_border)
+    _check_pair(output, sharp, crop_border)
+    _check_pair(blurred, sharp, crop_border)
+    reference = _cropped(sharp, channel, crop_border)
+    images = [_cropped(output, channel, crop_border), _cropped(blurred, channel, crop_border)]
     psnrs = _psnr(torch.stack(images), reference.unsqueeze(0))
     ssims = _ssim(images, reference)
     return torch.stack([psnrs, ssims], dim=1).flatten()
