@@ -2,6 +2,11 @@
 
 Names of modules follow the release exactly, so `network-default.pytorch` and the released CDVD-TSP checkpoints
 load unchanged. All grids are built in the input's dtype and on its device.
+
+There are two warps, each a copy of a different release function (docs/faithfulness.md §3.4 and §4):
+`warp_features` is PWC-Net's own backward warp inside the decoders, `Flow_PWC.warp` is CDVD-TSP's frame warp.
+They differ in padding, in how the grid is computed and in the mask threshold (> 0.999 against >= 0.999); the
+released weights were trained with both as they are, so neither is changed to match the other.
 """
 
 import logging
@@ -17,7 +22,10 @@ from model.correlation import cost_volume
 logger = logging.getLogger(__name__)
 
 PYRAMID_CHANNELS = (16, 32, 64, 96, 128, 196)
-LEVEL_NAMES = ("moduleOne", "moduleTwo", "moduleThr", "moduleFou", "moduleFiv", "moduleSix")
+ORDINAL_NAMES = ("moduleOne", "moduleTwo", "moduleThr", "moduleFou", "moduleFiv", "moduleSix")
+"""The release's attribute names for the first to sixth member of a series, used for three series: the pyramid's
+levels 1-6 (`Extractor`), the decoders of levels 2-6 (`Network`), and the five dense convs and the flow conv inside
+a `Decoder`. The checkpoints' parameter names are made of them."""
 COST_CHANNELS = 81
 DENSE_CHANNELS = (128, 128, 96, 64, 32)
 FLOW_SCALE = 20.0
@@ -44,9 +52,12 @@ def grid_dtype(dtype: torch.dtype) -> torch.dtype:
 def warp_features(features: Tensor, flow: Tensor) -> Tensor:
     """The decoders' feature warp: sample ``features`` at (x + u, y + v) with zero padding.
 
-    align_corners=True semantics; positions that fall partly outside are zeroed by a mask made by warping a
-    channel of ones along (kept where it is above 0.999). The mask carries no gradient. Sampling runs in
-    `grid_dtype`; the result has the features' dtype.
+    This is the release's PWC-Net `Backward` (docs/faithfulness.md §3.4), reproduced operation for operation: the
+    grid is ``linspace(-1, 1)`` plus the flow divided by (size - 1) / 2 (align_corners=True semantics), a channel
+    of ones is sampled along with the features, and positions where it is not strictly above 0.999 (those that
+    fall partly outside) are zeroed. Zero padding and the strict ``>`` are the release's; `Flow_PWC.warp` differs
+    on both because the release's frame warp did. The mask carries no gradient. Sampling runs in `grid_dtype`;
+    the result has the features' dtype.
     """
     batch, _, height, width = flow.shape
     dtype = grid_dtype(flow.dtype)
@@ -70,7 +81,7 @@ class Extractor(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         in_channels = 3
-        for name, out_channels in zip(LEVEL_NAMES, PYRAMID_CHANNELS, strict=True):
+        for name, out_channels in zip(ORDINAL_NAMES, PYRAMID_CHANNELS, strict=True):
             level = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
                 leaky_relu(),
@@ -86,7 +97,7 @@ class Extractor(nn.Module):
         """Return the pyramid, finest (level 1) first."""
         pyramid = []
         features = image
-        for name in LEVEL_NAMES:
+        for name in ORDINAL_NAMES:
             features = getattr(self, name)(features)
             pyramid.append(features)
         return pyramid
@@ -113,7 +124,7 @@ class Decoder(nn.Module):
             self.warp_scale = WARP_SCALES[level]
         self.cost_activation = leaky_relu()
         in_channels = current
-        for name, out_channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS, strict=True):
+        for name, out_channels in zip(ORDINAL_NAMES[:5], DENSE_CHANNELS, strict=True):
             setattr(self, name, nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), leaky_relu()))
             in_channels += out_channels
         self.moduleSix = nn.Sequential(nn.Conv2d(in_channels, 2, kernel_size=3, padding=1))
@@ -128,7 +139,7 @@ class Decoder(nn.Module):
             warped_second = warp_features(second, flow * self.warp_scale)
             volume = self.cost_activation(cost_volume(first, warped_second))
             features = torch.cat([volume, first, flow, upsampled_features], dim=1)
-        for name in LEVEL_NAMES[:5]:
+        for name in ORDINAL_NAMES[:5]:
             features = torch.cat([getattr(self, name)(features), features], dim=1)
         return self.moduleSix(features), features
 
@@ -159,7 +170,7 @@ class Network(nn.Module):
         super().__init__()
         self.moduleExtractor = Extractor()
         for level in range(2, 7):
-            setattr(self, LEVEL_NAMES[level - 1], Decoder(level))
+            setattr(self, ORDINAL_NAMES[level - 1], Decoder(level))
         self.moduleRefiner = Refiner()
 
     def forward(self, first: Tensor, second: Tensor) -> Tensor:
@@ -167,14 +178,18 @@ class Network(nn.Module):
         second_pyramid = self.moduleExtractor(second)
         estimate = None
         for level in range(6, 1, -1):
-            decoder = getattr(self, LEVEL_NAMES[level - 1])
+            decoder = getattr(self, ORDINAL_NAMES[level - 1])
             estimate = decoder(first_pyramid[level - 1], second_pyramid[level - 1], estimate)
         flow, features = estimate
         return flow + self.moduleRefiner(features)
 
 
 def sampling_grid(flow: Tensor) -> Tensor:
-    """Normalised grid_sample grid for pixel positions (x + u, y + v) under align_corners=True, in `grid_dtype`."""
+    """Normalised grid_sample grid for pixel positions (x + u, y + v) under align_corners=True, in `grid_dtype`.
+
+    Computed as the release's frame warp computes it, 2 (x + u) / max(size - 1, 1) - 1, which rounds differently
+    from `warp_features`' ``linspace(-1, 1) + u / ((size - 1) / 2)``: each warp keeps its own release form.
+    """
     _, _, height, width = flow.shape
     dtype = grid_dtype(flow.dtype)
     flow = flow.to(dtype)
@@ -186,9 +201,13 @@ def sampling_grid(flow: Tensor) -> Tensor:
 
 
 class Flow_PWC(nn.Module):
-    """PWC-Net wrapped for full-resolution frames: `estimate_flow` and `warp` (CONTRACT sections 3 and 4)."""
+    """PWC-Net wrapped for full-resolution frames: `estimate_flow` and `warp` (docs/faithfulness.md §3 and §4).
 
-    def __init__(self, load_pretrain: bool = False, pretrain_fn: str = "", device: object = None) -> None:
+    The model calls the two methods; the release's `forward` (flow, a Sobel gradient nobody used, warps) and its
+    ``device`` argument are not reproduced (tensors follow the input).
+    """
+
+    def __init__(self, load_pretrain: bool = False, pretrain_fn: str = "") -> None:
         super().__init__()
         self.moduleNetwork = Network()
         if load_pretrain:
@@ -225,9 +244,12 @@ class Flow_PWC(nn.Module):
     def warp(self, frame: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
         """Sample ``frame`` at (x + u, y + v): bilinear, border padding, align_corners=True semantics.
 
+        This is the release's `Flow_PWC.warp` (docs/faithfulness.md §4): the frame is sampled with border padding
+        but the mask from ones with zero padding, and the mask keeps values of at least 0.999 (the release set
+        those below 0.999 to 0 and the rest to 1, so exactly 0.999 counts as inside, unlike `warp_features`).
+
         Returns (warped frame, validity mask shaped like ``frame``); the mask is 1 where the sampled position lies
-        inside the frame (a warped channel of ones is at least 0.999), 0 elsewhere, carries no gradient, and the
-        warped frame is already multiplied by it.
+        inside the frame, 0 elsewhere, carries no gradient, and the warped frame is already multiplied by it.
         """
         grid = sampling_grid(flow)
         warped = F.grid_sample(frame.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -236,9 +258,3 @@ class Flow_PWC(nn.Module):
             inside = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             mask = (inside >= 0.999).to(frame.dtype).expand_as(frame)
         return warped.to(frame.dtype) * mask, mask
-
-    def forward(self, frame_1: Tensor, frame_2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Align ``frame_2`` to ``frame_1``: returns (warped frame_2, flow, mask)."""
-        flow = self.estimate_flow(frame_1, frame_2)
-        warped, mask = self.warp(frame_2, flow)
-        return warped, flow, mask
