@@ -63,7 +63,16 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
     assert pngs(result / "v2") == ["00002.png"]
     assert read_rgb(result / "v1" / "00002.png").shape == (36, 48, 3)
 
-    assert set(report) == {*METRICS, "frames", "seconds_per_frame", "model_seconds_per_frame", "settings", "videos"}
+    assert set(report) == {
+        *METRICS,
+        "frames",
+        "seconds_per_frame",
+        "model_seconds_per_frame",
+        "settings",
+        "videos",
+        "files",
+    }
+    assert report["files"] == ["v1/00002.png", "v1/00003.png", "v2/00002.png"]  # what the run wrote, for a re-run
     assert report["frames"] == 3 and report["seconds_per_frame"] > 0 and report["model_seconds_per_frame"] > 0
     assert report["settings"] == {
         "precision": "fp32",
@@ -127,7 +136,7 @@ def test_dataset_without_ground_truth_deblurs_without_metrics(tmp_path: Path, we
     data = make_dataset(tmp_path / "data", {"clip": 5}, height=36, width=48, gt=False)
     report = evaluate(data, weights, tmp_path / "result")
     assert pngs(tmp_path / "result" / "clip") == ["00002.png"]
-    assert set(report) == {"frames", "seconds_per_frame", "model_seconds_per_frame", "settings", "videos"}
+    assert set(report) == {"frames", "seconds_per_frame", "model_seconds_per_frame", "settings", "videos", "files"}
     assert report["videos"] == {"clip": {"frames": {"00002": {}}}}
     log = only_log(tmp_path / "result")
     assert [line.split(" pre_time")[0] for line in log if line.startswith("> ")] == ["> clip-00002"]

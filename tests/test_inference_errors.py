@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -129,26 +130,119 @@ def hidden_files(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.rglob(".*"))
 
 
-def test_a_failed_write_stops_the_run_with_one_line_and_leaves_no_partial_file(
-    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+class FullDiskFile:
+    """A file on a full disk: half of the first write lands, then ENOSPC."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+
+    def __enter__(self) -> "FullDiskFile":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.handle.close()
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def full_after(count: int, real_open: Callable = open) -> Callable:
+    """An `open` for data.frames whose new files hold ``count`` PNGs, after which the disk is full."""
+    opened: list[Path] = []
+
+    def fake_open(path: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        handle = real_open(path, mode, *args, **kwargs)
+        if "x" in mode:
+            opened.append(Path(path))
+            if len(opened) > count:
+                return FullDiskFile(handle)
+        return handle
+
+    return fake_open
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` but the logs, with its bytes."""
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith("inference_log_")
+    }
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_earlier_run_untouched(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
     data = make_dataset(tmp_path / "data", {"v": 7})
     result = tmp_path / "result"
-    replace = frames_module.os.replace
-
-    def full_after_one(source: str, target: str) -> None:
-        if Path(target).name != "00002.png":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        replace(source, target)
-
-    monkeypatch.setattr(frames_module.os, "replace", full_after_one)
-    with pytest.raises(UserError, match=r"^cannot write .*[/\\]v[/\\]00003\.png: No space left on device$"):
-        main([*evaluation_argv(data, weights, result), "--workers", "2"])
-    assert sorted(path.name for path in (result / "v").iterdir()) == ["00002.png"]
-    assert hidden_files(result) == [] and not (result / "results.json").exists()
-    (log,) = result.glob("inference_log_*.txt")
-    assert log.read_text().splitlines()[-1].startswith("error: cannot write")
+    assert main([*evaluation_argv(data, weights, result), "--no_border"]) == 0
+    earlier = outputs(result)
+    monkeypatch.setattr(frames_module, "open", full_after(2), raising=False)
+    with pytest.raises(UserError, match=r"^cannot write .*[/\\]v[/\\]0000\d\.png: No space left on device$"):
+        main([*evaluation_argv(data, weights, result), "--border", "--workers", workers])
+    assert outputs(result) == earlier  # not one frame of the earlier run replaced, no partial or staged file
+    assert hidden_files(result) == []
+    logs = sorted(result.glob("inference_log_*.txt"))
+    assert len(logs) == 2 and logs[-1].read_text().splitlines()[-1].startswith("error: cannot write")
     assert infer_threads() == []
+
+
+def test_a_full_disk_under_the_log_stops_the_run_with_one_line(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infer import report as report_module
+
+    data = make_dataset(tmp_path / "data", {"v": 6})
+    result = tmp_path / "result"
+    assert main(evaluation_argv(data, weights, result)) == 0
+    earlier = outputs(result)
+    real_open = open
+
+    class FullLog:
+        def __init__(self, handle: IO[str]) -> None:
+            self.handle, self.lines = handle, 0
+
+        def write(self, text: str) -> int:
+            self.lines += 1
+            if self.lines > 16:  # the header (15 lines) and the first frame's line fit
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(text)
+
+        def close(self) -> None:
+            self.handle.close()
+
+    monkeypatch.setattr(
+        report_module, "open", lambda *args, **kwargs: FullLog(real_open(*args, **kwargs)), raising=False
+    )
+    with pytest.raises(UserError, match=r"^cannot write .*inference_log_.*\.txt: No space left on device$"):
+        main(evaluation_argv(data, weights, result))
+    assert outputs(result) == earlier and hidden_files(result) == []
+    assert infer_threads() == []
+
+
+def test_a_full_disk_exits_with_status_2_and_one_line(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5})
+    result = tmp_path / "result"
+    script = (
+        "import sys, errno; sys.path.insert(0, 'code'); sys.path.insert(0, 'tests')\n"
+        "from data import frames\n"
+        "from test_inference_errors import full_after\n"
+        "frames.open = full_after(0)\n"
+        "from inference import main\n"
+        "from utils.errors import run_cli\n"
+        f"run_cli(lambda: main({evaluation_argv(data, weights, result)!r}))\n"
+    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].endswith("00002.png: No space left on device")
+    assert not (result / "results.json").exists() and hidden_files(result) == []
 
 
 def test_ctrl_c_stops_the_threads_and_writes_no_results(

@@ -39,7 +39,7 @@ from infer.workers import InOrder
 from model.acceleration import accelerated_step
 from model.cdvd_tsp import CDVD_TSP
 from model.streaming import Restored, Runner, StreamingRunner, WindowRunner, with_border
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.metrics import FrameScores, score_frame
 from utils.metrics_device import score_frame_tensor
 from utils.precision import Precision, autocast
@@ -58,7 +58,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot write {path}: {error.strerror or first_line(error)}") from None
 
 
 def pad_to_multiple(tensor: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
@@ -336,12 +336,15 @@ class Pipeline:
                     functools.partial(self._complete, output, writer=writer, showcase=showcase, bar=bar),
                 )
                 waited, spans = 0.0, []
-        self.work.submit(nothing, functools.partial(self._video_complete, outputs, finished))
+        self.work.submit(nothing, functools.partial(self._video_complete, outputs, job.video_out, finished))
 
-    def _video_complete(self, outputs: contextlib.ExitStack, finished: Callable[[], None] | None, _: None) -> None:
+    def _video_complete(
+        self, outputs: contextlib.ExitStack, video_out: Path | None, finished: Callable[[], None] | None, _: None
+    ) -> None:
         """A video's last step, in order after its last output: close its video file and bar, then ``finished``."""
         self.open_outputs.remove(outputs)
-        outputs.close()
+        with writing(video_out or Path(self.plan.report_dir)):
+            outputs.close()
         if finished is not None:
             finished()
 

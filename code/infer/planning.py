@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from data.demo import ensure_demo_split, is_demo_split
-from data.frames import check_same_size, scan_dataset
+from data.frames import BLUR_DIR, GT_DIR, check_same_size, scan_dataset
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
 from utils.errors import UserError
 from utils.metrics import MIN_SIZE
 from utils.paths import from_repo
 from utils.precision import Precision, get_precision
+from utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class Plan:
     workers: int
     """Threads that write and score outputs; 0: everything in the main thread."""
     showcase_dir: Path | None = None
+    outputs: tuple[Path, ...] = ()
+    """Every file the run will make (frames, showcase pictures, the video), where it goes once committed."""
+    option: str = "--result_path"
+    """The option that picks where the outputs go, for errors."""
 
     @property
     def runner(self) -> str:
@@ -183,6 +188,17 @@ def check_folder_target(path: Path, option: str) -> None:
         raise UserError(f"{option} {path}: exists and is not a folder")
 
 
+def check_not_in_dataset(result_path: Path, data_path: Path) -> None:
+    """Results inside the dataset's blur/ or gt/ would be taken for videos by every later run."""
+    for name in (BLUR_DIR, GT_DIR):
+        folder = (data_path / name).resolve()
+        if result_path == folder or folder in result_path.parents:
+            raise UserError(
+                f"--result_path {result_path}: is inside the dataset's {name}/ folder, where every later run would "
+                f"take it for a video; choose a folder outside {folder}"
+            )
+
+
 def make_demo_data(args: argparse.Namespace) -> None:
     """Make the DEMO preset's test set if this run evaluates on it and it is not there yet (once, before planning;
     under torchrun only rank 0 calls this)."""
@@ -208,6 +224,7 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
         )
     check_model_file(run["model_path"])
     check_folder_target(result_path, "--result_path")
+    check_not_in_dataset(result_path, data_path)
 
     jobs, inputs, outputs = [], [], []
     for video in scan_dataset(data_path):
@@ -227,6 +244,9 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
         if frames_dir is not None:
             check_folder_target(frames_dir, "--result_path")
             outputs += [frames_dir / f"{source.frame_names[index]}.png" for index in targets]
+        if showcase:
+            names = [source.frame_names[index] for index in targets]
+            outputs += [result_path / SHOWCASE_DIR / name for name in ShowcaseWriter.file_names(video.name, names)]
     check_no_overwrite(inputs, outputs)
     return Plan(
         jobs=jobs,
@@ -237,6 +257,7 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
         results_path=result_path / "results.json",
         settings={"data_path": data_path, "result_path": result_path, "save_image": args.save_image},
         showcase_dir=result_path / SHOWCASE_DIR if showcase else None,
+        outputs=tuple(outputs),
         **run,
     )
 
@@ -272,13 +293,15 @@ def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) ->
         if output == source.path:
             raise UserError(f"--output {output}: is the input video; choose another file")
         job = Job(source, None, targets, None, output)
+        outputs = [output]
         report_dir, stem = output.parent, output.stem
         results_path, log_prefix = report_dir / f"{stem}_results.json", f"{stem}_inference_log"
     else:
         check_folder_target(output, "--output")
         job = Job(source, None, targets, output, None)
+        outputs = [output / f"{source.frame_names[index]}.png" for index in targets]
         if isinstance(source, FolderSource):
-            check_no_overwrite(source.paths, [output / f"{source.frame_names[index]}.png" for index in targets])
+            check_no_overwrite(source.paths, outputs)
         report_dir, results_path, log_prefix = output, output / "results.json", "inference_log"
     return Plan(
         jobs=[job],
@@ -288,6 +311,8 @@ def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) ->
         log_prefix=log_prefix,
         results_path=results_path,
         settings={"input": input_path, "output": output},
+        outputs=tuple(outputs),
+        option="--output",
         **run,
     )
 

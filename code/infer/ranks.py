@@ -34,6 +34,12 @@ class ProcessGroup:
     def barrier(self) -> None:
         dist.barrier()
 
+    def broadcast(self, value: object) -> object:
+        """Rank 0's ``value``, on every process."""
+        values = [value]
+        dist.broadcast_object_list(values, src=0)
+        return values[0]
+
     def all_gather(self, value: object) -> list:
         """Every process's ``value``, in rank order, on every process."""
         values: list = [None] * self.ranks.world_size

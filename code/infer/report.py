@@ -9,6 +9,7 @@ order and rank 0 writes the log lines from them (`write_videos`), so the log and
 one process.
 """
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from utils.atomic import atomic_write_json
+from utils.errors import UserError, first_line
 from utils.metrics import FrameScores
 
 METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
@@ -201,17 +203,34 @@ class RunLog:
         raise FileExistsError(f"{folder}: too many logs named {stem}*")
 
     def write(self, line: str) -> None:
-        self.file.write(line + "\n")
+        """Write ``line`` and echo it; a failed write (a full disk) is a `UserError` naming the log."""
+        try:
+            self.file.write(line + "\n")
+        except OSError as error:
+            raise UserError(f"cannot write {self.path}: {error.strerror or first_line(error)}") from None
         tqdm.write(line)
 
+    def write_error(self, line: str) -> None:
+        """Write the line of the error that ends the run, if the log can still be written (the error is raised
+        and printed anyway)."""
+        with contextlib.suppress(UserError):
+            self.write(line)
+
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError as error:
+            raise UserError(f"cannot write {self.path}: {error.strerror or first_line(error)}") from None
 
     def __enter__(self) -> "RunLog":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(UserError):  # the error in flight is the one to report
+            self.close()
 
 
 def write_header(log: RunLog, settings: dict[str, object]) -> None:

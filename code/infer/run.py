@@ -4,10 +4,15 @@ Alone (`run_alone`), each frame's line is logged as the frame completes. Under t
 makes the same plan and restores its share of the videos (`planning.shard`); at the end every process hands its
 results, or its error, to the others, and rank 0 writes one log and one results.json, those of a run in one
 process. Whatever fails in a process, it still takes part in that exchange, so no process waits forever.
+
+Every output is written into a staging folder (infer/staging.py) and committed as a whole when the run succeeds:
+an earlier run's results in the same place stay untouched until then. Rank 0 makes the staging folder and tells
+the others where it is; it commits, or removes it if any process failed.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterator
@@ -20,6 +25,7 @@ from infer.pipeline import Pipeline, writing
 from infer.planning import N_SEQUENCE, SIZE_MULTIPLE, Job, Plan, make_demo_data, make_plan, shard
 from infer.ranks import ProcessGroup
 from infer.report import Report, Results, RunLog, merge, total_line, write_header, write_videos
+from infer.staging import Staging
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
 from model.correlation import SELECTOR
@@ -108,11 +114,42 @@ def cost_volume_code(device: torch.device) -> str:
     return SELECTOR.describe() if device.type == "cuda" else "PyTorch"
 
 
-def finish_report(log: RunLog, results: Results, plan: Plan, processes: int) -> None:
+def begin_staging(plan: Plan) -> Staging:
+    """The staging folder of this run (rank 0 only); refuses files that are no earlier run's outputs."""
+    with writing(plan.results_path.parent):
+        return Staging.begin(plan.results_path, plan.outputs, plan.option)
+
+
+def staged(plan: Plan, staging: Staging) -> Plan:
+    """``plan`` with every output (frames, video, showcase, results.json) in the staging folder; the log stays."""
+
+    def stage(path: Path | None) -> Path | None:
+        return None if path is None else staging.stage(path)
+
+    jobs = [
+        dataclasses.replace(job, frames_dir=stage(job.frames_dir), video_out=stage(job.video_out)) for job in plan.jobs
+    ]
+    return dataclasses.replace(
+        plan, jobs=jobs, showcase_dir=stage(plan.showcase_dir), results_path=staging.stage(plan.results_path)
+    )
+
+
+def finish_report(log: RunLog, results: Results, plan: Plan, processes: int, staging: Staging) -> None:
+    """The log's total line, then results.json and the run's outputs committed into place."""
     log.write(total_line(results))
     settings = {**run_settings(plan, processes), "cost_volume": cost_volume_code(plan.device)}
     with writing(plan.results_path):
-        results.write_json(plan.results_path, settings)
+        staging.commit(results.to_json(settings))
+
+
+@contextlib.contextmanager
+def discarded_on_failure(staging: Staging) -> Iterator[None]:
+    """Remove the staging folder if the run fails (a committed one is left to be finished by the next run)."""
+    try:
+        yield
+    except BaseException:
+        staging.discard()
+        raise
 
 
 def run_alone(args: argparse.Namespace) -> None:
@@ -120,14 +157,16 @@ def run_alone(args: argparse.Namespace) -> None:
     make_demo_data(args)
     plan = make_plan(args)
     model = load_model(plan.model_path, plan.device)
-    with open_log(plan, 1) as log:
+    staging = begin_staging(plan)
+    with discarded_on_failure(staging), open_log(plan, 1) as log:
         report = Report(log)
         try:
-            restore(plan, model, plan.jobs, report)
+            staged_plan = staged(plan, staging)
+            restore(staged_plan, model, staged_plan.jobs, report)
+            finish_report(log, report.results, plan, 1, staging)
         except UserError as error:
-            log.write(f"error: {error}")
+            log.write_error(f"error: {error}")
             raise
-        finish_report(log, report.results, plan, 1)
 
 
 @dataclass(frozen=True)
@@ -161,15 +200,27 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     report: Report = Report()
     log: RunLog | None = None
     plan: Plan | None = None
+    staging: Staging | None = None
     try:
         if failure is not None:
             raise failure
         plan = make_plan(args, ranks.local_rank)
-        mine = [plan.jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
         model = load_model(plan.model_path, plan.device)
         if ranks.is_main:
-            log = open_log(plan, ranks.world_size)
-        restore(plan, model, mine, report, progress=ranks.is_main)
+            staging = begin_staging(plan)
+    except Exception as error:  # every process must reach the exchanges below, whatever went wrong
+        failure = error
+    token = group.broadcast(None if staging is None else staging.token)  # where rank 0 put the staging folder
+    try:
+        if failure is not None:
+            raise failure
+        if plan is not None and token is not None:  # without a token rank 0 failed: its error is reported below
+            staging = staging or Staging.join(plan.results_path, token)
+            jobs = staged(plan, staging).jobs
+            mine = [jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
+            if ranks.is_main:
+                log = open_log(plan, ranks.world_size)
+            restore(staged(plan, staging), model, mine, report, progress=ranks.is_main)
     except Exception as error:  # every process must reach the exchange below, whatever went wrong
         failure = error
     outcomes: list[Outcome] = group.all_gather(
@@ -179,17 +230,24 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     if not ranks.is_main:
         return EXIT_USER_ERROR if errors else 0
 
-    if log is not None and plan is not None:  # rank 0 planned: every process's lines, in the plan's order
-        with log:
-            order = [job.source.name for job in plan.jobs]
-            results = merge([outcome.results for outcome in outcomes], order)
-            write_videos(log, results, {name for outcome in outcomes for name in outcome.finished})
-            if errors:
-                log.write(f"error: {errors[0]}")
-            else:
-                finish_report(log, results, plan, ranks.world_size)
-    if errors:
+    if staging is None:  # rank 0 failed before it began (so errors holds its error)
         raise UserError(errors[0])
+    with discarded_on_failure(staging):
+        if log is not None and plan is not None:  # rank 0 planned: every process's lines, in the plan's order
+            with log:
+                order = [job.source.name for job in plan.jobs]
+                results = merge([outcome.results for outcome in outcomes], order)
+                write_videos(log, results, {name for outcome in outcomes for name in outcome.finished})
+                if errors:
+                    log.write_error(f"error: {errors[0]}")
+                else:
+                    try:
+                        finish_report(log, results, plan, ranks.world_size, staging)
+                    except UserError as error:
+                        log.write_error(f"error: {error}")
+                        raise
+        if errors:
+            raise UserError(errors[0])
     return 0
 
 

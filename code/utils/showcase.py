@@ -54,14 +54,21 @@ class ShowcaseWriter:
             labels.append("sharp")
         self.panels.append((frame_name, side_by_side(images, labels)))
 
+    @staticmethod
+    def file_names(video: str, frame_names: Sequence[str], max_frames: int = 30) -> list[str]:
+        """The names `finish_video` writes for a video whose frames ``frame_names`` are added, in order."""
+        kept = frame_names[:max_frames]
+        return [f"{video}_{kept[len(kept) // 2]}.png", f"{video}.gif"] if kept else []
+
     def finish_video(self, video: str) -> list[Path]:
         """Write ``<video>_<middle frame>.png`` and ``<video>.gif``; returns the files written."""
         if not self.panels:
             return []
         self.folder.mkdir(parents=True, exist_ok=True)
-        middle_name, middle_panel = self.panels[len(self.panels) // 2]
-        still = self.folder / f"{video}_{middle_name}.png"
-        animation = self.folder / f"{video}.gif"
+        still_name, animation_name = self.file_names(video, [name for name, _ in self.panels], self.max_frames)
+        middle_panel = self.panels[len(self.panels) // 2][1]
+        still = self.folder / still_name
+        animation = self.folder / animation_name
         iio.imwrite(still, middle_panel)
         write_animation(animation, [panel for _, panel in self.panels], self.fps)
         self.panels = []
