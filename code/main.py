@@ -56,15 +56,33 @@ def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None
     """Everything after the options and the processes are set up; ``state`` is the checkpoint to resume from."""
     if args.batch_size % runtime.world_size:
         raise UserError(f"--batch_size {args.batch_size} does not split over {runtime.world_size} processes")
+    experiment = Experiment(args.experiment_root, writes=runtime.is_main)
+    # rank 0 locks the folder, finishes or undoes a checkpoint that a killed run left half-made and deletes its
+    # temporary files, before any process reads the folder
+    experiment.prepare()
+    runtime.barrier()
+    try:
+        return train_or_validate(args, runtime, state, restored, experiment)
+    finally:
+        experiment.close()
+
+
+def train_or_validate(
+    args: argparse.Namespace,
+    runtime: Runtime,
+    state: dict[str, Any] | None,
+    restored: list[str],
+    experiment: Experiment,
+) -> int:
     root = args.experiment_root
-    experiment = Experiment(root, writes=runtime.is_main)
     if args.deterministic:
         use_deterministic_algorithms()
     seed_everything(args.seed)
 
     model = build_model(args, weights_follow=args.resume or args.test_only or args.pre_train_path is not None)
     if args.pre_train_path is not None and not args.resume:
-        load_weights(model, args.pre_train_path)
+        # training may start from a model trained on windows of another length; validating one may not
+        load_weights(model, args.pre_train_path, other_n_sequence=not args.test_only)
     elif args.test_only:
         best = root / "model" / "model_best.pt"
         if not best.is_file():
@@ -74,9 +92,11 @@ def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None
     train_set, test_set = build_datasets(args, train=not args.test_only)
     runtime.barrier()  # every process has checked the folder, the weights and the data before rank 0 writes
 
-    experiment.open()
+    experiment.open(state.get("log_lines") if state else None)
     trainer = Trainer(args, runtime, model, Loss(args.loss), train_set, test_set, experiment)
     first_epoch = trainer.restore(state) + 1 if state else 1
+    if not state and not args.test_only:
+        trainer.save(0)  # the run's initial state: from here on --resume continues it, even inside epoch 1
     experiment.write_config(args, first_epoch)
     if args.test_only:
         trainer.test()

@@ -90,17 +90,18 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def killed_run(data: list[str], experiments: Path) -> Path:
-    """A two-epoch run killed while saving its second epoch: the new state was fully written to its temporary
-    file, the rename had not happened. The folder is left as the kill left it; tests continue copies of it."""
-    real_replace = atomic.os.replace
+    """A two-epoch run killed while saving its second epoch: every file of the epoch was staged in .commit/, the
+    commit (state.pt's rename) had not happened. The folder is left as the kill left it; tests continue copies of it.
+    (tests/test_train_crash.py kills runs at every write.)"""
+    real_rename = atomic.rename
 
-    def die_on_state(source: str, target: str) -> None:
-        if Path(target).name == "state.pt" and "Epoch   2" in (experiments / "killed" / "log.txt").read_text():
+    def die_on_state(source: Path, target: Path) -> None:
+        if Path(target).name == "state.pt" and torch.load(source, weights_only=True)["epoch"] == 2:
             raise Killed
-        real_replace(source, target)
+        real_rename(source, target)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(atomic.os, "replace", die_on_state)
+        patch.setattr(atomic, "rename", die_on_state)
         with pytest.raises(Killed):
             train(data, experiments, "killed", "--epochs", "2", "--save_middle_models")
     return experiments / "killed"
@@ -158,7 +159,7 @@ def test_a_short_run_writes_every_expected_file(uninterrupted: Path) -> None:
 
 def test_an_existing_run_is_never_overwritten(data: list[str], experiments: Path, uninterrupted: Path) -> None:
     before = (uninterrupted / "state.pt").read_bytes()
-    with pytest.raises(UserError, match="already holds results; continue that run with --resume"):
+    with pytest.raises(UserError, match="already holds a run; continue it with --resume"):
         train(data, experiments, "full", "--epochs", "1")
     with pytest.raises(UserError, match="holds no run to resume"):
         resume(experiments, "never_started")
@@ -324,9 +325,8 @@ def test_a_process_that_is_not_rank_0_writes_nothing(tmp_path: Path) -> None:
     experiment = Experiment(tmp_path / "run", writes=False)
     experiment.open()
     experiment.write_log("line")
-    experiment.save_checkpoint({"epoch": 1}, {}, {}, epoch=1, is_best=True, keep_epoch=True)
     history = History(["L1"], [[1.0]], [20.0], [21.0])
-    experiment.save_history(history)
+    experiment.save_checkpoint({"epoch": 1}, {}, {}, history, epoch=1, is_best=True, keep_epoch=True)
     experiment.save_images("DVD", "v", "0", {kind: np.zeros((4, 4, 3), np.uint8) for kind in ("gt", "blur")})
     assert not (tmp_path / "run").exists()
 

@@ -14,6 +14,12 @@ PLOT_FORMATS = ("png", "pdf")
 
 def plot_series(path_stem: Path, title: str, ylabel: str, series: dict[str, list[float]]) -> None:
     """Plot each series against epochs 1, 2, ... and write ``<path_stem>.png`` and ``.pdf`` atomically."""
+    for extension, data in render_series(title, ylabel, series).items():
+        atomic_write_bytes(path_stem.with_name(f"{path_stem.name}.{extension}"), data)
+
+
+def render_series(title: str, ylabel: str, series: dict[str, list[float]]) -> dict[str, bytes]:
+    """Plot each series against epochs 1, 2, ...; the file's bytes for each of `PLOT_FORMATS`."""
     figure = Figure()
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -25,7 +31,9 @@ def plot_series(path_stem: Path, title: str, ylabel: str, series: dict[str, list
     axes.set_ylabel(ylabel)
     axes.grid(True)
     axes.legend()
+    rendered = {}
     for extension in PLOT_FORMATS:
         buffer = io.BytesIO()
         figure.savefig(buffer, format=extension)
-        atomic_write_bytes(path_stem.with_name(f"{path_stem.name}.{extension}"), buffer.getvalue())
+        rendered[extension] = buffer.getvalue()
+    return rendered

@@ -3,10 +3,20 @@
 Every file is read with ``weights_only=True`` and must match the module's parameter names and shapes exactly;
 anything else is refused with a one-line `CheckpointError` naming the file and the names that differ. Half
 precision files load into a float32 (or float64) model: values are cast to the model's dtype.
+
+The weights of CDVD_TSP do not depend on its window length ``n_sequence`` (2T + 1 frames for T stages), so a file
+trained with another one fits by names and shapes, yet restores badly. Files written by training record it where a
+plain state dict keeps its per-module versions, the ``_metadata`` attribute of the OrderedDict
+(``_metadata["cdvd_tsp"] = {"n_sequence": N}``; `with_n_sequence`): the file stays a plain state dict of tensors that
+the release's ``load_state_dict`` reads unchanged, and `load_weights` refuses a recorded value that differs from
+the model's unless asked to accept it (training from such a file). Files without the record (the released ones)
+load as before.
 """
 
+import logging
 import os
 import pickle
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -14,6 +24,10 @@ from torch import Tensor, nn
 
 from utils.errors import UserError
 
+logger = logging.getLogger(__name__)
+
+RECORD_KEY = "cdvd_tsp"
+"""The entry of a state dict's ``_metadata`` that says how the weights were trained (``{"n_sequence": N}``)."""
 WRAPPER_PREFIX = "module."
 """Added to every name by DataParallel and DistributedDataParallel."""
 NAMES_SHOWN = 10
@@ -25,6 +39,20 @@ class CheckpointError(UserError):
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict (name -> tensor) with ``weights_only=True``; strip a DataParallel/DDP ``module.`` prefix."""
+    return read_checkpoint(path)[0]
+
+
+def with_n_sequence(state: Mapping[str, Tensor], n_sequence: int) -> "OrderedDict[str, Tensor]":
+    """``state`` as an OrderedDict whose ``_metadata`` records the window length the weights were trained with."""
+    recorded = OrderedDict(state)
+    metadata = OrderedDict(getattr(state, "_metadata", None) or {})
+    metadata[RECORD_KEY] = {"n_sequence": int(n_sequence)}
+    recorded._metadata = metadata
+    return recorded
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], int | None]:
+    """`read_state_dict`, and the ``n_sequence`` the file records (None for files without the record)."""
     path = os.fspath(path)
     if not path:
         raise CheckpointError("no checkpoint file given")
@@ -43,7 +71,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     not_tensors = [name for name, value in loaded.items() if not isinstance(value, Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: not a state dict of tensors; non-tensor entries: {_name_list(not_tensors)}")
-    return strip_wrapper_prefix(dict(loaded))
+    record = (getattr(loaded, "_metadata", None) or {}).get(RECORD_KEY)
+    n_sequence = record.get("n_sequence") if isinstance(record, Mapping) else None
+    return strip_wrapper_prefix(dict(loaded)), n_sequence if isinstance(n_sequence, int) else None
 
 
 def strip_wrapper_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -87,11 +117,22 @@ def load_into(module: nn.Module, state: Mapping[str, Tensor], source: str) -> No
             target.copy_(state[name])
 
 
-def load_weights(module: nn.Module, path: str | os.PathLike) -> None:
+def load_weights(module: nn.Module, path: str | os.PathLike, other_n_sequence: bool = False) -> None:
     """Load a checkpoint file into ``module`` strictly.
 
     Works for a full model checkpoint (the released `CDVD_TSP_*.pt` or one of this project's) into `CDVD_TSP`,
     PWC-Net's `network-default.pytorch` into `Flow_PWC.moduleNetwork`, and restoration weights saved on their own
-    into `RECONS_VIDEO`.
+    into `RECONS_VIDEO`. A file that records another ``n_sequence`` than the CDVD_TSP model's is refused, or with
+    ``other_n_sequence`` (training from it) loaded with a log line saying so.
     """
-    load_into(module, read_state_dict(path), os.fspath(path))
+    state, trained = read_checkpoint(path)
+    expected = getattr(module, "n_sequence", None) if hasattr(module, "n_stages") else None
+    if trained is not None and expected is not None and trained != expected:
+        difference = (
+            f"{os.fspath(path)} was trained with n_sequence {trained} (--n_stages {(trained - 1) // 2}); "
+            f"this model takes n_sequence {expected} (--n_stages {(expected - 1) // 2})"
+        )
+        if not other_n_sequence:
+            raise CheckpointError(f"{difference}; use a checkpoint trained with n_sequence {expected}")
+        logger.info("%s: training it with n_sequence %d from here", difference, expected)
+    load_into(module, state, os.fspath(path))

@@ -16,7 +16,7 @@ from data.videodata import VideoData
 from logger.experiment import Experiment, History
 from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_into
+from model.checkpoint import load_into, with_n_sequence
 from option import run_options
 from trainer.model_setup import freeze_flow_net_if_asked, make_optimizer, wrap_model
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
@@ -225,16 +225,18 @@ class Trainer:
         return psnr_stage1, psnr
 
     def save(self, epoch: int) -> None:
-        _, best_epoch = self.history.best()
+        """Commit ``epoch``'s checkpoint (one commit point: `Experiment.save_checkpoint`). Epoch 0 is the run's
+        initial state, committed before training so that a run stopped in its first epoch can be resumed."""
+        trained = epoch > 0
         self.experiment.save_checkpoint(
             self.state(epoch),
-            self.model.state_dict(),
-            self.optimizer.state_dict(),
+            with_n_sequence(self.model.state_dict(), self.model.n_sequence) if trained else None,
+            self.optimizer.state_dict() if trained else None,
+            self.history,
             epoch,
-            is_best=best_epoch == epoch,
-            keep_epoch=self.args.save_middle_models,
+            is_best=trained and self.history.best()[1] == epoch,
+            keep_epoch=trained and self.args.save_middle_models,
         )
-        self.experiment.save_history(self.history)
 
 
 def epochs_to_run(first_epoch: int, epochs: int) -> Iterator[int]:

@@ -1,16 +1,51 @@
 """Atomic file writes: write a temporary file beside the target, flush it to disk, then rename over the target.
 
-A process killed at any moment leaves either the old file or the new one, never a partial file.
+A process killed at any moment leaves either the old file or the new one, never a partial file; it may leave a
+hidden temporary file (``.<name>.<random>.tmp``, see `is_temporary`), which `remove_temporaries` deletes. An
+`OSError` (a full disk, a read-only folder...) becomes a one-line `WriteError` naming the file, and the old file
+stays as it was.
+
+Every write, rename and removal goes through `write_file`, `rename` and `remove_tree`, so that tests can stop a
+process at each of them (tests/test_train_crash.py).
 """
 
+import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from utils.errors import UserError
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+class WriteError(UserError, OSError):
+    """Writing a file failed (``OSError``); the message is one line naming the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error), os.fspath(path))
+        self.message = f"cannot write {os.fspath(path)}: {error.strerror or error}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside into a `WriteError` about ``path`` (one already made passes unchanged)."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as error:
+        raise WriteError(path, error) from None
 
 
 def _umask() -> int:
@@ -23,20 +58,66 @@ _CREATE_MODE = 0o666 & ~_umask()
 """The mode a plain ``open(path, "w")`` would give a new file."""
 
 
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk; not atomic by itself (for files nobody reads until renamed)."""
+    with writing(path), open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def rename(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``os.replace``: atomic on one file system."""
+    with writing(target):
+        os.replace(source, target)
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (the names renames made) to disk, where the system allows it."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def remove_tree(folder: str | os.PathLike) -> None:
+    """Delete ``folder`` and everything in it, if it exists."""
+    if Path(folder).is_dir():
+        with writing(folder):
+            shutil.rmtree(folder)
+
+
+def is_temporary(path: Path) -> bool:
+    """A temporary file of `atomic_write_bytes` (or of the PNG writer), left behind by a process that was killed."""
+    return path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX) and path.is_file()
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files left anywhere under ``folder`` (only while no process writes there)."""
+    found = [path for path in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if is_temporary(path)]
+    for path in found:
+        with writing(path):
+            path.unlink(missing_ok=True)
+    return found
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (the folder must exist)."""
+    """Replace ``path`` with ``data`` atomically (the folder must exist); a `WriteError` leaves ``path`` unchanged."""
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with writing(path):
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
-        os.chmod(temporary, _CREATE_MODE)  # mkstemp makes owner-only files; give the usual mode instead
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        with writing(path):
+            os.close(descriptor)
+            os.chmod(temporary, _CREATE_MODE)  # mkstemp makes owner-only files; give the usual mode instead
+        write_file(temporary, data)
+        rename(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -47,8 +128,13 @@ def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def atomic_torch_save(value: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a partial file behind."""
+def torch_bytes(value: Any) -> bytes:
+    """What ``torch.save`` would write for ``value``."""
     buffer = io.BytesIO()
     torch.save(value, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def atomic_torch_save(value: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a partial file behind."""
+    atomic_write_bytes(path, torch_bytes(value))
