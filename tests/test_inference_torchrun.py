@@ -99,6 +99,9 @@ def test_two_processes_give_the_results_of_one(dataset: tuple[Path, Path], tmp_p
     assert frames == sorted(path.relative_to(tmp_path / "two") for path in (tmp_path / "two").rglob("*.png"))
     for frame in frames:
         assert (tmp_path / "one" / frame).read_bytes() == (tmp_path / "two" / frame).read_bytes()
+    # every process wrote into rank 0's staging folder, committed as one run: nothing staged is left
+    assert two["files"] == sorted(frame.as_posix() for frame in frames)
+    assert sorted(path.name for path in (tmp_path / "two").rglob(".*")) == []
 
 
 def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[Path, Path], tmp_path: Path) -> None:
@@ -120,5 +123,6 @@ def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[P
     assert "2" in statuses and set(statuses) <= {"2", str(-signal.SIGTERM)}
     assert "UserError" not in completed.stderr
     assert not (tmp_path / "result" / "results.json").exists()
+    assert sorted(path.name for path in (tmp_path / "result").rglob(".*")) == []  # the failed run's staging removed
     log = only_log(tmp_path / "result")
     assert log[-1] == errors[0] and "# Video:v3" in "\n".join(log)  # rank 0's own video finished

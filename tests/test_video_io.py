@@ -99,3 +99,27 @@ def test_input_errors_name_the_path(tmp_path: Path) -> None:
         open_input(empty)
     with pytest.raises(UserError, match="--data_path"):
         open_input(make_dataset(tmp_path / "dataset", {"v": 1}, 24, 32))
+
+
+def test_a_truncated_video_is_read_as_far_as_it_goes_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    whole = tmp_path / "whole.mp4"
+    write_video(whole, sharp_frames(20, 32, 40), fps=10.0)
+    streamable = tmp_path / "streamable.mp4"  # the index first, as for streaming: a cut file still decodes
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy"]
+    subprocess.run([*command, "-movflags", "+faststart", str(streamable)], check=True)
+    with caplog.at_level("WARNING"):
+        assert len(open_video(streamable)) == 20
+    assert caplog.records == []
+    truncated = tmp_path / "truncated.mp4"
+    data = streamable.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING"):
+        video = open_video(truncated)
+    assert 0 < len(video) < 20 and len(list(video.frames())) == len(video)
+    assert "the file may be truncated" in caplog.text and "about 20 frames" in caplog.text

@@ -135,7 +135,26 @@ def open_video(path: Path) -> VideoSource:
     except Exception as error:  # imageio-ffmpeg raises IOError, RuntimeError, StopIteration... for bad files
         raise UserError(f"cannot read video {path}: {first_line(error)}") from None
     width, height = meta["size"]
-    return VideoSource(path.stem, path, (height, width), float(meta.get("fps") or 0.0), count)
+    fps = float(meta.get("fps") or 0.0)
+    warn_if_truncated(path, count, fps, float(meta.get("duration") or 0.0))
+    return VideoSource(path.stem, path, (height, width), fps, count)
+
+
+def warn_if_truncated(path: Path, count: int, fps: float, duration: float) -> None:
+    """Warn when fewer frames decode than the header's duration and rate promise (a cut-off download or copy):
+    ffmpeg decodes what is there and says nothing."""
+    expected = duration * fps
+    if expected > 0 and count < 0.95 * expected - 1:
+        logger.warning(
+            "%s: only %d frames decode, but its header says %.4g s at %.4g fps (about %d frames); the file may be "
+            "truncated: only the %d frames are deblurred",
+            path,
+            count,
+            duration,
+            fps,
+            round(expected),
+            count,
+        )
 
 
 def open_input(path: Path) -> FolderSource | VideoSource:
