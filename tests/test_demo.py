@@ -5,13 +5,17 @@ import json
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from tiny_clips import save_seeded_weights, single_thread  # noqa: F401
 
 import inference
 from data import demo
+from data.frames import read_rgb
 from infer import planning
 from utils.errors import UserError
+from utils.metrics import psnr, ssim
+from utils.showcase import GAP, LABEL_HEIGHT
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -35,12 +39,37 @@ def test_demo_run_makes_its_data_and_shows_the_result(tiny_demo: Path) -> None:
     results_dir = tiny_demo / "infer_results" / "DEMO"
     report = json.loads((results_dir / "results.json").read_text())
     assert report["frames"] == 10  # --border is the DEMO default: every frame of both videos
-    assert {"psnr", "ssim", "input_psnr", "input_ssim"} <= set(report)
+    data = tiny_demo / "dataset" / "DEMO" / "test"
+    names = [f"{index:05d}" for index in range(5)]
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
     for video in videos:
-        assert len(list((results_dir / video).glob("*.png"))) == 5
+        assert sorted(path.stem for path in (results_dir / video).glob("*.png")) == names
+        assert sorted(report["videos"][video]["frames"]) == names
+        for name in names:
+            # every score in the report is the protocol's metric of the files on disk
+            output, blurred, sharp = (
+                read_rgb(folder / f"{name}.png")
+                for folder in (results_dir / video, data / "blur" / video, data / "gt" / video)
+            )
+            frame = report["videos"][video]["frames"][name]
+            expected = {
+                "psnr": psnr(output, sharp),
+                "ssim": ssim(output, sharp),
+                "input_psnr": psnr(blurred, sharp),
+                "input_ssim": ssim(blurred, sharp),
+            }
+            for key, value in expected.items():
+                assert frame[key] == pytest.approx(value, rel=1e-9, abs=1e-12)
+                scores[key].append(value)
         still = iio.imread(results_dir / "showcase" / f"{video}_00002.png")
-        assert still.shape[1] > 3 * 40  # blurred | deblurred | sharp
-        assert iio.imread(results_dir / "showcase" / f"{video}.gif", index=None).shape[0] == 5
+        assert still.shape == (LABEL_HEIGHT + 32, 3 * 40 + 2 * GAP, 3)  # blurred | deblurred | sharp, under labels
+        for column, folder in enumerate((data / "blur" / video, results_dir / video, data / "gt" / video)):
+            left = column * (40 + GAP)
+            assert np.array_equal(still[LABEL_HEIGHT:, left : left + 40], read_rgb(folder / "00002.png"))
+        animation = iio.imread(results_dir / "showcase" / f"{video}.gif", index=None)
+        assert animation.shape[:3] == (5, *still.shape[:2])
+    for key, values in scores.items():  # the total is the mean over all frames
+        assert report[key] == pytest.approx(float(np.mean(values)), rel=1e-9)
 
 
 def test_demo_data_is_reused_and_showcase_can_be_turned_off(tiny_demo: Path) -> None:
