@@ -7,7 +7,7 @@ of 2T + 1 frames from scratch with `CDVD_TSP.forward`, as the release did. Both 
 comes out some pushes after its frame went in; the runner hands back the tag that was pushed with that frame, so
 callers need not count.
 
-The border rule of the evaluation protocol (CONTRACT section 9) is `with_border`: the first and the last
+The border rule of the evaluation protocol (docs/faithfulness.md §9) is `with_border`: the first and the last
 ``half`` frames are repeated in order, so every frame of the video becomes the center of a window.
 """
 
