@@ -1,4 +1,4 @@
-"""The temporal sharpness prior, in the form the released weights were trained with (CONTRACT section 5)."""
+"""The temporal sharpness prior, in the form the released weights were trained with (docs/faithfulness.md §5)."""
 
 from collections.abc import Sequence
 
