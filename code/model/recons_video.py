@@ -6,7 +6,7 @@ from model.blocks import ResBlock, conv_relu, upconv_relu
 
 
 class RECONS_VIDEO(nn.Module):
-    """Three-scale encoder-decoder with ResBlocks (CONTRACT section 6).
+    """Three-scale encoder-decoder with ResBlocks (docs/faithfulness.md §6).
 
     The input holds ``n_sequence`` frames of ``in_channels`` each plus ``extra_channels`` (the prior), concatenated
     along the channel axis. The output is the restored center frame; there is no skip from the input frame.
