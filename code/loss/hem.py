@@ -1,4 +1,4 @@
-"""Hard example mining loss (HEM), as the released training computed it (CONTRACT section 8)."""
+"""Hard example mining loss (HEM), as the released training computed it (docs/faithfulness.md §8)."""
 
 import torch
 import torch.nn.functional as F
