@@ -1,6 +1,6 @@
 """Training and validation samples: windows of consecutive frames from the videos of a dataset.
 
-Sampling follows the release (CONTRACT section 8): training keeps the first ``n_frames_per_video`` frames of each
+Sampling follows the release (docs/faithfulness.md §8): training keeps the first ``n_frames_per_video`` frames of each
 video; a sample is a window of ``n_sequence`` consecutive frames; the windows of all videos are repeated
 ``max(test_every // max(windows // batch_size, 1), 1)`` times so that an epoch is about ``test_every`` batches.
 A training sample is a random ``patch_size`` square crop at the same place in every frame, then a horizontal flip,
