@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 TEMPLATES: dict[str, dict[str, Any]] = {
-    # The released recipe (CONTRACT section 8): five-frame windows (two stages) from the first 100 frames of each
+    # The released recipe (docs/faithfulness.md §8): five-frame windows (two stages) from the first 100 frames of each
     # DVD training video, 256 x 256 crops, batch 8, 1*L1 + 2*HEM, Adam at 1e-4 halved every 200 epochs, 500 epochs.
     "CDVD_TSP": {
         "model": "CDVD_TSP",
