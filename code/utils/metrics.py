@@ -1,4 +1,4 @@
-"""The evaluation protocol's metrics (CONTRACT section 9) on uint8 RGB images.
+"""The evaluation protocol's metrics (docs/faithfulness.md §9) on uint8 RGB images.
 
 Both metrics compare H x W x 3 uint8 images with ``CROP_BORDER`` pixels cropped on every side. PSNR is computed in
 float64 over all channels; SSIM is MATLAB's: an 11 x 11 Gaussian window with sigma 1.5, statistics filtered per
