@@ -1,4 +1,4 @@
-"""The loss spec parser and HEM (CONTRACT section 8) on hand-made cases."""
+"""The loss spec parser and HEM (docs/faithfulness.md §8) on hand-made cases."""
 
 import pytest
 import torch
