@@ -17,7 +17,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def recipe_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Weights made by the fixture's recipe (CONTRACT section 10); test-only, not a feature of the project."""
+    """Weights made by the fixture's recipe (docs/faithfulness.md §10); test-only, not a feature of the project."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, tensor in sorted(model.state_dict().items()):
