@@ -109,11 +109,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with writing(path):
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
-        with writing(path):
+        try:
             os.close(descriptor)
             os.chmod(temporary, _CREATE_MODE)  # mkstemp makes owner-only files; give the usual mode instead
-        write_file(temporary, data)
-        rename(temporary, path)
+            write_file(temporary, data)
+            rename(temporary, path)
+        except OSError as error:  # named after the file being replaced, not the temporary one
+            raise WriteError(path, error) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
