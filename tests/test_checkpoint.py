@@ -146,3 +146,20 @@ def test_read_state_dict_does_not_strip_a_partial_prefix(tmp_path: Path) -> None
 def test_flow_pwc_constructor_refuses_a_missing_pretrain_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         Flow_PWC(load_pretrain=True, pretrain_fn=str(tmp_path / "network-default.pytorch"))
+
+
+def test_a_recorded_n_sequence_stays_a_plain_state_dict_and_must_match(tmp_path: Path) -> None:
+    from model.checkpoint import read_checkpoint, with_n_sequence
+
+    trained = CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1)
+    path = save(with_n_sequence(trained.state_dict(), trained.n_sequence), tmp_path / "t1.pt")
+    plain = torch.load(path, weights_only=True)  # the release's way to load: a plain state dict of tensors
+    CDVD_TSP(n_sequence=5, n_feat=4, n_resblock=1).load_state_dict(plain)
+    assert read_checkpoint(path)[1] == 3 and read_checkpoint(save(trained.state_dict(), tmp_path / "p.pt"))[1] is None
+
+    load_weights(CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1), path)
+    message = refused(CDVD_TSP(n_sequence=5, n_feat=4, n_resblock=1), path)
+    assert message.endswith("(--n_stages 2); use a checkpoint trained with n_sequence 5")
+    other = CDVD_TSP(n_sequence=5, n_feat=4, n_resblock=1)
+    load_weights(other, path, other_n_sequence=True)  # training from it (--pre_train) may change the window
+    assert_same_weights(other, trained.state_dict())
