@@ -3,7 +3,8 @@
 ``python code/export_model.py experiment/CDVD_TSP_DEMO/model/model_best.pt pretrain_models/CDVD_TSP_DEMO.pt --half``
 
 The strict loader (`model.checkpoint.load_weights`) casts float16 values back to the model's dtype, so a half file
-loads into a float32 model like any other. An existing destination is never overwritten.
+loads into a float32 model like any other. The window length a training checkpoint records (``n_sequence``, see
+`model.checkpoint`) is kept in the exported file. An existing destination is never overwritten.
 """
 
 import argparse
@@ -15,7 +16,7 @@ from pathlib import Path
 from torch import Tensor
 
 from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_into, read_state_dict
+from model.checkpoint import load_into, read_checkpoint, with_n_sequence
 from utils.atomic import atomic_torch_save
 from utils.errors import UserError, run_cli
 
@@ -23,16 +24,19 @@ logger = logging.getLogger(__name__)
 
 
 def export_weights(source: str | os.PathLike, destination: str | os.PathLike, half: bool) -> dict[str, Tensor]:
-    """Read ``source`` strictly (it must fit `CDVD_TSP`), write its weights to ``destination``; returns them."""
+    """Read ``source`` strictly (it must fit `CDVD_TSP`), write its weights (and its recorded ``n_sequence``, if
+    any) to ``destination``; returns them."""
     destination = Path(destination)
     if destination.exists():
         raise UserError(f"{destination} already exists; remove it or choose another destination")
-    state = read_state_dict(source)
+    state, n_sequence = read_checkpoint(source)
     load_into(CDVD_TSP(), state, os.fspath(source))  # refuses a file whose names or shapes differ
     if half:
         state = {name: value.half() if value.is_floating_point() else value for name, value in state.items()}
     # Copies, so that the file holds these tensors' bytes only, not whole storages they may be views of.
     state = {name: value.detach().clone().contiguous() for name, value in state.items()}
+    if n_sequence is not None:
+        state = with_n_sequence(state, n_sequence)
     destination.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, destination)
     return state

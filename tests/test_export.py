@@ -9,7 +9,7 @@ import torch
 
 from export_model import export_weights
 from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import CheckpointError, load_weights
+from model.checkpoint import CheckpointError, load_weights, read_checkpoint, with_n_sequence
 from utils.errors import UserError
 
 CODE = Path(__file__).resolve().parents[1] / "code"
@@ -38,6 +38,24 @@ def test_half_export_loads_back_as_float32(tmp_path: Path, trained_file: Path) -
     for name, value in model.state_dict().items():
         assert value.dtype == torch.float32
         assert torch.equal(value, source[name].half().float()), name
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_export_keeps_the_recorded_n_sequence(tmp_path: Path, half: bool) -> None:
+    source = tmp_path / "model_latest.pt"
+    torch.save(with_n_sequence(CDVD_TSP(n_sequence=3).state_dict(), 3), source)  # as training writes it
+    destination = tmp_path / "exported.pt"
+    export_weights(source, destination, half=half)
+    assert read_checkpoint(destination)[1] == 3
+    load_weights(CDVD_TSP(n_sequence=3), destination)
+    with pytest.raises(CheckpointError, match="was trained with n_sequence 3"):
+        load_weights(CDVD_TSP(n_sequence=5), destination)
+
+
+def test_export_adds_no_record_to_a_file_without_one(tmp_path: Path, trained_file: Path) -> None:
+    destination = tmp_path / "exported.pt"
+    export_weights(trained_file, destination, half=False)
+    assert read_checkpoint(destination)[1] is None
 
 
 def test_export_never_overwrites(tmp_path: Path, trained_file: Path) -> None:
