@@ -81,7 +81,7 @@ def main() -> None:
     model = build_model(args, weights_follow=True).to(device)
     model.checkpoint_steps = bench.grad_checkpoint
     loss = Loss(args.loss).to(device)
-    step = TrainStep(model, loss, make_optimizer(model, args), args.n_stages, device, args.amp)
+    step = TrainStep(model, loss, make_optimizer(model, args), device, args.amp)
     shape = (bench.batch_size, args.n_sequence, 3, bench.patch_size, bench.patch_size)
     generator = torch.Generator().manual_seed(0)
     blur, gt = torch.rand(shape, generator=generator), torch.rand(shape, generator=generator)

@@ -5,6 +5,7 @@ import torch
 
 from model.cdvd_tsp import CDVD_TSP
 from model.correlation import cost_volume
+from model.stages import CascadeOutputs
 
 
 def small_clip(frames: int, dtype: torch.dtype = torch.float32, height: int = 32, width: int = 48) -> torch.Tensor:
@@ -27,6 +28,25 @@ def test_t_stages_take_2t_plus_1_frames_and_give_right_shapes(n_stages: int) -> 
     assert len(outputs) == sum(len(stage) for stage in stages) + 1
     assert outputs[-1] is None
     assert torch.equal(outputs[-2], stages[-1][0])
+
+
+@pytest.mark.parametrize(("n_stages", "targets"), [(1, [1]), (2, [1, 2, 3, 2]), (3, [1, 2, 3, 4, 5, 2, 3, 4, 3])])
+def test_split_outputs_is_the_inverse_of_forward_and_names_the_targets(n_stages: int, targets: list[int]) -> None:
+    model = CDVD_TSP(n_sequence=2 * n_stages + 1, n_feat=4, n_resblock=1).eval()
+    clip = small_clip(2 * n_stages + 1, height=16, width=16)
+    with torch.no_grad():
+        split = model.split_outputs(model(clip))
+        stages = model.forward_stages(clip)
+    assert [len(stage) for stage in split.stages] == [len(stage) for stage in stages]
+    for ours, theirs in zip(split.flat(), [frame for stage in stages for frame in stage], strict=True):
+        assert torch.equal(ours, theirs)
+    assert torch.equal(split.final, stages[-1][0])
+    assert torch.equal(split.stage1_center, stages[0][n_stages - 1])  # the centre frame's stage-1 output
+    assert split.target_frames() == targets  # T = 2: the release's cat([gt1, gt2, gt3, gt2])
+    window = torch.arange(2 * n_stages + 1).view(1, -1, 1, 1, 1)
+    assert [int(frame) for frame in split.targets(window)] == targets
+    with pytest.raises(ValueError, match="not the output of a"):
+        CascadeOutputs.from_forward(model(clip)[1:], n_stages)
 
 
 def test_stages_share_weights_so_one_stage_repeated_is_the_cascade() -> None:

@@ -10,6 +10,7 @@ from model.checkpoint import load_weights
 from model.flow_pwc import Flow_PWC
 from model.prior import temporal_sharpness_prior
 from model.recons_video import RECONS_VIDEO
+from model.stages import CascadeOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +103,7 @@ class CDVD_TSP(nn.Module):
         stages = self.forward_stages(x)
         intermediate = [frame for outputs in stages[:-1] for frame in outputs]
         return (*intermediate, stages[-1][0], None)
+
+    def split_outputs(self, outputs: tuple[Tensor | None, ...]) -> CascadeOutputs:
+        """`forward`'s tuple (of this model or a DataParallel/DDP wrapper of it) by stage: the inverse of its layout."""
+        return CascadeOutputs.from_forward(outputs, self.n_stages)

@@ -41,6 +41,25 @@ def freeze_flow_net_if_asked(model: CDVD_TSP, flow_lr: float) -> None:
     model.flow_net.requires_grad_(flow_lr > 0)
 
 
+def unwrap(network: nn.Module) -> CDVD_TSP:
+    """The CDVD_TSP inside a DataParallel or DistributedDataParallel wrapper (or ``network`` itself)."""
+    model = network.module if isinstance(network, nn.DataParallel | DistributedDataParallel) else network
+    if not isinstance(model, CDVD_TSP):
+        raise TypeError(f"expected CDVD_TSP or a wrapper of it, got {type(model).__name__}")
+    return model
+
+
+def model_summary(model: CDVD_TSP) -> str:
+    """One line: the model, its parameter count (and each net's), its window length."""
+    flow = sum(parameter.numel() for parameter in model.flow_net.parameters())
+    restoration = sum(parameter.numel() for parameter in model.recons_net.parameters())
+    total = sum(parameter.numel() for parameter in model.parameters())
+    return (
+        f"{type(model).__name__}: {total:,} parameters (flow net {flow:,}, restoration net {restoration:,}), "
+        f"windows of {model.n_sequence} frames (T = {model.n_stages})"
+    )
+
+
 def wrap_model(model: CDVD_TSP, runtime: Runtime, n_gpus: int) -> nn.Module:
     """DistributedDataParallel under torchrun, DataParallel over --n_GPUs, else the model itself."""
     if runtime.distributed:
@@ -64,12 +83,3 @@ def make_optimizer(model: CDVD_TSP, args: argparse.Namespace) -> torch.optim.Ada
     return torch.optim.Adam(
         groups, betas=(args.beta1, args.beta2), eps=args.epsilon, weight_decay=args.weight_decay, lr=args.lr
     )
-
-
-def stage_targets(n_stages: int) -> list[int]:
-    """Index of the input frame each output of the cascade restores, in the order `CDVD_TSP.forward` returns them.
-
-    Stage s (from 0) restores frames s+1 .. 2T-1-s; for T = 2 this is [1, 2, 3, 2], the release's
-    cat([gt1, gt2, gt3, gt2]).
-    """
-    return [frame for stage in range(n_stages) for frame in range(stage + 1, 2 * n_stages - stage)]

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from loss import Loss
-from trainer.model_setup import stage_targets
+from trainer.model_setup import unwrap
 from utils.precision import PRECISIONS, autocast
 
 AMP_PRECISIONS = {"bf16": PRECISIONS["bf16"], "fp16": PRECISIONS["fp16"]}
@@ -22,16 +22,16 @@ class TrainStep:
         network: nn.Module,
         loss: Loss,
         optimizer: torch.optim.Optimizer,
-        n_stages: int,
         device: torch.device,
         amp: str = "off",
     ) -> None:
         self.network = network
+        self.model = unwrap(network)
+        """The CDVD_TSP inside `network`: it says what the outputs of `network` are."""
         self.loss = loss
         self.optimizer = optimizer
         self.device = device
         self.amp = amp
-        self.targets = stage_targets(n_stages)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -45,9 +45,9 @@ class TrainStep:
         blur = blur.to(self.device, non_blocking=True)
         gt = gt.to(self.device, non_blocking=True)
         with self.autocast():
-            outputs = self.network(blur)[:-1]
-        output = torch.cat(outputs, dim=1).float()
-        target = torch.cat([gt[:, frame] for frame in self.targets], dim=1)
+            outputs = self.model.split_outputs(self.network(blur))
+        output = torch.cat(outputs.flat(), dim=1).float()
+        target = torch.cat(outputs.targets(gt), dim=1)
         total, values = self.loss(output, target)
         return total, values.tolist()
 

@@ -58,7 +58,7 @@ class Trainer:
         self.history = History(loss_names=loss.names)
         self.optimizer = make_optimizer(self.model, args)
         self.scheduler = StepLR(self.optimizer, step_size=args.lr_decay, gamma=args.gamma)
-        self.step = TrainStep(self.network, self.loss, self.optimizer, args.n_stages, runtime.device, args.amp)
+        self.step = TrainStep(self.network, self.loss, self.optimizer, runtime.device, args.amp)
         pin = runtime.device.type == "cuda"
         self.train_batches = None
         if train_set is not None:
@@ -166,7 +166,6 @@ class Trainer:
         args, runtime = self.args, self.runtime
         self.network.eval()
         center = args.n_sequence // 2
-        stage1 = args.n_stages - 1  # the centre of stage 1 among the outputs of `forward`
         sums = torch.zeros(3, dtype=torch.float64)
         steps = math.ceil(len(self.test_set) / runtime.world_size)
         batches = iter(self.test_batches)
@@ -179,8 +178,8 @@ class Trainer:
                     blur = blur.to(runtime.device, non_blocking=True)
                     gt_center = gt[:, center].to(runtime.device, non_blocking=True)
                     with self.step.autocast():
-                        outputs = self.model(blur)[:-1]
-                    first, final = outputs[stage1].float(), outputs[-1].float()
+                        outputs = self.model.split_outputs(self.model(blur))
+                    first, final = outputs.stage1_center.float(), outputs.final.float()
                     sums += torch.tensor(
                         [float_psnr(first, gt_center, args.rgb_range), float_psnr(final, gt_center, args.rgb_range), 1]
                     )
