@@ -17,12 +17,14 @@ from data.loaders import build_datasets
 from logger.experiment import Experiment, check_folder, read_state
 from loss import Loss
 from model.checkpoint import load_weights
-from option import apply_saved_options, parse_args
-from trainer.model_setup import build_model
+from option import apply_saved_options, option_warnings, parse_args
+from trainer.model_setup import build_model, model_summary
 from trainer.randomness import seed_everything, use_deterministic_algorithms
 from trainer.runtime import Runtime, start_runtime, stop_runtime
 from trainer.trainer import Trainer
 from utils.errors import UserError, run_cli
+
+logger = logging.getLogger(__name__)
 
 
 class TqdmHandler(logging.Handler):
@@ -40,12 +42,14 @@ def configure_logging(is_main: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    check_folder(args.experiment_root, args.resume, args.test_only, args.pre_train_path is not None)
+    check_folder(args.run_dir, args.resume, args.test_only, args.pre_train_path is not None)
     # a resumed run's options (the device among them) come from its checkpoint, before anything is set up
-    state = read_state(args.experiment_root) if args.resume else None
+    state = read_state(args.run_dir) if args.resume else None
     restored = apply_saved_options(args, state["options"]) if state else []
     runtime = start_runtime(args.cpu, args.n_GPUs)
     configure_logging(runtime.is_main)
+    for warning in option_warnings(args) if runtime.is_main else []:
+        logger.warning("warning: %s", warning)
     try:
         return run(args, runtime, state, restored)
     finally:
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None
     """Everything after the options and the processes are set up; ``state`` is the checkpoint to resume from."""
     if args.batch_size % runtime.world_size:
         raise UserError(f"--batch_size {args.batch_size} does not split over {runtime.world_size} processes")
-    experiment = Experiment(args.experiment_root, writes=runtime.is_main)
+    experiment = Experiment(args.run_dir, writes=runtime.is_main)
     # rank 0 locks the folder, finishes or undoes a checkpoint that a killed run left half-made and deletes its
     # temporary files, before any process reads the folder
     experiment.prepare()
@@ -74,7 +78,6 @@ def train_or_validate(
     restored: list[str],
     experiment: Experiment,
 ) -> int:
-    root = args.experiment_root
     if args.deterministic:
         use_deterministic_algorithms()
     seed_everything(args.seed)
@@ -84,7 +87,7 @@ def train_or_validate(
         # training may start from a model trained on windows of another length; validating one may not
         load_weights(model, args.pre_train_path, other_n_sequence=not args.test_only)
     elif args.test_only:
-        best = root / "model" / "model_best.pt"
+        best = args.run_dir / "model" / "model_best.pt"
         if not best.is_file():
             raise UserError(f"--test_only: {best} not found; pass --pre_train <checkpoint> or the --save of a run")
         load_weights(model, best)
@@ -97,6 +100,10 @@ def train_or_validate(
     first_epoch = trainer.restore(state) + 1 if state else 1
     if not state and not args.test_only:
         trainer.save(0)  # the run's initial state: from here on --resume continues it, even inside epoch 1
+    if first_epoch == 1:
+        # the model, as the release's log.txt began; here once per run (a resume from epoch 0 has dropped them)
+        experiment.write_log(f"{model}\n{model_summary(model)}", show=False)
+        logger.info(model_summary(model))
     experiment.write_config(args, first_epoch)
     if args.test_only:
         trainer.test()
@@ -118,7 +125,7 @@ def prepare_demo_data(args: argparse.Namespace, runtime: Runtime) -> None:
     if runtime.is_main:
         for folder in folders:
             if is_demo_split(folder) and ensure_demo_split(folder):
-                logging.getLogger(__name__).info("made the demo data set %s", folder)
+                logger.info("made the demo data set %s", folder)
     runtime.barrier()
 
 

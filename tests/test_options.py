@@ -1,12 +1,26 @@
 """Options: the release's flags, templates as defaults under the flags given, checks, and resume rules."""
 
+import copy
+import logging
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from option import apply_saved_options, build_parser, parse_args, run_options
+import main as train_main
+from option import (
+    DERIVED,
+    apply_saved_options,
+    build_parser,
+    check_options,
+    derive,
+    option_warnings,
+    parse_args,
+    read_options,
+    run_options,
+)
 from option.template import TEMPLATES
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
@@ -76,7 +90,7 @@ def test_released_template_and_flags_given_win() -> None:
     assert args.flow_lr == 1e-6
     assert args.train_dir == REPO_ROOT / "dataset" / "DVD" / "train"
     assert args.test_dir == REPO_ROOT / "dataset" / "DVD" / "test"
-    assert args.experiment_root == REPO_ROOT / "experiment" / "CDVD_TSP_Video_Deblur"
+    assert args.run_dir == REPO_ROOT / "experiment" / "CDVD_TSP_Video_Deblur"
     # unlike the release, whose template overwrote the command line, a flag given beats the template
     given = parse_args(["--lr", "3e-4", "--n_stages", "3", "--data_train", "GOPRO"])
     assert (given.lr, given.n_sequence, given.train_dir.parts[-2]) == (3e-4, 7, "GOPRO")
@@ -92,13 +106,62 @@ def test_given_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     args = parse_args(["--dir_data", "train", "--experiment_dir", "runs", "--save", "x", "--pre_train", "w.pt"])
     assert args.train_dir == tmp_path / "train"
-    assert args.experiment_root == tmp_path / "runs" / "x"
+    assert args.run_dir == tmp_path / "runs" / "x"
     assert args.pre_train_path == tmp_path / "w.pt"
 
 
 def test_load_continues_the_named_experiment() -> None:
     args = parse_args(["--load", "old_run"])
     assert (args.save, args.resume) == ("old_run", True)
+    with pytest.raises(UserError, match=re.escape("--test_only and --load exclude each other")):
+        parse_args(["--load", "old_run", "--test_only"])
+
+
+def test_derived_values_are_added_and_the_flags_kept_as_given(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = read_options(["--dir_data", "train", "--n_stages", "3", "--experiment_dir", "runs", "--save", "x"])
+    given = copy.deepcopy(vars(args))
+    derive(args)
+    assert {name: value for name, value in vars(args).items() if name not in DERIVED} == given
+    assert (args.n_sequence, args.train_dir, args.run_dir) == (7, tmp_path / "train", tmp_path / "runs" / "x")
+    assert args.dir_data == "train"  # the flag keeps what was given; train_dir is the folder
+    before = copy.deepcopy(vars(args))
+    check_options(args)
+    assert vars(args) == before  # checks never change the options
+
+
+def test_model_is_checked_in_any_case_and_never_rewritten() -> None:
+    args = parse_args(["--model", "cdvd_tsp"])  # the release imported model.<name.lower()>
+    assert args.model == "cdvd_tsp"
+    assert parse_args([]).model == "CDVD_TSP"
+
+
+def test_mid_loss_weight_other_than_the_default_draws_one_warning() -> None:
+    assert option_warnings(parse_args([])) == []
+    assert option_warnings(parse_args(["--mid_loss_weight", "1"])) == []
+    assert option_warnings(parse_args(["--mid_loss_weight", "0.5"])) == [
+        "--mid_loss_weight 0.5: has no effect, CDVD_TSP has no internal loss (nor had the release's)"
+    ]
+
+
+def test_main_shows_the_warning_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    def stop(*_: object) -> int:
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train_main, "run", stop)  # everything after the options and the runtime
+    monkeypatch.setattr(train_main, "configure_logging", lambda is_main: None)
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit):
+        train_main.main(["--cpu", "--mid_loss_weight", "2", "--experiment_dir", str(tmp_path)])
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == [
+        "warning: --mid_loss_weight 2.0: has no effect, CDVD_TSP has no internal loss (nor had the release's)"
+    ]
+
+
+def test_save_images_is_off_by_default_unlike_the_release() -> None:
+    """An intended difference (docs/faithfulness.md §11.5): the release always wrote the images."""
+    assert parse_args([]).save_images is False
+    assert parse_args(["--save_images"]).save_images is True
+    assert all(template.get("save_images") is not True for template in TEMPLATES.values())
 
 
 @pytest.mark.parametrize(

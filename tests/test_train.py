@@ -1,5 +1,6 @@
 """End-to-end training runs of main.py on tiny generated clips (CPU, a one-stage model, one step per epoch)."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import main as train_main
 from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import CheckpointError, load_weights, read_state_dict
+from trainer.model_setup import model_summary
 from trainer.trainer import TrainingDiverged
 from utils import atomic
 from utils.errors import UserError
@@ -145,7 +147,11 @@ def test_a_short_run_writes_every_expected_file(uninterrupted: Path) -> None:
     assert psnr.shape == (2,) and torch.all(psnr > 0)
 
     log = (uninterrupted / "log.txt").read_text()
-    assert "Epoch   1 with Lr 1.00e-3" in log and "Epoch   2 with Lr 5.00e-4" in log  # StepLR, halved per epoch
+    # the model's structure first, as the release's log.txt began, then its parameter count
+    assert log.startswith("CDVD_TSP(\n  (flow_net): Flow_PWC(\n")
+    summary = "CDVD_TSP: 9,414,769 parameters (flow net 9,374,274, restoration net 40,495), windows of 3 frames (T = 1)"
+    assert log.count(summary) == 1 and log.index(summary) < log.index("Epoch   1 with")
+    assert epoch_learning_rates(uninterrupted) == [(1, "1.00e-3"), (2, "5.00e-4")]  # StepLR, halved per epoch
     assert "[2/2]\tLoss : [total: " in log and "[L1: " in log and "[HEM: " in log and "[mid: 0.0000]" in log
     assert log.count("average PSNR_iter1: ") == 2 and f"(Best: {psnr.max():.3f} @epoch {best_epoch})" in log
     assert (uninterrupted / "config.txt").read_text().startswith("From epoch 0...\n\n")
@@ -155,6 +161,34 @@ def test_a_short_run_writes_every_expected_file(uninterrupted: Path) -> None:
     assert Image.open(uninterrupted / "result/DVD/video0/00001_deblur_iter2.png").size == (32, 32)
     assert Image.open(uninterrupted / "psnr.png").size[0] > 100
     assert (uninterrupted / "psnr.pdf").read_bytes().startswith(b"%PDF")
+
+
+def epoch_learning_rates(run: Path) -> list[tuple[int, str]]:
+    """(epoch, learning rate) from each "Epoch   3 with Lr 5.00e-4" line of the run's log.txt, as written."""
+    lines = re.findall(r"^Epoch +(\d+) with Lr (\S+)$", (run / "log.txt").read_text(), flags=re.MULTILINE)
+    return [(int(epoch), rate) for epoch, rate in lines]
+
+
+def test_the_summary_line_counts_the_released_model() -> None:
+    assert model_summary(CDVD_TSP()) == (
+        "CDVD_TSP: 16,187,045 parameters (flow net 9,374,274, restoration net 6,812,771), windows of 5 frames (T = 2)"
+    )
+
+
+def test_a_resumed_run_keeps_the_learning_rate_schedule_across_a_decay(data: list[str], experiments: Path) -> None:
+    """--lr_decay 2 halves the rate after epochs 2 and 4; the resumed run stops on the boundary (after epoch 2), so
+    a scheduler restored one epoch off shows in epoch 3 or 4."""
+    schedule = [(1, "1.00e-3"), (2, "1.00e-3"), (3, "5.00e-4"), (4, "5.00e-4")]
+    assert train(data, experiments, "decay_full", "--lr_decay", "2", "--epochs", "4") == 0
+    assert train(data, experiments, "decay_resumed", "--lr_decay", "2", "--epochs", "2") == 0
+    assert epoch_learning_rates(experiments / "decay_resumed") == schedule[:2]
+    assert resume(experiments, "decay_resumed", "--epochs", "4") == 0
+    for name in ("decay_full", "decay_resumed"):
+        run = experiments / name
+        assert epoch_learning_rates(run) == schedule, name
+        groups = torch.load(run / "optimizer.pt", weights_only=True)["param_groups"]
+        assert [group["lr"] for group in groups] == pytest.approx([2.5e-4, 2.5e-7], rel=1e-12)  # after epoch 4
+        assert not (run / "result").exists()  # without --save_images, no validation images (unlike the release)
 
 
 def test_an_existing_run_is_never_overwritten(data: list[str], experiments: Path, uninterrupted: Path) -> None:

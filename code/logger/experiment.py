@@ -231,11 +231,13 @@ class Experiment:
             atomic.sync_folder(folder)
         atomic.remove_tree(stage)
 
-    def write_log(self, line: str) -> None:
-        """Show ``line`` and add it to log.txt (rewritten atomically: a kill never leaves half a file)."""
+    def write_log(self, line: str, show: bool = True) -> None:
+        """Add ``line`` (one or more lines) to log.txt (rewritten atomically: a kill never leaves half a file) and,
+        with ``show``, show it."""
         if not self.writes:
             return
-        logger.info(line)
+        if show:
+            logger.info(line)
         self.log_lines.extend(line.split("\n"))
         atomic_write_text(self.root / "log.txt", "\n".join(self.log_lines) + "\n")
 

@@ -1,7 +1,7 @@
 """Named training recipes: each template is a set of option defaults that flags given on the command line override.
 
 To add a recipe, add one entry to `TEMPLATES`; its keys are option names (the ``dest`` of a flag in
-`option.build_parser`), checked when the options are parsed.
+`option.parser.build_parser`), checked when the options are parsed.
 """
 
 from typing import Any
