@@ -15,7 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 BLUR_DIR = "blur"
@@ -61,7 +61,7 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         image = iio.imread(path, plugin="pillow")
     except Exception as error:  # imageio raises many types for unreadable or truncated files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"cannot read image {path}: {reason}") from None
     return to_rgb_uint8(np.asarray(image), path)
 
@@ -72,7 +72,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"cannot read image {path}: {reason}") from None
     return height, width
 

@@ -49,7 +49,7 @@ from data.frames import write_png
 from logger.plots import render_series
 from utils import atomic
 from utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 try:
     import fcntl
@@ -132,7 +132,7 @@ def read_state(root: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # damaged or foreign file: torch raises many types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"--resume: cannot read {path} ({reason})") from None
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], int | N
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: refused, not a plain state dict of tensors ({first_line})") from None
+        reason = first_line(error)
+        raise CheckpointError(f"{path}: refused, not a plain state dict of tensors ({reason})") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, zipfile errors... for damaged files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({first_line})") from None
+        reason = first_line(error)
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({reason})") from None
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a state dict (name -> tensor)")
     not_tensors = [name for name, value in loaded.items() if not isinstance(value, Tensor)]
