@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from utils import atomic
-from utils.image import to_tensor, to_uint8
+from utils.image import cropped_size, to_tensor, to_uint8
 from utils.showcase import GAP, LABEL_HEIGHT, side_by_side, write_animation
 
 
@@ -59,3 +59,10 @@ def test_side_by_side_lays_panels_out_in_a_row_with_labels(tmp_path: Path) -> No
     assert (row[:LABEL_HEIGHT] < 255).any()  # the labels are drawn
     write_animation(tmp_path / "a.gif", [row, row[::-1].copy()])
     assert iio.imread(tmp_path / "a.gif", index=None).shape[0] == 2
+
+
+def test_cropped_size_drops_rows_and_columns_down_to_the_multiple() -> None:
+    assert cropped_size(721, 1283, 4) == (720, 1280)
+    assert cropped_size(720, 1280, 4) == (720, 1280)
+    assert cropped_size(7, 5, 4) == (4, 4)
+    assert cropped_size(7, 5, 1) == (7, 5)

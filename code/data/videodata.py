@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from data.frames import VideoFrames, check_same_size, read_rgb, scan_dataset
 from utils.errors import UserError
-from utils.image import to_tensor
+from utils.image import cropped_size, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -157,5 +157,5 @@ class VideoData(Dataset):
 
 def _crop_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
     """Drop bottom rows and right columns so that height and width are multiples of ``multiple``."""
-    _, height, width, _ = frames.shape
-    return frames[:, : height - height % multiple, : width - width % multiple]
+    height, width = cropped_size(*frames.shape[1:3], multiple)
+    return frames[:, :height, :width]

@@ -19,3 +19,9 @@ def to_uint8(tensor: Tensor) -> np.ndarray:
         tensor = tensor[0]
     scaled = (tensor.detach().float() * 255.0).clamp(0, 255).round().to(torch.uint8)
     return scaled.permute(1, 2, 0).cpu().numpy()
+
+
+def cropped_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """The protocol's crop: (height, width) with bottom rows and right columns dropped down to multiples of
+    ``multiple``."""
+    return height - height % multiple, width - width % multiple
