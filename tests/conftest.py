@@ -1,8 +1,19 @@
-"""Shared test helpers: the reference fixture and models with the fixture's recipe weights."""
+"""The one home of what the tests share: fixtures and helpers (import helpers with ``from conftest import ...``).
+
+- the reference fixture (``reference``, ``Reference``, ``recipe_state_dict``, ``relative_error``);
+- generated clips: ``sharp_frames``, ``blurred``, ``write_image``, ``make_dataset`` (the dataset form);
+- seeded models: ``seeded_model``, ``save_seeded_weights``;
+- ``single_thread``: one intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``);
+- ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
+
+Where tests live and how they are named: tests/README.md.
+"""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -64,3 +75,88 @@ def reference() -> Reference:
 @pytest.fixture(scope="session")
 def recipe_weights(reference: Reference) -> dict[str, torch.Tensor]:
     return recipe_state_dict(CDVD_TSP(), reference.seed)
+
+
+# ----- generated clips
+
+
+def sharp_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    """A smooth random scene panning right and down by one pixel a frame, as H x W x 3 uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 256, (height + count, width + count, 3), dtype=np.uint8)
+    scene = cv2.GaussianBlur(scene, (0, 0), 2.0)
+    return [np.ascontiguousarray(scene[index : index + height, index : index + width]) for index in range(count)]
+
+
+def blurred(frame: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(frame, (0, 0), 1.2)
+
+
+def write_image(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB, RGBA or gray uint8 image with OpenCV (which wants BGR order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = {3: [2, 1, 0], 4: [2, 1, 0, 3]}
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., order[rgb.shape[2]]]) if rgb.ndim == 3 else rgb):
+        raise OSError(f"cannot write {path}")
+
+
+def make_dataset(
+    root: Path, videos: dict[str, int], height: int = 38, width: int = 50, gt: bool = True, seed: int = 0
+) -> Path:
+    """``root/blur/<video>/<00000.png ...>`` (and ``gt/``) with ``videos[name]`` frames each; returns ``root``.
+    Video number i (in the order given) is drawn from seed ``seed + i``."""
+    for offset, (name, count) in enumerate(videos.items()):
+        for index, sharp in enumerate(sharp_frames(count, height, width, seed + offset)):
+            write_image(root / "blur" / name / f"{index:05d}.png", blurred(sharp))
+            if gt:
+                write_image(root / "gt" / name / f"{index:05d}.png", sharp)
+    return root
+
+
+# ----- seeded models
+
+
+def seeded_model(seed: int = 0, n_sequence: int = 5) -> CDVD_TSP:
+    """A CDVD-TSP with PyTorch's default initialisation drawn from ``seed``, in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return CDVD_TSP(n_sequence=n_sequence).eval()
+
+
+def save_seeded_weights(path: Path, seed: int = 0) -> Path:
+    torch.save(seeded_model(seed).state_dict(), path)
+    return path
+
+
+# ----- threads
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for the whole test module, its module fixtures included: on a small shared machine, two
+    threads that wait on each other's busy core run these small models many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----- tiny training runs
+
+# One stage (three frames), a small restoration net, 32 x 32 crops; two training windows at batch 2: one step an
+# epoch. The learning rate halves every epoch so that the schedule shows in two epochs. Later flags override these.
+TINY_TRAINING = [
+    "--cpu",
+    "--no_flow_pretrain",
+    "--deterministic",
+    "--n_stages", "1",
+    "--n_feat", "4",
+    "--n_resblock", "1",
+    "--patch_size", "32",
+    "--batch_size", "2",
+    "--test_every", "1",
+    "--n_threads", "0",
+    "--print_every", "1",
+    "--lr", "1e-3",
+    "--lr_decay", "1",
+]  # fmt: skip

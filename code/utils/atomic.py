@@ -6,7 +6,7 @@ hidden temporary file (``.<name>.<random>.tmp``, see `is_temporary`), which `rem
 stays as it was.
 
 Every write, rename and removal goes through `write_file`, `rename` and `remove_tree`, so that tests can stop a
-process at each of them (tests/test_train_crash.py).
+process at each of them (tests/test_main_crash.py).
 """
 
 import contextlib

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_clips import make_dataset
 
+from conftest import make_dataset
 from data.frames import write_png
 from data.videodata import SamplingOptions, VideoData, repeat_count
 from utils.errors import UserError
@@ -29,7 +29,7 @@ def as_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 def test_windows_and_the_repeat_rule(tmp_path: Path) -> None:
-    make_dataset(tmp_path, videos=2, frames=8, height=16, width=16)
+    make_dataset(tmp_path, {"video0": 8, "video1": 8}, height=16, width=16)
     options = SamplingOptions(n_sequence=5, patch_size=8, n_frames_per_video=6, batch_size=2, test_every=10)
     train = VideoData(tmp_path, options, train=True)
     assert len(train.windows) == 2 * (6 - 5 + 1)  # first 6 frames of each video
@@ -73,7 +73,7 @@ def test_crop_and_augmentation_are_the_same_for_every_frame_and_its_gt(tmp_path:
 
 
 def test_samples_depend_only_on_seed_epoch_and_index(tmp_path: Path) -> None:
-    make_dataset(tmp_path, videos=1, frames=3, height=32, width=32)
+    make_dataset(tmp_path, {"video0": 3}, height=32, width=32)
     dataset = VideoData(tmp_path, SamplingOptions(n_sequence=3, patch_size=12, seed=1), train=True)
     first = dataset[0][0]
     assert torch.equal(dataset[1][0], dataset[1][0]) and torch.equal(dataset[0][0], first)
@@ -106,35 +106,35 @@ def error_of(root: Path, options: SamplingOptions, train: bool = True) -> str:
 
 def test_each_data_error_names_the_video_and_the_problem(tmp_path: Path) -> None:
     options = SamplingOptions(n_sequence=5, patch_size=16)
-    sizes = make_dataset(tmp_path / "sizes", videos=1, frames=6, height=32, width=32)
+    sizes = make_dataset(tmp_path / "sizes", {"video0": 6}, height=32, width=32)
     write_png(sizes / "gt" / "video0" / "00004.png", np.zeros((30, 32, 3), np.uint8))
     assert re.fullmatch(
         r".*video 'video0': frames differ in size: 00000\.png is 32x32, 00004\.png is 32x30", error_of(sizes, options)
     )
 
-    short = make_dataset(tmp_path / "short", videos=2, frames=4, height=32, width=32)
+    short = make_dataset(tmp_path / "short", {"video0": 4, "video1": 4}, height=32, width=32)
     assert error_of(short, options).endswith("video 'video0' has 4 frames, fewer than a window of 5")
     capped = SamplingOptions(n_sequence=5, patch_size=16, n_frames_per_video=4)
-    long_enough = make_dataset(tmp_path / "capped", videos=1, frames=6, height=32, width=32)
+    long_enough = make_dataset(tmp_path / "capped", {"video0": 6}, height=32, width=32)
     assert "has 4 frames (the first 4 are used), fewer than a window of 5" in error_of(long_enough, capped)
 
-    empty = make_dataset(tmp_path / "empty", videos=1, frames=6, height=32, width=32)
+    empty = make_dataset(tmp_path / "empty", {"video0": 6}, height=32, width=32)
     (empty / "blur" / "video1").mkdir()
     (empty / "gt" / "video1").mkdir()
     assert "video 'video1' has no frames" in error_of(empty, options)
 
-    mismatch = make_dataset(tmp_path / "mismatch", videos=1, frames=6, height=32, width=32)
+    mismatch = make_dataset(tmp_path / "mismatch", {"video0": 6}, height=32, width=32)
     (mismatch / "gt" / "video0" / "00005.png").unlink()
     assert "video 'video0' has 6 blurred frames but 5 sharp frames" in error_of(mismatch, options)
     (mismatch / "gt" / "video0").rename(mismatch / "gt" / "other")
     assert "blur and gt videos differ (only in blur/: video0; only in gt/: other)" in error_of(mismatch, options)
 
-    no_gt = make_dataset(tmp_path / "no_gt", videos=1, frames=6, height=32, width=32)
+    no_gt = make_dataset(tmp_path / "no_gt", {"video0": 6}, height=32, width=32)
     for path in (no_gt / "gt" / "video0").iterdir():
         path.unlink()
     (no_gt / "gt" / "video0").rmdir()
     (no_gt / "gt").rmdir()
     assert "no 'gt' folder with the sharp frames" in error_of(no_gt, options, train=False)
 
-    small = make_dataset(tmp_path / "small", videos=1, frames=6, height=24, width=40)
+    small = make_dataset(tmp_path / "small", {"video0": 6}, height=24, width=40)
     assert "frames are 40x24, smaller than --patch_size 32" in error_of(small, SamplingOptions(5, patch_size=32))

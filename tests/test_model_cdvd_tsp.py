@@ -1,10 +1,9 @@
-"""The cascade for T stages, dtype/device following, and the cost volume against its definition."""
+"""The cascade for T stages, its outputs by stage, and dtype/device following."""
 
 import pytest
 import torch
 
 from model.cdvd_tsp import CDVD_TSP
-from model.correlation import cost_volume
 from model.stages import CascadeOutputs
 
 
@@ -78,37 +77,3 @@ def test_double_precision_follows_the_model() -> None:
     with torch.no_grad():
         out, _ = model(small_clip(3, torch.float64))
     assert out.dtype == torch.float64
-
-
-def brute_force_cost_volume(first: torch.Tensor, second: torch.Tensor, radius: int) -> torch.Tensor:
-    batch, _, height, width = first.shape
-    span = 2 * radius + 1
-    out = torch.zeros(batch, span * span, height, width, dtype=first.dtype)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            for y in range(height):
-                for x in range(width):
-                    if 0 <= y + dy < height and 0 <= x + dx < width:
-                        value = (first[:, :, y, x] * second[:, :, y + dy, x + dx]).mean(dim=1)
-                        out[:, (dy + radius) * span + dx + radius, y, x] = value
-    return out
-
-
-def test_cost_volume_matches_its_definition() -> None:
-    generator = torch.Generator().manual_seed(0)
-    first = torch.randn(2, 5, 6, 7, generator=generator, dtype=torch.float64)
-    second = torch.randn(2, 5, 6, 7, generator=generator, dtype=torch.float64)
-    expected = brute_force_cost_volume(first, second, radius=4)
-    assert torch.allclose(cost_volume(first, second), expected, rtol=0, atol=1e-12)
-
-
-def test_cost_volume_gradients_are_correct() -> None:
-    generator = torch.Generator().manual_seed(1)
-    first = torch.randn(1, 2, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-    second = torch.randn(1, 2, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(cost_volume, (first, second), fast_mode=True)
-
-
-def test_cost_volume_refuses_mismatched_inputs() -> None:
-    with pytest.raises(ValueError, match="cost_volume"):
-        cost_volume(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))

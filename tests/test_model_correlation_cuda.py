@@ -16,7 +16,7 @@ import torch
 from model.correlation import cost_volume_torch, relative_difference, torch_gradients
 from model.correlation_cuda import KERNEL_SOURCE
 
-DRIVER = Path(__file__).parent / "kernel_host_driver.cpp"
+DRIVER = Path(__file__).parent / "data" / "kernel_host_driver.cpp"
 HOST_PRELUDE = """
 #include <cstring>
 #define __global__

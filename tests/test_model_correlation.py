@@ -61,6 +61,16 @@ def test_torch_path_is_the_definition(shape: tuple[int, ...], radius: int) -> No
     assert relative_difference(cost_volume_torch(first, second, radius), definition(first, second, radius)) < 1e-14
 
 
+def test_cost_volume_is_the_definition_at_the_flow_nets_radius() -> None:
+    first, second = random_pair((2, 5, 6, 7))
+    assert torch.allclose(cost_volume(first, second), definition(first, second, radius=4), rtol=0, atol=1e-12)
+
+
+def test_cost_volume_gradients_pass_gradcheck() -> None:
+    first, second = (tensor.requires_grad_() for tensor in random_pair((1, 2, 3, 5), seed=1))
+    assert torch.autograd.gradcheck(cost_volume, (first, second), fast_mode=True)
+
+
 def test_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match=r"two \[B, C, H, W\] tensors of one shape"):
         cost_volume(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5))

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_clips import make_dataset
 
 import main as train_main
+from conftest import TINY_TRAINING, make_dataset
 from infer.run import load_model
 from model.checkpoint import CheckpointError, read_checkpoint
 from utils import atomic
@@ -33,32 +33,16 @@ from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
 TINY = [
-    "--cpu",
-    "--no_flow_pretrain",
-    "--deterministic",
-    "--n_stages", "1",
-    "--n_feat", "4",
-    "--n_resblock", "1",
-    "--patch_size", "32",
-    "--batch_size", "2",
-    "--test_every", "1",
-    "--n_threads", "0",
+    *TINY_TRAINING,
     "--print_every", "100",
     "--loss", "1*L1",
-    "--lr", "1e-3",
-    "--lr_decay", "1",
     "--flow_lr", "0",  # PWC-Net frozen: no Adam state for it, so the files are 3x smaller and the runs faster
     "--epochs", "2",
 ]  # fmt: skip
 COMPARED = ("model/model_latest.pt", "model/model_best.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt", "psnr.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +56,8 @@ def space() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def argv(space: Path) -> list[str]:
-    make_dataset(space / "data" / "train", videos=2, frames=3, height=32, width=40)
-    make_dataset(space / "data" / "test", videos=1, frames=3, height=32, width=32, seed=7)
+    make_dataset(space / "data" / "train", {"video0": 3, "video1": 3}, height=32, width=40)
+    make_dataset(space / "data" / "test", {"video0": 3}, height=32, width=32, seed=7)
     (space / "runs").mkdir()
     data = ["--dir_data", str(space / "data" / "train"), "--dir_data_test", str(space / "data" / "test")]
     return [*TINY, *data, "--experiment_dir", str(space / "runs")]

@@ -4,16 +4,15 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthetic_clips import make_dataset
 
 import main as train_main
+from conftest import TINY_TRAINING, make_dataset
 from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import CheckpointError, load_weights, read_state_dict
@@ -23,34 +22,10 @@ from utils import atomic
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
-# One stage (three frames), a small restoration net, 32 x 32 crops; two training windows at batch 2: one step an
-# epoch. The learning rate halves every epoch so that the schedule shows in two epochs.
-TINY = [
-    "--cpu",
-    "--no_flow_pretrain",
-    "--deterministic",
-    "--n_stages", "1",
-    "--n_feat", "4",
-    "--n_resblock", "1",
-    "--patch_size", "32",
-    "--batch_size", "2",
-    "--test_every", "1",
-    "--n_threads", "0",
-    "--print_every", "1",
-    "--lr", "1e-3",
-    "--lr_decay", "1",
-]  # fmt: skip
 LOSS_NAMES = ["L1", "HEM", "Total"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CPU, two threads that wait on each other's busy core run these tiny
-    steps many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model() -> CDVD_TSP:
@@ -60,8 +35,8 @@ def tiny_model() -> CDVD_TSP:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("data")
-    make_dataset(root / "train", videos=2, frames=3, height=32, width=40)
-    make_dataset(root / "test", videos=1, frames=4, height=32, width=32, seed=7)
+    make_dataset(root / "train", {"video0": 3, "video1": 3}, height=32, width=40)
+    make_dataset(root / "test", {"video0": 4}, height=32, width=32, seed=7)
     return ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
 
 
@@ -71,7 +46,7 @@ def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train(data: list[str], experiments: Path, save: str, *flags: str) -> int:
-    return train_main.main([*TINY, *data, "--experiment_dir", str(experiments), "--save", save, *flags])
+    return train_main.main([*TINY_TRAINING, *data, "--experiment_dir", str(experiments), "--save", save, *flags])
 
 
 def resume(experiments: Path, save: str, *flags: str) -> int:
@@ -94,7 +69,7 @@ class Killed(BaseException):
 def killed_run(data: list[str], experiments: Path) -> Path:
     """A two-epoch run killed while saving its second epoch: every file of the epoch was staged in .commit/, the
     commit (state.pt's rename) had not happened. The folder is left as the kill left it; tests continue copies of it.
-    (tests/test_train_crash.py kills runs at every write.)"""
+    (tests/test_main_crash.py kills runs at every write.)"""
     real_rename = atomic.rename
 
     def die_on_state(source: Path, target: Path) -> None:
@@ -244,7 +219,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint(
         return total * float("nan"), values * float("nan")
 
     monkeypatch.setattr(Loss, "forward", nan_loss)
-    argv = [*TINY, *data, "--experiment_dir", str(experiments), "--save", "diverged", "--resume"]
+    argv = [*TINY_TRAINING, *data, "--experiment_dir", str(experiments), "--save", "diverged", "--resume"]
     with pytest.raises(SystemExit) as exit_status:
         train_main.run_cli(lambda: train_main.main(argv))
     assert exit_status.value.code == 2
@@ -274,7 +249,7 @@ def test_pre_train_is_loaded_strictly(data: list[str], experiments: Path, tmp_pa
 
 
 def test_missing_flow_weights_say_where_they_come_from(data: list[str], experiments: Path, tmp_path: Path) -> None:
-    flags = [flag for flag in TINY if flag != "--no_flow_pretrain"]
+    flags = [flag for flag in TINY_TRAINING if flag != "--no_flow_pretrain"]
     argv = [*flags, *data, "--experiment_dir", str(experiments), "--pretrain_models_dir", str(tmp_path)]
     with pytest.raises(UserError, match=r"network-default\.pytorch not found: .* pretrain_models/README\.md"):
         train_main.main([*argv, "--save", "no_flow"])
@@ -307,7 +282,17 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(
     data: list[str], experiments: Path, uninterrupted: Path
 ) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    argv = [*TINY, *data, "--experiment_dir", str(experiments), "--save", "ddp", "--epochs", "1", "--save_images"]
+    argv = [
+        *TINY_TRAINING,
+        *data,
+        "--experiment_dir",
+        str(experiments),
+        "--save",
+        "ddp",
+        "--epochs",
+        "1",
+        "--save_images",
+    ]
     result = subprocess.run(
         [*command, "code/main.py", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
     )
@@ -335,7 +320,7 @@ def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) 
     from trainer.runtime import Runtime
     from trainer.trainer import Trainer
 
-    args = parse_args([*TINY, *data, "--no_augment", "--save", "fit"])
+    args = parse_args([*TINY_TRAINING, *data, "--no_augment", "--save", "fit"])
     train_set, test_set = build_datasets(args, train=True)
     torch.manual_seed(0)
     trainer = Trainer(
@@ -366,8 +351,16 @@ def test_a_process_that_is_not_rank_0_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_data_error_is_one_line(experiments: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    short = make_dataset(tmp_path / "short", videos=1, frames=2, height=32, width=32)
-    argv = [*TINY, "--dir_data", str(short), "--dir_data_test", str(short), "--experiment_dir", str(experiments)]
+    short = make_dataset(tmp_path / "short", {"video0": 2}, height=32, width=32)
+    argv = [
+        *TINY_TRAINING,
+        "--dir_data",
+        str(short),
+        "--dir_data_test",
+        str(short),
+        "--experiment_dir",
+        str(experiments),
+    ]
     with pytest.raises(SystemExit) as exit_status:
         train_main.run_cli(lambda: train_main.main([*argv, "--save", "short_data"]))
     assert exit_status.value.code == 2

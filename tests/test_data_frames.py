@@ -96,10 +96,15 @@ def test_frames_of_different_sizes_are_named(tmp_path: Path) -> None:
         check_same_size(list_frames(tmp_path), "clip")
 
 
-def test_relative_paths_resolve_against_the_repository(tmp_path: Path) -> None:
-    assert from_repo("dataset/DVD") == REPO_ROOT / "dataset" / "DVD"
-    assert from_repo(tmp_path) == tmp_path
-    assert (REPO_ROOT / "code" / "model").is_dir()
+def test_relative_paths_resolve_against_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # away from the repository: a path resolved against the working directory is wrong
+    repository = Path(__file__).resolve().parents[1]  # found from this file, not from utils.paths
+    assert repository == REPO_ROOT
+    assert from_repo("dataset/DVD") == repository / "dataset" / "DVD"
+    assert from_repo(Path("dataset") / "DVD") == repository / "dataset" / "DVD"
+    assert from_repo(tmp_path / "mine") == tmp_path / "mine"  # absolute: itself
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert from_repo("~/clips") == tmp_path / "home" / "clips"
 
 
 def test_cli_wrapper_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:

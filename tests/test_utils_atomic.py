@@ -1,0 +1,36 @@
+"""Atomic writes (utils/atomic.py): a write replaces the file whole or not at all."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils import atomic
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "log.txt"
+    target.write_text("old")
+    atomic.atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [path.name for path in tmp_path.iterdir()] == ["log.txt"]
+
+
+def test_atomic_write_gives_the_mode_of_a_plain_write(tmp_path: Path) -> None:
+    (tmp_path / "plain.txt").write_text("x")
+    atomic.atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.pt"
+    atomic.atomic_torch_save({"w": torch.ones(2)}, target)
+
+    def crash(source: str, destination: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic.atomic_torch_save({"w": torch.zeros(2)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))
+    assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
