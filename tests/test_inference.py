@@ -17,14 +17,80 @@ from utils.metrics import psnr, ssim
 pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
 
 METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
-FRAME_LINE = re.compile(
-    r"^> (?P<video>\w+)-(?P<frame>\w+) PSNR=(?P<psnr>\S+), SSIM=(?P<ssim>\S+) "
-    r"\(input PSNR=(?P<input_psnr>\S+), SSIM=(?P<input_ssim>\S+)\) pre_time:"
+
+# The release's format strings (csbhr/CDVD-TSP code/inference.py), as it writes its log.
+RELEASE_FRAME = (
+    "> {}-{} PSNR={:.5}, SSIM={:.4} pre_time:{:.3}s, forward_time:{:.3}s, post_time:{:.3}s, total_time:{:.3}s"
 )
-AVERAGE_LINE = re.compile(
-    r"^# (?:Video:(?P<video>\w+)|Total) AVG-PSNR=(?P<psnr>\S+), AVG-SSIM=(?P<ssim>\S+) "
-    r"\(input AVG-PSNR=(?P<input_psnr>\S+), AVG-SSIM=(?P<input_ssim>\S+)\) frames=(?P<frames>\d+)"
-)
+RELEASE_VIDEO = "# Video:{} AVG-PSNR={:.5}, AVG-SSIM={:.4}"
+RELEASE_TOTAL = "# Total AVG-PSNR={:.5}, AVG-SSIM={:.4}"
+RELEASE_HEADER = ("save_image", "border", "model_path", "data_path", "result_path", "n_seq", "size_must_mode", "device")
+
+
+def release_regex(template: str) -> re.Pattern:
+    """A parser of the release's log lines: its format string with every field a group (``{}`` any text, ``{:.N}``
+    a number)."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    pattern = "".join(
+        (r"(.+)" if part == "{}" else r"(\S+)") if part.startswith("{") else re.escape(part) for part in parts
+    )
+    return re.compile(f"^{pattern}$")
+
+
+FRAME_LINE, VIDEO_LINE, TOTAL_LINE = (release_regex(text) for text in (RELEASE_FRAME, RELEASE_VIDEO, RELEASE_TOTAL))
+
+
+def release_parse(log: list[str]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """What a parser of the release's logs reads from ``log``: frame, video and total lines; it skips the rest."""
+    parsed: tuple[list, list, list] = ([], [], [])
+    for line in log:
+        for found, regex in zip(parsed, (FRAME_LINE, VIDEO_LINE, TOTAL_LINE), strict=True):
+            match = regex.match(line)
+            if match:
+                found.append(match.groups())
+    return parsed
+
+
+def assert_release_log(log: list[str], report: dict) -> None:
+    """Every frame, video and total line parses with the release's formats and prints results.json's numbers in
+    the release's precision; every other line is a release header line or an extra line ("+ ")."""
+    frames, videos, totals = release_parse(log)
+    expected_frames = [
+        (video, frame, f"{scores['psnr']:.5}", f"{scores['ssim']:.4}")
+        for video, entry in report["videos"].items()
+        for frame, scores in entry["frames"].items()
+    ]
+    assert [groups[:4] for groups in frames] == expected_frames
+    assert all(float(groups[-1]) >= 0 for groups in frames)
+    assert videos == [(name, f"{entry['psnr']:.5}", f"{entry['ssim']:.4}") for name, entry in report["videos"].items()]
+    assert totals == [(f"{report['psnr']:.5}", f"{report['ssim']:.4}")]
+    parsed = sum(1 for line in log if any(regex.match(line) for regex in (FRAME_LINE, VIDEO_LINE, TOTAL_LINE)))
+    others = [line for line in log if not any(regex.match(line) for regex in (FRAME_LINE, VIDEO_LINE, TOTAL_LINE))]
+    assert parsed + len(others) == len(log)
+    assert others[0].startswith("Inference - ")
+    header = [line.split(": ")[0] for line in others[1 : 1 + len(RELEASE_HEADER)]]
+    assert header == list(RELEASE_HEADER)  # the release's header, in its order
+    assert others[1 + len(RELEASE_HEADER) :][0].startswith("+ ")
+    loading = [index for index, line in enumerate(log) if line.startswith("Loading model from ")]
+    assert len(loading) == 1 and log[loading[0]] == f"Loading model from {report_model_path(log)}"
+    assert loading[0] < log.index(next(line for line in log if line.startswith("> ")))
+    for line in others[1 + len(RELEASE_HEADER) :]:
+        assert line.startswith("+ ") or line.startswith("Loading model from "), line
+        assert not line.startswith(("> ", "# "))
+    # the video lines come after every frame line, then the total line, as in the release
+    first_average = next(index for index, line in enumerate(log) if line.startswith("# "))
+    assert not [line for line in log[first_average:] if line.startswith("> ")]
+    assert TOTAL_LINE.match(next(line for line in reversed(log) if not line.startswith("+ ")))
+
+
+def report_model_path(log: list[str]) -> str:
+    return next(line for line in log if line.startswith("model_path: ")).split(": ", 1)[1]
+
+
+def extra_values(log: list[str], start: str) -> dict[str, str]:
+    """The ``name=value`` pairs of the extra line that starts with ``start``."""
+    line = next(line for line in log if line.startswith(start))
+    return dict(pair.split("=") for pair in re.findall(r"[\w-]+=[^,\s]+", line[len(start) :]))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +148,15 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "runner": "streaming",
         "device": "cpu",
         "processes": 1,
+        "layout": "release",
+        "split": None,
+        "gopro_blur": "blur",
+        "videos": None,
+        "metric_channel": "rgb",
+        "crop_border": 4,
+        "self_ensemble": None,
+        "tile": None,
+        "tile_overlap": None,
         "cost_volume": "PyTorch",
     }
     assert list(report["videos"]) == ["v1", "v2"]
@@ -103,19 +178,23 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         assert report[name] == pytest.approx(math.fsum(values[position] for values in every_frame) / 3, rel=1e-12)
 
     log = only_log(result)
-    frame_lines = [FRAME_LINE.match(line) for line in log if line.startswith("> ")]
-    assert len(frame_lines) == 3 and all(frame_lines)
-    for match in frame_lines:
-        scores = report["videos"][match["video"]]["frames"][match["frame"]]
-        for name in METRICS:
-            assert_close_to_printed(scores[name], match[name], 5 if name.endswith("psnr") else 4)
-    averages = [AVERAGE_LINE.match(line) for line in log if line.startswith("# ")]
-    assert [match["video"] for match in averages] == ["v1", "v2", None]
-    for match in averages:
-        entry = report["videos"][match["video"]] if match["video"] else report
-        assert int(match["frames"]) == (len(entry["frames"]) if match["video"] else entry["frames"])
-        for name in METRICS:
-            assert_close_to_printed(entry[name], match[name], 5 if name.endswith("psnr") else 4)
+    assert_release_log(log, report)
+    # our extra figures: the input's metrics per frame, per video and in total, frame counts and speed
+    for video, entry in report["videos"].items():
+        for frame, scores in entry["frames"].items():
+            extra = extra_values(log, f"+ {video}-{frame} input ")
+            assert extra == {"PSNR": f"{scores['input_psnr']:.5}", "SSIM": f"{scores['input_ssim']:.4}"}
+        extra = extra_values(log, f"+ Video:{video} input ")
+        assert extra == {
+            "AVG-PSNR": f"{entry['input_psnr']:.5}",
+            "AVG-SSIM": f"{entry['input_ssim']:.4}",
+            "frames": str(len(entry["frames"])),
+        }
+    extra = extra_values(log, "+ Total input ")
+    assert extra["AVG-PSNR"] == f"{report['input_psnr']:.5}" and extra["frames"] == "3"
+    assert extra["seconds_per_frame"] == f"{report['seconds_per_frame']:.4}"
+    for line in ("+ layout: release", "+ metric_channel: rgb", "+ crop_border: 4", "+ self_ensemble: off"):
+        assert line in log
 
 
 def test_border_gives_every_frame_and_streaming_equals_window(tmp_path: Path, weights: Path) -> None:
@@ -129,7 +208,7 @@ def test_border_gives_every_frame_and_streaming_equals_window(tmp_path: Path, we
         theirs = read_rgb(tmp_path / "windowed" / "clip" / name).astype(int)
         assert np.abs(ours - theirs).max() <= 1  # float32 paths equal to 1e-5: at most a rounding step apart
     assert streamed["psnr"] == pytest.approx(windowed["psnr"], rel=1e-3)
-    assert "runner: window" in "\n".join(only_log(tmp_path / "windowed"))
+    assert "+ runner: window (every window from scratch)" in only_log(tmp_path / "windowed")
 
 
 def test_dataset_without_ground_truth_deblurs_without_metrics(tmp_path: Path, weights: Path) -> None:
@@ -173,7 +252,12 @@ def test_input_video_round_trip_gives_a_video_of_the_same_rate_and_size(tmp_path
     assert len(list(video.frames())) == 3
     report = json.loads((tmp_path / "out" / "deblurred_results.json").read_text())
     assert report["frames"] == 3 and list(report["videos"]["clip"]["frames"]) == ["00000", "00001", "00002"]
-    assert len(only_log(tmp_path / "out", "deblurred_inference_log_*.txt")) > 3
+    log = only_log(tmp_path / "out", "deblurred_inference_log_*.txt")
+    assert [line.split(" ")[1] for line in log if line.startswith("> ")] == ["clip-00000", "clip-00001", "clip-00002"]
+    assert [line for line in log if line.startswith("# ")] == [
+        "# Video:clip frames=3",
+        f"# Total frames=3, seconds_per_frame={report['seconds_per_frame']:.4}",
+    ]
     assert sorted(path.name for path in output.parent.iterdir() if path.name.startswith(".")) == []
 
 
@@ -204,5 +288,5 @@ def test_outputs_are_the_same_with_workers_and_without(tmp_path: Path, weights: 
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "overlapped" / name).read_bytes()
     assert log_body(tmp_path / "serial") == log_body(tmp_path / "overlapped")
     header = only_log(tmp_path / "overlapped")
-    for line in ("precision: fp32", "cuda_graphs: False", "compile: False", "workers: 4", "device: cpu"):
+    for line in ("+ precision: fp32", "+ cuda_graphs: False", "+ compile: False", "+ workers: 4", "device: cpu"):
         assert line in header

@@ -7,7 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from infer.report import FrameTimes, Report, Results, RunLog, frame_line, merge, total_line, write_videos
+from infer.report import (
+    EXTRA,
+    FrameTimes,
+    Report,
+    Results,
+    RunLog,
+    frame_line,
+    merge,
+    total_lines,
+    video_lines,
+    write_header,
+    write_summary,
+    write_videos,
+)
 from utils.metrics import FrameScores
 
 TIMES = FrameTimes(pre=0.5, forward=2.0, post=0.25, total=2.75)
@@ -50,7 +63,8 @@ def test_without_ground_truth_there_are_no_metric_keys() -> None:
         "settings",
         "videos",
     ]
-    assert total_line(results) == "# Total frames=1, seconds_per_frame=2.75"
+    assert total_lines(results) == ["# Total frames=1, seconds_per_frame=2.75"]
+    assert video_lines("a", results.video("a")) == ["# Video:a frames=1"]
     assert frame_line("a", "1", None, TIMES) == (
         "> a-1 pre_time:0.5s, forward_time:2.0s, post_time:0.25s, total_time:2.75s"
     )
@@ -94,9 +108,45 @@ def test_results_of_several_processes_merge_into_one_runs_in_plan_order(tmp_path
             for frame, score in video.frames.items():
                 report.frame(name, frame, score, video.times[frame])
             report.video_finished(name)
+        write_summary(live, one.results, report.finished, complete=True)
     with RunLog(tmp_path, "merged") as log:
-        write_videos(log, merged, {"a", "b", "c"})
+        write_videos(log, merged)
+        write_summary(log, merged, ["a", "b", "c"], complete=True)
     assert log.path.read_text() == live.path.read_text()
     with RunLog(tmp_path, "unfinished") as log:
-        write_videos(log, merged, {"a", "c"})  # b's process failed: its frames, no average
-    assert "# Video:b" not in log.path.read_text() and "> b-2" in log.path.read_text()
+        write_videos(log, merged)
+        write_summary(log, merged, ["a", "c"], complete=False)  # b's process failed: its frames, no average
+    text = log.path.read_text()
+    assert "# Video:b" not in text and "> b-2" in text and "# Video:c" in text and "# Total" not in text
+
+
+def test_lines_follow_the_release_and_extras_are_marked() -> None:
+    results = Results()
+    results.add("a", "7", FrameScores(30.123456, 0.912345, 20.5, 0.5), TIMES)
+    assert frame_line("a", "7", results.videos["a"].frames["7"], TIMES) == (
+        "> a-7 PSNR=30.123, SSIM=0.9123 pre_time:0.5s, forward_time:2.0s, post_time:0.25s, total_time:2.75s"
+    )
+    assert video_lines("a", results.video("a")) == [
+        "# Video:a AVG-PSNR=30.123, AVG-SSIM=0.9123",
+        "+ Video:a input AVG-PSNR=20.5, AVG-SSIM=0.5, frames=1",
+    ]
+    assert total_lines(results) == [
+        "# Total AVG-PSNR=30.123, AVG-SSIM=0.9123",
+        "+ Total input AVG-PSNR=20.5, AVG-SSIM=0.5, frames=1, seconds_per_frame=2.75",
+    ]
+
+
+def test_header_puts_the_release_settings_first_in_its_order(tmp_path: Path) -> None:
+    settings = {"layout": "gopro", "device": "cpu", "data_path": "d", "save_image": True, "n_seq": 5}
+    with RunLog(tmp_path) as log:
+        write_header(log, settings, Path("m.pt"))
+    lines = log.path.read_text().splitlines()
+    assert lines[0].startswith("Inference - ")
+    assert lines[1:] == [
+        "save_image: True",
+        "data_path: d",
+        "n_seq: 5",
+        "device: cpu",
+        f"{EXTRA}layout: gopro",
+        f"Loading model from {Path('m.pt')}",
+    ]

@@ -93,7 +93,7 @@ def test_two_processes_give_the_results_of_one(dataset: tuple[Path, Path], tmp_p
     assert list(two["videos"]) == ["v1", "v2", "v3"] and two["frames"] == 2 + 1 + 3
 
     assert without_times(only_log(tmp_path / "two")) == without_times(only_log(tmp_path / "one"))
-    assert "processes: 2" in only_log(tmp_path / "two")
+    assert "+ processes: 2" in only_log(tmp_path / "two")
     assert completed.stdout.count("# Total") == 1  # only rank 0 reports
     frames = sorted(path.relative_to(tmp_path / "one") for path in (tmp_path / "one").rglob("*.png"))
     assert frames == sorted(path.relative_to(tmp_path / "two") for path in (tmp_path / "two").rglob("*.png"))

@@ -2,49 +2,13 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from tiny_clips import make_dataset, write_image
+from layout_mirrors import make_bsd, make_dvd, make_gopro, write_frames
+from tiny_clips import make_dataset
 
 from data.frames import scan_dataset
 from data.layouts import LAYOUTS, detect_layout, find_videos
 from utils.errors import UserError
-
-
-def frame(value: int) -> np.ndarray:
-    return np.full((8, 8, 3), value, dtype=np.uint8)
-
-
-def write_frames(folder: Path, count: int, suffix: str = ".png", start: int = 0, value: int = 0) -> None:
-    for index in range(start, start + count):
-        write_image(folder / f"{index:06d}{suffix}", frame(value))
-
-
-def make_gopro(root: Path, splits: dict[str, dict[str, int]]) -> Path:
-    """GOPRO_Large: <split>/<sequence>/{blur,blur_gamma,sharp}/<frames>.png (numbered from 47, as in the download)."""
-    for split, sequences in splits.items():
-        for sequence, count in sequences.items():
-            for kind, value in (("blur", 10), ("blur_gamma", 20), ("sharp", 30)):
-                write_frames(root / split / sequence / kind, count, start=47, value=value)
-    return root
-
-
-def make_dvd(root: Path, videos: dict[str, int]) -> Path:
-    """DeepVideoDeblurring_Dataset: quantitative_datasets/<video>/{input,GT}/<frames>.jpg (and the qualitative set)."""
-    for video, count in videos.items():
-        write_frames(root / "quantitative_datasets" / video / "input", count, ".jpg", value=10)
-        write_frames(root / "quantitative_datasets" / video / "GT", count, ".jpg", value=30)
-    write_frames(root / "qualitative_datasets" / "alley" / "input", 2, ".jpg")
-    return root
-
-
-def make_bsd(root: Path, splits: dict[str, dict[str, int]]) -> Path:
-    """BSD_2ms16ms: <split>/<sequence>/{Blur,Sharp}/RGB/<frames>.png."""
-    for split, sequences in splits.items():
-        for sequence, count in sequences.items():
-            write_frames(root / split / sequence / "Blur" / "RGB", count, value=10)
-            write_frames(root / split / sequence / "Sharp" / "RGB", count, value=30)
-    return root
 
 
 def names(videos: list) -> list[str]:

@@ -3,7 +3,9 @@
 import argparse
 from collections.abc import Sequence
 
-from infer.planning import PRESETS, SHOWCASE_DIR
+from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
+from infer.planning import ENSEMBLES, PRESETS, SHOWCASE_DIR
+from utils.metrics import CHANNELS, CROP_BORDER
 from utils.precision import PRECISIONS
 
 DEFAULT_WORKERS = 4
@@ -16,6 +18,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--default_data", choices=list(PRESETS), default="DVD", help="preset data, model and results")
     parser.add_argument("--data_path", help="dataset folder holding blur/<video>/ and, for metrics, gt/<video>/")
+    parser.add_argument(
+        "--layout",
+        choices=[AUTO, *LAYOUTS],
+        default=AUTO,
+        help="how --data_path is organised: release (blur/, gt/), gopro (GOPRO_Large), dvd (quantitative_datasets), "
+        "bsd; auto: detected",
+    )
+    parser.add_argument("--split", help="gopro and bsd: the split to evaluate when --data_path holds several (test)")
+    parser.add_argument(
+        "--gopro_blur", choices=GOPRO_BLURS, default="blur", help="gopro: the blurred frames to use (default blur)"
+    )
+    parser.add_argument("--videos", help="only these videos, comma-separated (e.g. the DVD test list)")
+    parser.add_argument(
+        "--metric_channel",
+        choices=CHANNELS,
+        default="rgb",
+        help="rgb: PSNR/SSIM over the three channels (the protocol); y: on the BT.601 luma (BasicSR's test_y)",
+    )
+    parser.add_argument(
+        "--crop_border",
+        type=int,
+        default=CROP_BORDER,
+        help=f"pixels left out of the metrics on every side (default {CROP_BORDER}, the protocol)",
+    )
+    parser.add_argument(
+        "--self_ensemble",
+        nargs="?",
+        const="x8",
+        choices=ENSEMBLES,
+        help="average the model over the 8 flips/transpositions (x8, 8x the time) or those and time reversal "
+        "(x16, 16x); --self_ensemble alone is x8",
+    )
+    parser.add_argument("--tile", type=int, help="restore frames in tiles of N x N pixels (a multiple of 4)")
+    parser.add_argument(
+        "--tile_overlap", type=int, default=32, help="with --tile: overlap of neighbouring tiles (default 32)"
+    )
     parser.add_argument("--model_path", help="checkpoint to load (default: the preset's released model)")
     parser.add_argument("--result_path", help="where frames, the log and results.json go (evaluation)")
     parser.add_argument("--save_image", dest="save_image", action="store_true", default=True, help="save frames")

@@ -9,13 +9,19 @@ showcase, the frames of an output video) is done in the main thread as outputs c
 workers there is no thread at all: each step runs in the main thread, in turn. The arithmetic of the frames is
 that of utils/image.py, so the outputs are the same with any number of workers.
 
+The runner of a video is the streaming runner (or the window runner), wrapped by `model.tiling.TiledRunner` for
+--tile (one runner per tile) and by `model.ensemble.SelfEnsemble` for --self_ensemble (one per transform, each
+tiled). With --self_ensemble x16 the video is first run backwards (`_backward`), its outputs kept on the host, and
+`TimeReversal` averages each forward output with the backward one of the same frame.
+
 Times of an output (`FrameTimes`): ``pre`` is the main loop's wait for its input frames, ``forward`` the model's
 time (CUDA events on the GPU), ``post`` the worker's writing and scoring, ``total`` the wall time since the previous
-output was completed.
+output was completed. With x16 the backward pass's model time counts in the video's first output.
 """
 
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +44,9 @@ from infer.transfer import Ready, Transfer
 from infer.workers import InOrder
 from model.acceleration import accelerated_step
 from model.cdvd_tsp import CDVD_TSP
+from model.ensemble import SelfEnsemble, TimeReversal, backward_outputs
 from model.streaming import Restored, Runner, StreamingRunner, WindowRunner, with_border
+from model.tiling import TiledRunner
 from utils.errors import UserError, first_line
 from utils.metrics import FrameScores, score_frame
 from utils.metrics_device import score_frame_tensor
@@ -118,11 +126,21 @@ class AutocastRunner:
 
 def runner_factory(model: CDVD_TSP, plan: Plan) -> Callable[[], Runner]:
     """How this run makes each video's runner: the streaming runner with the accelerated step (made once, shared
-    by all videos), or the window runner under autocast."""
+    by all videos), or the window runner under autocast; one per tile with --tile, per transform with
+    --self_ensemble (time reversal is `Pipeline.video`'s, it needs a pass of its own)."""
+    new_runner: Callable[[], Runner]
     if plan.window:
-        return lambda: AutocastRunner(WindowRunner(model), plan.precision, plan.device)
-    step = accelerated_step(model, plan.precision, plan.device, cuda_graphs=plan.cuda_graphs, compile=plan.compile)
-    return lambda: StreamingRunner(model, step=step)
+        new_runner = lambda: AutocastRunner(WindowRunner(model), plan.precision, plan.device)  # noqa: E731
+    else:
+        step = accelerated_step(model, plan.precision, plan.device, cuda_graphs=plan.cuda_graphs, compile=plan.compile)
+        new_runner = lambda: StreamingRunner(model, step=step)  # noqa: E731
+    if plan.tile is not None:
+        untiled, tile, overlap = new_runner, plan.tile, plan.tile_overlap
+        new_runner = lambda: TiledRunner(untiled, tile, overlap)  # noqa: E731
+    if plan.self_ensemble is not None:
+        plain = new_runner
+        new_runner = lambda: SelfEnsemble(plain)  # noqa: E731
+    return new_runner
 
 
 def scores_on_device(device: torch.device) -> bool:
@@ -161,8 +179,8 @@ def nothing() -> None:
     """The work of a marker job: its completion is what counts."""
 
 
-def finish(output: Output, transfer: Transfer) -> Finished:
-    """A worker's part: wait for the copies, write the PNG, score the frame."""
+def finish(output: Output, transfer: Transfer, metrics: dict[str, object] | None = None) -> Finished:
+    """A worker's part: wait for the copies, write the PNG, score the frame (``metrics``: channel, crop_border)."""
     output.ready.wait()
     forward = transfer.seconds(output.model_spans)
     started = time.perf_counter()
@@ -174,7 +192,7 @@ def finish(output: Output, transfer: Transfer) -> Finished:
     if output.scores is not None:
         scores = FrameScores(*output.scores.tolist())
     elif output.sharp is not None:
-        scores = score_frame(image, output.blurred, output.sharp)
+        scores = score_frame(image, output.blurred, output.sharp, **(metrics or {}))
     return Finished(image, scores, forward, time.perf_counter() - started)
 
 
@@ -192,6 +210,7 @@ class Pipeline:
         self.progress = progress
         self.transfer = Transfer(plan.device)
         self.new_runner = runner_factory(model, plan)
+        self.metrics: dict = {"channel": plan.metric_channel, "crop_border": plan.crop_border}
         self.device_scores = scores_on_device(plan.device)
         self.work = InOrder(plan.workers)
         self.completed_at = time.perf_counter()
@@ -295,8 +314,12 @@ class Pipeline:
         bar = outputs.enter_context(progress)
         with contextlib.ExitStack() as stack:
             frames, sharp = self._readers(stack, job, prepare)
-            runner = self.new_runner()
             waited, spans = 0.0, []
+            runner = self.new_runner()
+            if self.plan.self_ensemble == "x16":
+                with self.transfer.timed(spans):
+                    backward = self._backward(job, prepare)
+                runner = TimeReversal(runner, backward, key=lambda tag: tag[0])
             while True:
                 self.work.poll()
                 started = time.perf_counter()
@@ -332,7 +355,7 @@ class Pipeline:
                     path=None if job.frames_dir is None else job.frames_dir / f"{names[index]}.png",
                 )
                 self.work.submit(
-                    functools.partial(finish, output, self.transfer),
+                    functools.partial(finish, output, self.transfer, self.metrics),
                     functools.partial(self._complete, output, writer=writer, showcase=showcase, bar=bar),
                 )
                 waited, spans = 0.0, []
@@ -347,6 +370,25 @@ class Pipeline:
             outputs.close()
         if finished is not None:
             finished()
+
+    def _backward(self, job: Job, prepare: FramePreparer) -> dict:
+        """The video played backwards through the runner (border-padded like the forward pass): each output on the
+        host, by frame index. A folder's frames are read last first; a video file is decoded and kept (uint8)."""
+        source = job.source
+        if isinstance(source, FolderSource):
+            indexed: list = [(index, None) for index in range(len(source))]
+        else:
+            with contextlib.closing(source.frames()) as decoded:
+                indexed = list(itertools.islice(enumerate(decoded), len(source)))
+
+        def frames() -> Iterator[tuple[Tensor, tuple[int]]]:
+            for index, rgb in reversed(indexed):
+                image = read_rgb(source.paths[index]) if isinstance(source, FolderSource) else rgb
+                host = self.transfer.host_frame(prepare.image(image))
+                yield prepare.tensor(self.transfer.to_device(host)), (index,)
+
+        padded = with_border(frames(), self.model.n_stages) if self.plan.border else frames()
+        return backward_outputs(self.new_runner(), padded, key=lambda tag: tag[0])
 
     def drain(self) -> None:
         """Complete everything given so far (every video's outputs and ``finished``)."""
@@ -370,5 +412,5 @@ class Pipeline:
         scores = None
         if sharp_host is not None and self.device_scores:
             sharp = self.transfer.to_device(sharp_host)
-            scores = self.transfer.to_host(score_frame_tensor(image, blurred, sharp))
+            scores = self.transfer.to_host(score_frame_tensor(image, blurred, sharp, **self.metrics))
         return self.transfer.to_host(image), scores, self.transfer.ready()

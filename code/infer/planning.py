@@ -1,23 +1,26 @@
 """What a run will do, decided and checked before anything is written: the presets, the videos (`Job`) and the
 run's settings (`Plan`), and which process of a torchrun run restores which videos (`shard`).
 
-Everything that can be checked here is: paths, frame lists and sizes, the model file, the device, the precision
-and the acceleration flags. Problems are a `UserError` naming the file or option.
+Everything that can be checked here is: paths, the dataset's layout, frame lists and sizes, the model file, the
+device, the precision, the acceleration flags and the evaluation settings (metrics, self-ensemble, tiles).
+Problems are a `UserError` naming the file or option.
 """
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from data.demo import ensure_demo_split, is_demo_split
-from data.frames import BLUR_DIR, GT_DIR, check_same_size, scan_dataset
+from data.frames import BLUR_DIR, GT_DIR, check_same_size
+from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
+from model.tiling import Tiler
 from utils.errors import UserError
-from utils.metrics import MIN_SIZE
+from utils.metrics import check_options, min_size
 from utils.paths import from_repo
 from utils.precision import Precision, get_precision
 from utils.showcase import ShowcaseWriter
@@ -29,6 +32,8 @@ N_SEQUENCE = 5
 HALF_WINDOW = N_SEQUENCE // 2
 SIZE_MULTIPLE = 4
 """The restoration net downsamples twice by 2: frames are cropped (evaluation) or padded (--input) to multiples of 4."""
+ENSEMBLES = ("x8", "x16")
+"""``--self_ensemble``: x8 the 8 flips and transpositions of every frame, x16 those and the video played backwards."""
 README_HINT = 'see README.md, section "Released weights and datasets"'
 SHOWCASE_DIR = "showcase"
 
@@ -92,6 +97,15 @@ class Plan:
     """Every file the run will make (frames, showcase pictures, the video), where it goes once committed."""
     option: str = "--result_path"
     """The option that picks where the outputs go, for errors."""
+    dataset: dict[str, object] = field(default_factory=dict)
+    """How the dataset was read (layout, split, gopro_blur, videos), for the log and results.json; empty with
+    --input."""
+    metric_channel: str = "rgb"
+    crop_border: int = 4
+    self_ensemble: str | None = None
+    """None, or one of `ENSEMBLES`."""
+    tile: int | None = None
+    tile_overlap: int = 32
 
     @property
     def runner(self) -> str:
@@ -166,11 +180,12 @@ def frames_with_output(count: int, border: bool, name: str, half: int = HALF_WIN
     return list(range(half, count - half))
 
 
-def check_size(name: str, size: tuple[int, int], crop: bool, scored: bool) -> None:
+def check_size(name: str, size: tuple[int, int], crop: bool, scored: bool, crop_border: int = 4) -> None:
+    """Frames must be at least the metrics' smallest size (``min_size(crop_border)``) when scored, else 4 x 4."""
     height, width = size
     if crop:
         height, width = height - height % SIZE_MULTIPLE, width - width % SIZE_MULTIPLE
-    smallest = MIN_SIZE if scored else SIZE_MULTIPLE
+    smallest = min_size(crop_border) if scored else SIZE_MULTIPLE
     if min(height, width) < smallest:
         raise UserError(f"{name}: frames of {size[1]}x{size[0]} are too small; at least {smallest}x{smallest} needed")
 
@@ -188,8 +203,16 @@ def check_folder_target(path: Path, option: str) -> None:
         raise UserError(f"{option} {path}: exists and is not a folder")
 
 
-def check_not_in_dataset(result_path: Path, data_path: Path) -> None:
-    """Results inside the dataset's blur/ or gt/ would be taken for videos by every later run."""
+def check_not_in_dataset(result_path: Path, data_path: Path, layout: str = "release") -> None:
+    """Results inside the dataset's blur/ or gt/ (any other layout: inside the dataset) would be taken for videos
+    by every later run."""
+    if layout != "release":
+        if result_path == data_path or data_path in result_path.parents:
+            raise UserError(
+                f"--result_path {result_path}: is inside the {layout} dataset {data_path}, where every later run "
+                "would take it for a video; choose a folder outside it"
+            )
+        return
     for name in (BLUR_DIR, GT_DIR):
         folder = (data_path / name).resolve()
         if result_path == folder or folder in result_path.parents:
@@ -222,12 +245,17 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
             f"dataset not found: {data_path}; put the test set there as blur/<video>/<frames> and gt/<video>/<frames> "
             f"or pass --data_path ({README_HINT}, and dataset/README.md)"
         )
+    layout = detect_layout(data_path) if args.layout == AUTO else args.layout
+    only = [name.strip() for name in args.videos.split(",") if name.strip()] if args.videos else None
+    videos = find_videos(data_path, layout, split=args.split, gopro_blur=args.gopro_blur, only=only)
+    if args.gopro_blur != "blur" and layout != "gopro":
+        raise UserError(f"--gopro_blur goes with the gopro layout; {data_path} has the {layout} layout")
     check_model_file(run["model_path"])
     check_folder_target(result_path, "--result_path")
-    check_not_in_dataset(result_path, data_path)
+    check_not_in_dataset(result_path, data_path, layout)
 
     jobs, inputs, outputs = [], [], []
-    for video in scan_dataset(data_path):
+    for video in videos:
         source = folder_source(video.name, video.blur)
         if video.gt is not None:
             gt_size = check_same_size(video.gt, f"{video.name} (gt)")
@@ -236,7 +264,7 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
                     f"{video.name}: blurred frames are {source.size[1]}x{source.size[0]}, "
                     f"sharp frames {gt_size[1]}x{gt_size[0]}"
                 )
-        check_size(video.name, source.size, crop=True, scored=video.gt is not None)
+        check_size(video.name, source.size, crop=True, scored=video.gt is not None, crop_border=run["crop_border"])
         targets = frames_with_output(len(source), border, video.name)
         frames_dir = result_path / video.name if args.save_image else None
         jobs.append(Job(source, video.gt, targets, frames_dir, None))
@@ -258,6 +286,7 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
         settings={"data_path": data_path, "result_path": result_path, "save_image": args.save_image},
         showcase_dir=result_path / SHOWCASE_DIR if showcase else None,
         outputs=tuple(outputs),
+        dataset={"layout": layout, "split": args.split, "gopro_blur": args.gopro_blur, "videos": only},
         **run,
     )
 
@@ -277,6 +306,14 @@ def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) ->
         raise UserError("--no_save_image: with --input the deblurred frames are the result; leave it out")
     if args.showcase:
         raise UserError("--showcase goes with a dataset (it shows the sharp frames too); leave it out with --input")
+    for flag, given in (
+        ("--layout", args.layout != AUTO),
+        ("--split", args.split is not None),
+        ("--gopro_blur", args.gopro_blur != "blur"),
+        ("--videos", args.videos is not None),
+    ):
+        if given:
+            raise UserError(f"{flag} goes with a dataset (--data_path); leave it out with --input")
     border = True if args.border is None else args.border
     input_path = Path(args.input).expanduser().resolve()
     source = open_input(input_path)
@@ -317,6 +354,28 @@ def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) ->
     )
 
 
+def check_metrics(channel: str, crop_border: int) -> None:
+    try:
+        check_options(channel, crop_border)
+    except ValueError:
+        raise UserError(f"--crop_border {crop_border}: give a whole number of pixels, 0 or more") from None
+
+
+def check_tiles(tile: int | None, overlap: int) -> None:
+    """``--tile`` and ``--tile_overlap``: what `model.tiling.Tiler` accepts, refused in one line otherwise."""
+    if tile is None:
+        if overlap != 32:
+            raise UserError("--tile_overlap goes with --tile; give --tile too or leave it out")
+        return
+    if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
+        raise UserError(f"--tile {tile}: give a positive multiple of {SIZE_MULTIPLE} (e.g. 256)")
+    if overlap < 0 or overlap % SIZE_MULTIPLE or overlap >= tile:
+        raise UserError(
+            f"--tile_overlap {overlap}: give a multiple of {SIZE_MULTIPLE} from 0 to less than --tile {tile}"
+        )
+    Tiler(tile, overlap)  # the same rules; a change there should not go unnoticed here
+
+
 def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
     """Check everything and decide what the run does; every process of a torchrun run makes the same plan (only
     the device differs: each takes the GPU of its local rank)."""
@@ -332,7 +391,14 @@ def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
         "cuda_graphs": cuda_graphs,
         "compile": compile_step,
         "workers": check_workers(args.workers),
+        "metric_channel": args.metric_channel,
+        "crop_border": args.crop_border,
+        "self_ensemble": args.self_ensemble,
+        "tile": args.tile,
+        "tile_overlap": args.tile_overlap,
     }
+    check_metrics(args.metric_channel, args.crop_border)
+    check_tiles(args.tile, args.tile_overlap)
     return plan_input(args, preset, run) if args.input else plan_evaluation(args, preset, run)
 
 

@@ -1,4 +1,12 @@
-"""What an inference run reports: the log (a new file per run, lines like the release's) and results.json.
+"""What an inference run reports: the log (a new file per run) and results.json.
+
+The log's lines are the release's (csbhr/CDVD-TSP code/inference.py), byte for byte in their format: the header
+(``Inference - <date>``, ``save_image: ..`` .. ``device: ..``), ``Loading model from ..``, one ``> video-frame
+PSNR=.., SSIM=.. pre_time:..s, ...`` line per frame, then ``# Video:.. AVG-PSNR=.., AVG-SSIM=..`` per video and
+``# Total AVG-PSNR=.., AVG-SSIM=..``. What the release does not log (the blurred input's metrics, frame counts,
+speed, the settings it does not have) goes on lines of their own that start with `EXTRA` ("+ "), which no line of
+the release starts with, so a parser of the release's logs skips them. Without ground truth the frame lines have no
+metrics and the video and total lines give frame counts (there is no release line to follow).
 
 Averages are taken over frames: per video, and in total over ALL frames of all videos (not the mean of the video
 means), as the protocol says. An infinite PSNR (an output equal to the sharp frame) makes the averages infinite, as
@@ -12,7 +20,7 @@ one process.
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -24,6 +32,19 @@ from utils.errors import UserError, first_line
 from utils.metrics import FrameScores
 
 METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
+EXTRA = "+ "
+"""The start of every log line the release does not write."""
+RELEASE_HEADER = (
+    "save_image",
+    "border",
+    "model_path",
+    "data_path",
+    "result_path",
+    "n_seq",
+    "size_must_mode",
+    "device",
+)
+"""The release's header settings, in its order; the log writes other settings after them, as `EXTRA` lines."""
 
 
 @dataclass(frozen=True)
@@ -142,43 +163,46 @@ def merge(parts: Iterable[Results], order: list[str]) -> Results:
     return Results({name: videos[name] for name in order if name in videos})
 
 
-def metric_text(averages: dict[str, float], prefix: str = "") -> str:
-    """'PSNR=.., SSIM=.. (input PSNR=.., SSIM=..)' in the release's precision, or '' without ground truth."""
-    if not averages:
-        return ""
+def times_text(times: FrameTimes) -> str:
     return (
-        f"{prefix}PSNR={averages['psnr']:.5}, {prefix}SSIM={averages['ssim']:.4} "
-        f"(input {prefix}PSNR={averages['input_psnr']:.5}, {prefix}SSIM={averages['input_ssim']:.4})"
+        f"pre_time:{times.pre:.3}s, forward_time:{times.forward:.3}s, post_time:{times.post:.3}s, "
+        f"total_time:{times.total:.3}s"
     )
 
 
 def frame_line(video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> str:
-    """The release's per-frame line, plus the blurred input's metrics."""
-    metrics = metric_text({name: getattr(scores, name) for name in METRICS}) if scores else ""
-    return " ".join(
-        part
-        for part in (
-            f"> {video}-{frame}",
-            metrics,
-            f"pre_time:{times.pre:.3}s, forward_time:{times.forward:.3}s, post_time:{times.post:.3}s, "
-            f"total_time:{times.total:.3}s",
-        )
-        if part
-    )
+    """The release's per-frame line (without ground truth: no metrics)."""
+    metrics = f"PSNR={scores.psnr:.5}, SSIM={scores.ssim:.4} " if scores else ""
+    return f"> {video}-{frame} {metrics}{times_text(times)}"
 
 
-def video_line(name: str, video: VideoResults) -> str:
-    parts = [f"# Video:{name}", metric_text(video.averages(), "AVG-"), f"frames={len(video.frames)}"]
-    return " ".join(part for part in parts if part)
+def frame_extra_line(video: str, frame: str, scores: FrameScores) -> str:
+    """The blurred input's metrics of a frame (not in the release's log)."""
+    return f"{EXTRA}{video}-{frame} input PSNR={scores.input_psnr:.5}, SSIM={scores.input_ssim:.4}"
 
 
-def total_line(results: Results) -> str:
-    parts = [
-        "# Total",
-        metric_text(results.averages(), "AVG-"),
-        f"frames={results.frame_count}, seconds_per_frame={results.seconds_per_frame():.4}",
+def video_lines(name: str, video: VideoResults) -> list[str]:
+    """The release's average line of a video, then the input's averages and the frame count."""
+    averages = video.averages()
+    if not averages:
+        return [f"# Video:{name} frames={len(video.frames)}"]
+    return [
+        f"# Video:{name} AVG-PSNR={averages['psnr']:.5}, AVG-SSIM={averages['ssim']:.4}",
+        f"{EXTRA}Video:{name} input AVG-PSNR={averages['input_psnr']:.5}, AVG-SSIM={averages['input_ssim']:.4}, "
+        f"frames={len(video.frames)}",
     ]
-    return " ".join(part for part in parts if part)
+
+
+def total_lines(results: Results) -> list[str]:
+    """The release's total line (over all frames), then the input's averages, frame count and speed."""
+    count = f"frames={results.frame_count}, seconds_per_frame={results.seconds_per_frame():.4}"
+    averages = results.averages()
+    if not averages:
+        return [f"# Total {count}"]
+    return [
+        f"# Total AVG-PSNR={averages['psnr']:.5}, AVG-SSIM={averages['ssim']:.4}",
+        f"{EXTRA}Total input AVG-PSNR={averages['input_psnr']:.5}, AVG-SSIM={averages['input_ssim']:.4}, {count}",
+    ]
 
 
 class RunLog:
@@ -233,15 +257,23 @@ class RunLog:
             self.close()
 
 
-def write_header(log: RunLog, settings: dict[str, object]) -> None:
-    """The first lines of a log: the date, then one ``name: value`` line per setting."""
+def write_header(log: RunLog, settings: dict[str, object], model_path: Path | None = None) -> None:
+    """The first lines of a log: the date, the release's settings as ``name: value`` lines in its order, the others
+    as `EXTRA` lines, then ``Loading model from ..`` (the model is loaded by then)."""
     log.write(f"Inference - {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    for name in RELEASE_HEADER:
+        if name in settings:
+            log.write(f"{name}: {settings[name]}")
     for name, value in settings.items():
-        log.write(f"{name}: {value}")
+        if name not in RELEASE_HEADER:
+            log.write(f"{EXTRA}{name}: {value}")
+    if model_path is not None:
+        log.write(f"Loading model from {model_path}")
 
 
 class Report:
-    """Where completed frames go, in order: into `Results` and, when a log is given, straight into the log.
+    """Where completed frames go, in order: into `Results` and, when a log is given, straight into the log (the
+    video averages are written at the end, as the release does: `write_summary`).
 
     A process of a torchrun run has no log here: rank 0 writes every process's lines after the run (`write_videos`).
     """
@@ -255,18 +287,32 @@ class Report:
     def frame(self, video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> None:
         self.results.add(video, frame, scores, times)
         if self.log is not None:
-            self.log.write(frame_line(video, frame, scores, times))
+            write_frame(self.log, video, frame, scores, times)
 
     def video_finished(self, video: str) -> None:
         self.finished.append(video)
-        if self.log is not None:
-            self.log.write(video_line(video, self.results.video(video)))
 
 
-def write_videos(log: RunLog, results: Results, finished: set[str]) -> None:
-    """Each video's frame lines, then its average line if the video was finished, in the order of ``results``."""
+def write_frame(log: RunLog, video: str, frame: str, scores: FrameScores | None, times: FrameTimes) -> None:
+    log.write(frame_line(video, frame, scores, times))
+    if scores is not None:
+        log.write(frame_extra_line(video, frame, scores))
+
+
+def write_videos(log: RunLog, results: Results) -> None:
+    """Every video's frame lines, in the order of ``results`` (rank 0 of a torchrun run, after the run)."""
     for name, video in results.videos.items():
         for frame, scores in video.frames.items():
-            log.write(frame_line(name, frame, scores, video.times[frame]))
+            write_frame(log, name, frame, scores, video.times[frame])
+
+
+def write_summary(log: RunLog, results: Results, finished: Collection[str], complete: bool) -> None:
+    """After the frames, as the release: the average lines of every finished video (in the order of ``results``),
+    then, if the run is ``complete``, the total lines."""
+    for name, video in results.videos.items():
         if name in finished:
-            log.write(video_line(name, video))
+            for line in video_lines(name, video):
+                log.write(line)
+    if complete:
+        for line in total_lines(results):
+            log.write(line)

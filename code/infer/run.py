@@ -24,7 +24,7 @@ import torch
 from infer.pipeline import Pipeline, writing
 from infer.planning import N_SEQUENCE, SIZE_MULTIPLE, Job, Plan, make_demo_data, make_plan, shard
 from infer.ranks import ProcessGroup
-from infer.report import Report, Results, RunLog, merge, total_line, write_header, write_videos
+from infer.report import Report, Results, RunLog, merge, write_header, write_summary, write_videos
 from infer.staging import Staging
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
@@ -48,7 +48,8 @@ def device_name(device: torch.device) -> str:
 
 
 def run_settings(plan: Plan, processes: int) -> dict[str, object]:
-    """The speed settings of the run, as results.json records them (JSON values)."""
+    """The run's settings as results.json records them (JSON values): speed, how the dataset was read, the
+    metrics' convention, self-ensemble and tiles."""
     return {
         "precision": plan.precision.name,
         "cuda_graphs": plan.cuda_graphs,
@@ -57,20 +58,40 @@ def run_settings(plan: Plan, processes: int) -> dict[str, object]:
         "runner": plan.runner,
         "device": device_name(plan.device),
         "processes": processes,
+        **plan.dataset,
+        "metric_channel": plan.metric_channel,
+        "crop_border": plan.crop_border,
+        "self_ensemble": plan.self_ensemble,
+        "tile": plan.tile,
+        "tile_overlap": plan.tile_overlap if plan.tile is not None else None,
     }
 
 
+ENSEMBLE_TEXT = {
+    None: "off",
+    "x8": "x8 (the 8 flips and transpositions of every frame: 8x the model's time)",
+    "x16": "x16 (the 8 flips and transpositions, forwards and backwards in time: 16x the model's time)",
+}
+
+
 def header(plan: Plan, processes: int) -> dict[str, object]:
-    """The settings at the head of the log."""
+    """The settings at the head of the log: the release's (``device`` as it writes it: the device's type), then
+    ours (report.write_header writes them as extra lines)."""
     settings = run_settings(plan, processes)
     return {
         **plan.settings,
         "model_path": plan.model_path,
         "border": plan.border,
-        "runner": "window (every window from scratch)" if plan.window else "streaming",
-        "device": settings["device"],
         "n_seq": N_SEQUENCE,
         "size_must_mode": SIZE_MULTIPLE,
+        "device": plan.device.type,
+        "device_name": settings["device"],
+        "runner": "window (every window from scratch)" if plan.window else "streaming",
+        **plan.dataset,
+        "metric_channel": plan.metric_channel,
+        "crop_border": plan.crop_border,
+        "self_ensemble": ENSEMBLE_TEXT[plan.self_ensemble],
+        "tile": "off" if plan.tile is None else f"{plan.tile} (overlap {plan.tile_overlap})",
         **{name: settings[name] for name in ("precision", "cuda_graphs", "compile", "workers", "processes")},
     }
 
@@ -105,7 +126,7 @@ def open_log(plan: Plan, processes: int) -> RunLog:
     with writing(plan.report_dir):
         plan.report_dir.mkdir(parents=True, exist_ok=True)
         log = RunLog(plan.report_dir, plan.log_prefix)
-    write_header(log, header(plan, processes))
+    write_header(log, header(plan, processes), plan.model_path)
     return log
 
 
@@ -134,9 +155,11 @@ def staged(plan: Plan, staging: Staging) -> Plan:
     )
 
 
-def finish_report(log: RunLog, results: Results, plan: Plan, processes: int, staging: Staging) -> None:
-    """The log's total line, then results.json and the run's outputs committed into place."""
-    log.write(total_line(results))
+def finish_report(
+    log: RunLog, results: Results, finished: list[str], plan: Plan, processes: int, staging: Staging
+) -> None:
+    """The log's video and total lines, then results.json and the run's outputs committed into place."""
+    write_summary(log, results, finished, complete=True)
     settings = {**run_settings(plan, processes), "cost_volume": cost_volume_code(plan.device)}
     with writing(plan.results_path):
         staging.commit(results.to_json(settings))
@@ -163,7 +186,13 @@ def run_alone(args: argparse.Namespace) -> None:
         try:
             staged_plan = staged(plan, staging)
             restore(staged_plan, model, staged_plan.jobs, report)
-            finish_report(log, report.results, plan, 1, staging)
+        except UserError as error:
+            with contextlib.suppress(UserError):  # the error in flight is the one to report
+                write_summary(log, report.results, report.finished, complete=False)
+            log.write_error(f"error: {error}")
+            raise
+        try:
+            finish_report(log, report.results, report.finished, plan, 1, staging)
         except UserError as error:
             log.write_error(f"error: {error}")
             raise
@@ -237,12 +266,15 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
             with log:
                 order = [job.source.name for job in plan.jobs]
                 results = merge([outcome.results for outcome in outcomes], order)
-                write_videos(log, results, {name for outcome in outcomes for name in outcome.finished})
+                write_videos(log, results)
+                finished = [name for outcome in outcomes for name in outcome.finished]
                 if errors:
+                    with contextlib.suppress(UserError):  # the error in flight is the one to report
+                        write_summary(log, results, finished, complete=False)
                     log.write_error(f"error: {errors[0]}")
                 else:
                     try:
-                        finish_report(log, results, plan, ranks.world_size, staging)
+                        finish_report(log, results, finished, plan, ranks.world_size, staging)
                     except UserError as error:
                         log.write_error(f"error: {error}")
                         raise

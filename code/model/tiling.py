@@ -8,7 +8,12 @@ Two ways to use it, both with the model's call signature, so the runners need no
 
     runner = WindowRunner(TiledModel(model, tile=256, overlap=32))   # the whole cascade runs per tile
 
-With `TiledStep` (what ``--tile`` should use with the streaming runner) each stage's step runs tile by tile on the
+    runner = TiledRunner(lambda: StreamingRunner(model, step=step), tile=256, overlap=32)
+                                                                     # a streaming runner per tile (``--tile``)
+
+`TiledRunner` (what ``inference.py --tile`` uses) keeps one runner per tile, each fed that tile of every frame,
+and blends their outputs: the whole cascade per tile, as `TiledModel` does, but streamed (each tile's stage-1
+outputs are reused across windows). With `TiledStep` each stage's step runs tile by tile on the
 three frames it takes, and the next stage sees the blended, whole-frame result. With `TiledModel` the whole cascade
 (every frame of the window, both stages) runs on one tile at a time, as tiled evaluation usually does; a
 `TiledModel` also has a tiled ``restore_center``, so ``StreamingRunner(TiledModel(...))`` is the per-step form.
@@ -35,7 +40,7 @@ import torch
 from torch import Tensor
 
 from model.cdvd_tsp import CDVD_TSP
-from model.streaming import Step
+from model.streaming import Restored, Runner, Step
 
 logger = logging.getLogger(__name__)
 
@@ -202,3 +207,43 @@ class TiledModel:
         result = self.tiler(self.model, x)
         assert isinstance(result, tuple)
         return result
+
+
+class TiledRunner:
+    """A runner (model/streaming.py) made of one ``new_runner()`` per tile, each fed its tile of every frame; their
+    outputs are blended into whole frames. The tiles are planned from the first frame's size (one runner per video).
+    """
+
+    def __init__(
+        self, new_runner: Callable[[], Runner], tile: int | tuple[int, int], overlap: int = 32, blend: str = "linear"
+    ) -> None:
+        self.new_runner = new_runner
+        self.tiler = Tiler(tile, overlap, blend)
+        self.tiles: list[Tile] = []
+        self.runners: list[Runner] = []
+        self.size: tuple[int, int] | None = None
+
+    @property
+    def latency(self) -> int:
+        return (self.runners[0] if self.runners else self.new_runner()).latency
+
+    def push(self, frame: Tensor, tag: object = None) -> Restored | None:
+        """Push every tile of ``frame`` [B, C, H, W]; returns the blended output once one is complete."""
+        height, width = frame.shape[-2:]
+        if self.size is None:
+            self.size = (height, width)
+            self.tiles = self.tiler.tiles(height, width, frame.device)
+            self.runners = [self.new_runner() for _ in self.tiles]
+        elif self.size != (height, width):
+            raise ValueError(f"a tiled runner restores frames of one size: {self.size}, then {(height, width)}")
+        outputs = [runner.push(tile.crop(frame), tag) for tile, runner in zip(self.tiles, self.runners, strict=True)]
+        done = [output is not None for output in outputs]
+        if not any(done):
+            return None
+        if not all(done):
+            raise RuntimeError("the tiles' runners went out of step (they must all have the same latency)")
+        first = outputs[0].image
+        total = first.new_zeros((*first.shape[:-2], height, width), dtype=torch.float64)
+        for tile, output in zip(self.tiles, outputs, strict=True):
+            tile.crop(total).add_(output.image.to(torch.float64) * tile.weight)
+        return Restored(outputs[0].tag, total.to(first.dtype))
