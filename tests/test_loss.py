@@ -96,6 +96,14 @@ def test_hem_random_pixels_are_exactly_a_tenth_and_uniform() -> None:
     assert counts.min() > 5 and counts.max() < 40  # each pixel about 20 times in 200 draws of 10 of 100
 
 
+def test_hem_counts_round_down_on_an_odd_number_of_pixels() -> None:
+    # 7 x 7 = 49 pixels: int(0.1 * 49) = 4 random pixels and int(0.5 * 49) = 24 hard ones (not 5 and 25)
+    x = torch.zeros(1, 3, 7, 7)
+    assert HEM().mask(x, x).sum().item() == 4
+    y = torch.arange(49, dtype=torch.float32).reshape(1, 1, 7, 7).expand(1, 3, 7, 7)
+    assert HEM(random_share=0.0).mask(x, y).sum().item() == 24
+
+
 def test_hem_loss_is_l1_mean_of_masked_tensors_over_all_elements() -> None:
     x, y = hand_made_pair()
     x.requires_grad_(True)
