@@ -2,7 +2,10 @@
 
 Evaluation (the release's flags): ``python code/inference.py --default_data DVD`` deblurs every video of
 ``dataset/DVD/test/blur`` with ``pretrain_models/CDVD_TSP_DVD_Convergent.pt``, scores it against ``gt/`` by the
-protocol (CONTRACT section 9) and writes frames, a log and ``results.json`` to ``infer_results/DVD``.
+protocol (docs/faithfulness.md, section 9 "Evaluation protocol") and writes frames, a log and ``results.json`` to
+``infer_results/DVD``.
+Other dataset layouts (GOPRO_Large, DVD's quantitative_datasets, BSD) are detected or named with ``--layout``;
+``--self_ensemble``, ``--tile``, ``--metric_channel`` and ``--crop_border`` are the field's evaluation variants.
 Deblurring only: ``python code/inference.py --input my_frames/ --output deblurred/`` (or a video file in and out).
 Several GPUs: ``torchrun --nproc_per_node N code/inference.py ...`` shares the videos among N processes.
 
