@@ -48,6 +48,7 @@ from model.ensemble import SelfEnsemble, TimeReversal, backward_outputs
 from model.streaming import Restored, Runner, StreamingRunner, WindowRunner, with_border
 from model.tiling import TiledRunner
 from utils.errors import UserError, first_line
+from utils.image import cropped_size
 from utils.metrics import FrameScores, score_frame
 from utils.metrics_device import score_frame_tensor
 from utils.precision import Precision, autocast
@@ -88,7 +89,7 @@ class FramePreparer:
     def __init__(self, size: tuple[int, int], crop: bool) -> None:
         height, width = size
         self.crop = crop
-        self.visible = (height - height % SIZE_MULTIPLE, width - width % SIZE_MULTIPLE) if crop else (height, width)
+        self.visible = cropped_size(height, width, SIZE_MULTIPLE) if crop else (height, width)
 
     def image(self, rgb: np.ndarray) -> np.ndarray:
         """The part of the frame that gets an output (the cropped frame, or all of it)."""

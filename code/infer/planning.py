@@ -20,6 +20,7 @@ from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
 from model.tiling import Tiler
 from utils.errors import UserError
+from utils.image import cropped_size
 from utils.metrics import check_options, min_size
 from utils.paths import from_repo
 from utils.precision import Precision, get_precision
@@ -184,7 +185,7 @@ def check_size(name: str, size: tuple[int, int], crop: bool, scored: bool, crop_
     """Frames must be at least the metrics' smallest size (``min_size(crop_border)``) when scored, else 4 x 4."""
     height, width = size
     if crop:
-        height, width = height - height % SIZE_MULTIPLE, width - width % SIZE_MULTIPLE
+        height, width = cropped_size(height, width, SIZE_MULTIPLE)
     smallest = min_size(crop_border) if scored else SIZE_MULTIPLE
     if min(height, width) < smallest:
         raise UserError(f"{name}: frames of {size[1]}x{size[0]} are too small; at least {smallest}x{smallest} needed")
