@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_clips import make_dataset, sharp_frames, write_image
 
+from conftest import make_dataset, sharp_frames, write_image
 from data.video_io import VideoWriter, open_frame_folder, open_input, open_video
 from utils.errors import UserError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
 
+from conftest import make_dataset, save_seeded_weights, sharp_frames, write_image
 from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
 from inference import main

@@ -7,9 +7,9 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from tiny_clips import save_seeded_weights, single_thread  # noqa: F401
 
 import inference
+from conftest import save_seeded_weights
 from data import demo
 from data.frames import read_rgb
 from infer import planning

@@ -11,8 +11,8 @@ from typing import IO
 
 import pytest
 import torch
-from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread, write_image  # noqa: F401
 
+from conftest import make_dataset, save_seeded_weights, sharp_frames, write_image
 from data import frames as frames_module
 from infer.report import Report
 from inference import main

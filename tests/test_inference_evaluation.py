@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from layout_mirrors import make_bsd, make_dvd, make_gopro
-from tiny_clips import make_dataset, save_seeded_weights, single_thread  # noqa: F401
 
+from conftest import make_bsd, make_dataset, make_dvd, make_gopro, save_seeded_weights
 from data.frames import read_rgb
 from infer.run import load_model
 from inference import main

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_clips import make_dataset, save_seeded_weights, sharp_frames, single_thread  # noqa: F401
 
+from conftest import make_dataset, save_seeded_weights, sharp_frames
 from data.video_io import VideoWriter
 from infer import staging as staging_module
 from infer.staging import Staging

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_clips import make_dataset, save_seeded_weights, single_thread  # noqa: F401
 
+from conftest import make_dataset, save_seeded_weights
 from infer.planning import Job, shard
 from inference import main
 from utils.paths import REPO_ROOT

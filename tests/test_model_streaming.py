@@ -4,9 +4,8 @@ import itertools
 
 import pytest
 import torch
-from tiny_clips import seeded_model, single_thread  # noqa: F401 (a fixture, used by pytestmark)
 
-from conftest import relative_error
+from conftest import relative_error, seeded_model
 from model.cdvd_tsp import CDVD_TSP
 from model.streaming import StreamingRunner, WindowRunner, run, with_border
 

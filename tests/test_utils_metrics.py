@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
-from tiny_clips import blurred, sharp_frames
 
+from conftest import blurred, sharp_frames
 from utils.metrics import CROP_BORDER, MIN_SIZE, psnr, score_frame, ssim
 
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_clips import blurred, sharp_frames
 
+from conftest import blurred, sharp_frames
 from utils import metrics_device
 from utils.metrics import CROP_BORDER, MIN_SIZE, SSIM_SIGMA, SSIM_WINDOW, FrameScores, psnr, score_frame, ssim
 from utils.metrics_device import psnr_tensor, score_frame_tensor, ssim_tensor

@@ -5,8 +5,8 @@ from typing import ClassVar
 
 import pytest
 import torch
-from tiny_clips import seeded_model
 
+from conftest import seeded_model
 from model.acceleration import GRAPH_WARMUP_CALLS, MAX_GRAPHS, GraphedStep, accelerated_step
 from model.flow_pwc import sampling_grid, warp_features
 from model.streaming import Step, StreamingRunner, run

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_clips import make_dataset, save_seeded_weights, seeded_model, single_thread  # noqa: F401
 
+from conftest import make_dataset, save_seeded_weights, seeded_model
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
 from infer import pipeline as pipeline_module

@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from tiny_clips import seeded_model, single_thread  # noqa: F401 (a fixture, used by pytestmark)
 from torch import Tensor
 
+from conftest import seeded_model
 from model.cdvd_tsp import CDVD_TSP
 from model.ensemble import (
     DIHEDRAL,

@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from tiny_clips import blurred, seeded_model, sharp_frames, single_thread  # noqa: F401 (a fixture, used by pytestmark)
 from torch import Tensor
 
+from conftest import blurred, seeded_model, sharp_frames
 from infer.planning import PRESETS, SIZE_MULTIPLE
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights

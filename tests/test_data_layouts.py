@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-from layout_mirrors import make_bsd, make_dvd, make_gopro, write_frames
-from tiny_clips import make_dataset
 
+from conftest import make_bsd, make_dataset, make_dvd, make_gopro, write_frames
 from data.frames import scan_dataset
 from data.layouts import LAYOUTS, detect_layout, find_videos
 from utils.errors import UserError
