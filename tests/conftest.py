@@ -117,6 +117,15 @@ def make_dataset(
 # ----- seeded models
 
 
+INFERENCE = Path(__file__).resolve().parents[1] / "code" / "inference.py"
+"""The inference command, for tests that run it in a subprocess."""
+
+
+def evaluation_argv(data: Path, weights: Path, result: Path) -> list[str]:
+    """The inference command's flags for evaluating ``data`` with ``weights`` into ``result`` on the CPU."""
+    return ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
+
+
 def seeded_model(seed: int = 0, n_sequence: int = 5) -> CDVD_TSP:
     """A CDVD-TSP with PyTorch's default initialisation drawn from ``seed``, in eval mode."""
     with torch.random.fork_rng():

@@ -26,7 +26,7 @@ from infer.workers import InOrder
 from utils.errors import UserError
 from utils.image import to_tensor, to_uint8
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def infer_threads() -> list[str]:

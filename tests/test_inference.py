@@ -14,7 +14,7 @@ from data.video_io import VideoWriter, open_video
 from inference import main
 from utils.metrics import psnr, ssim
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
 

@@ -12,7 +12,7 @@ from typing import IO
 import pytest
 import torch
 
-from conftest import make_dataset, save_seeded_weights, sharp_frames, write_image
+from conftest import INFERENCE, evaluation_argv, make_dataset, save_seeded_weights, sharp_frames, write_image
 from data import frames as frames_module
 from infer.report import Report
 from inference import main
@@ -20,18 +20,12 @@ from model.checkpoint import CheckpointError
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
-
-INFERENCE = REPO_ROOT / "code" / "inference.py"
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_seeded_weights(tmp_path_factory.mktemp("weights") / "model.pt", seed=3)
-
-
-def evaluation_argv(data: Path, weights: Path, result: Path) -> list[str]:
-    return ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
 
 
 def drop_frame(root: Path) -> None:

@@ -18,7 +18,7 @@ from utils.errors import UserError
 from utils.image import to_tensor, to_uint8
 from utils.metrics import min_size, psnr, ssim
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SIZE = (22, 26)
 """Frames of the layout mirrors: cropped to 20 x 24 by the protocol, enough for the metrics' 19 x 19."""

@@ -12,26 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset, save_seeded_weights, sharp_frames
+from conftest import INFERENCE, evaluation_argv, make_dataset, save_seeded_weights, sharp_frames
 from data.video_io import VideoWriter
 from infer import staging as staging_module
 from infer.staging import Staging
 from inference import main
 from utils.errors import UserError
-from utils.paths import REPO_ROOT
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
-
-INFERENCE = REPO_ROOT / "code" / "inference.py"
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_seeded_weights(tmp_path_factory.mktemp("weights") / "model.pt", seed=11)
-
-
-def evaluation_argv(data: Path, weights: Path, result: Path) -> list[str]:
-    return ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
 
 
 def outputs(folder: Path) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from infer.planning import Job, shard
 from inference import main
 from utils.paths import REPO_ROOT
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # imported above
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 VIDEOS = {"v1": 6, "v2": 5, "v3": 7}
 """Shared out longest first: v3 (7 frames) to rank 0, v1 (6) to rank 1, v2 (5) to rank 1."""
