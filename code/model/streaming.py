@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from model.cdvd_tsp import CDVD_TSP
+from model.stages import CascadeOutputs
 
 Item = TypeVar("Item")
 Tag = TypeVar("Tag")
@@ -108,7 +109,8 @@ class WindowRunner:
         self.window.append(frame)
         if len(self.window) < self.window.maxlen:
             return None
-        return self.tags.restored(self.model(torch.stack(list(self.window), dim=1))[-2])
+        outputs = self.model(torch.stack(list(self.window), dim=1))
+        return self.tags.restored(CascadeOutputs.from_forward(outputs, self.model.n_stages).final)
 
 
 def with_border(items: Iterable[Item], half: int) -> Iterator[Item]:
