@@ -150,7 +150,7 @@ class Trainer:
             if local
             else ", ".join(f"{name} {value}" for name, value in zip(self.loss.names, values, strict=True))
         )
-        saved = f"epoch {epoch - 1}" if epoch > 1 else "no epoch yet"
+        saved = f"epoch {epoch - 1}" if epoch > 1 else "epoch 0, the initial weights"
         message = (
             f"the loss is not finite at epoch {epoch}, batch {batch + 1} ({terms}); "
             f"stopped, {self.experiment.root} keeps the last good checkpoint ({saved})"
