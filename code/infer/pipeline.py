@@ -47,7 +47,7 @@ from model.cdvd_tsp import CDVD_TSP
 from model.ensemble import SelfEnsemble, TimeReversal, backward_outputs
 from model.streaming import Restored, Runner, StreamingRunner, WindowRunner, with_border
 from model.tiling import TiledRunner
-from utils.errors import UserError, first_line
+from utils.atomic import writing
 from utils.image import cropped_size
 from utils.metrics import FrameScores, score_frame
 from utils.metrics_device import score_frame_tensor
@@ -59,15 +59,6 @@ logger = logging.getLogger(__name__)
 FALLBACK_FPS = 25.0
 READ_AHEAD = 4
 """Frames decoded ahead of the model, per stream (blurred, sharp)."""
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """An OSError while writing ``path`` (disk full, no permission...) as the usual one-line error."""
-    try:
-        yield
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or first_line(error)}") from None
 
 
 def pad_to_multiple(tensor: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:

@@ -27,8 +27,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from utils.atomic import atomic_write_json
-from utils.errors import UserError, first_line
+from utils.atomic import atomic_write_json, writing
+from utils.errors import UserError
 from utils.metrics import FrameScores
 
 METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
@@ -228,10 +228,8 @@ class RunLog:
 
     def write(self, line: str) -> None:
         """Write ``line`` and echo it; a failed write (a full disk) is a `UserError` naming the log."""
-        try:
+        with writing(self.path):
             self.file.write(line + "\n")
-        except OSError as error:
-            raise UserError(f"cannot write {self.path}: {error.strerror or first_line(error)}") from None
         tqdm.write(line)
 
     def write_error(self, line: str) -> None:
@@ -241,10 +239,8 @@ class RunLog:
             self.write(line)
 
     def close(self) -> None:
-        try:
+        with writing(self.path):
             self.file.close()
-        except OSError as error:
-            raise UserError(f"cannot write {self.path}: {error.strerror or first_line(error)}") from None
 
     def __enter__(self) -> "RunLog":
         return self

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from infer.pipeline import Pipeline, writing
+from infer.pipeline import Pipeline
 from infer.planning import N_SEQUENCE, SIZE_MULTIPLE, Job, Plan, make_demo_data, make_plan, shard
 from infer.ranks import ProcessGroup
 from infer.report import Report, Results, RunLog, merge, write_header, write_summary, write_videos
@@ -29,6 +29,7 @@ from infer.staging import Staging
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
 from model.correlation import SELECTOR
+from utils.atomic import writing
 from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.precision import tf32_switched

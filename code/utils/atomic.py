@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -31,7 +31,7 @@ class WriteError(UserError, OSError):
 
     def __init__(self, path: str | os.PathLike, error: OSError) -> None:
         super().__init__(error.errno, error.strerror or str(error), os.fspath(path))
-        self.message = f"cannot write {os.fspath(path)}: {error.strerror or error}"
+        self.message = f"cannot write {os.fspath(path)}: {error.strerror or first_line(error)}"
 
     def __str__(self) -> str:
         return self.message
