@@ -21,7 +21,6 @@ results.json lists are never replaced: a new output that would replace one is re
 """
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -34,11 +33,7 @@ from typing import IO
 from data.video_io import VIDEO_CODECS
 from utils.atomic import atomic_write_json
 from utils.errors import UserError
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock; a second run into the same folder is then not detected
-    fcntl = None  # type: ignore[assignment]
+from utils.locking import try_lock
 
 logger = logging.getLogger(__name__)
 
@@ -94,16 +89,14 @@ def owned_files(folder: Path, results_name: str) -> set[str]:
 def lock(path: Path) -> IO[bytes] | None:
     """Lock ``path`` (created if missing) for this process; None if another live process holds it."""
     handle = open(path, "ab")  # noqa: SIM115 (held open, and so locked, for the run's life)
-    if fcntl is None:
-        return handle
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
+        if try_lock(handle.fileno()):
+            return handle
+    except OSError:
         handle.close()
-        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return None
         raise
-    return handle
+    handle.close()
+    return None
 
 
 def remove_empty_parents(path: Path, folder: Path) -> None:

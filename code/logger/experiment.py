@@ -47,14 +47,9 @@ import torch
 
 from data.frames import write_png
 from logger.plots import render_series
-from utils import atomic
+from utils import atomic, locking
 from utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
 from utils.errors import UserError, first_line
-
-try:
-    import fcntl
-except ImportError:  # not on POSIX: no lock
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +187,15 @@ class Experiment:
             self._lock = None
 
     def _take_lock(self) -> None:
-        if self._lock is not None or fcntl is None:
+        if self._lock is not None or not locking.AVAILABLE:  # no flock (not POSIX): no folder descriptor to hold
             return
         with writing(self.root):
             descriptor = os.open(self.root, os.O_RDONLY)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = locking.try_lock(descriptor)
         except OSError:
+            locked = False
+        if not locked:
             os.close(descriptor)
             raise UserError(
                 f"{self.root} is in use by another process (training or validating there); wait for it to end"
