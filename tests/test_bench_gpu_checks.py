@@ -67,6 +67,7 @@ def split_words(text: str) -> list[str]:
 
 
 def logical_lines(text: str) -> Iterator[Line]:
+    """The script's commands: a line continued by ``\\`` or by an open quote is one, with the heredocs it opens."""
     physical = text.splitlines()
     index = 0
     while index < len(physical):
