@@ -5,6 +5,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from data.frames import (
     check_same_size,
     image_size,
     list_frames,
+    read_header,
     read_rgb,
     reset_warnings,
     scan_dataset,
@@ -238,6 +240,17 @@ def test_colour_modes_become_the_rgb_a_viewer_shows(
     assert np.abs(rgb[0, 0].astype(int) - top_left).max() <= tolerance, rgb[0, 0]
     if name.startswith("palette"):
         assert rgb[0, 1].tolist() == [200, 100, 50]
+
+
+def test_a_palette_with_transparency_gives_its_colours_without_pillow_s_warning(tmp_path: Path) -> None:
+    image = palette_image()
+    image.info["transparency"] = bytes([0, 128] + [255] * 254)  # per-entry alpha, as PNG's tRNS chunk holds it
+    image.save(tmp_path / "palette.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow warns when such a palette is converted straight to RGB
+        rgb = read_rgb(tmp_path / "palette.png")
+    assert rgb[0, :2].tolist() == [[10, 20, 30], [200, 100, 50]]
+    assert "alpha" in read_header(tmp_path / "palette.png").dropped
 
 
 def oriented_source() -> np.ndarray:

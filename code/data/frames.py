@@ -49,7 +49,7 @@ TRANSPOSING = frozenset({5, 6, 7, 8})
 """Orientations that swap width and height."""
 TIFF_WIDTH, TIFF_LENGTH = 256, 257
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-CONVERSIONS = {"1": "L", "P": "RGB", "PA": "RGB", "La": "LA", "RGBa": "RGBA"}
+CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA"}
 """Pillow modes converted before their pixels are taken (a palette's colours; premultiplied alpha undone)."""
 READ_AS_IS = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 """Modes whose pixels are taken as they are; every other mode (CMYK, YCbCr, LAB, HSV...) is converted to RGB."""
