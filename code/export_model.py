@@ -4,7 +4,9 @@
 
 The strict loader (`model.checkpoint.load_weights`) casts float16 values back to the model's dtype, so a half file
 loads into a float32 model like any other. The window length a training checkpoint records (``n_sequence``, see
-`model.checkpoint`) is kept in the exported file. An existing destination is never overwritten.
+`model.checkpoint`) is kept in the exported file. An existing destination is never overwritten. A source with NaN
+or inf is refused (naming the tensor), and so, with ``--half``, is one holding values that float16 cannot hold
+(beyond +-65504 they would become inf), naming the tensor and its largest value.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from model.cdvd_tsp import CDVD_TSP
@@ -22,6 +25,9 @@ from utils.errors import UserError, run_cli
 
 logger = logging.getLogger(__name__)
 
+HALF_MAX = torch.finfo(torch.float16).max
+"""65504: the largest float16; larger values (from 65520 on, once rounded) become inf."""
+
 
 def export_weights(source: str | os.PathLike, destination: str | os.PathLike, half: bool) -> dict[str, Tensor]:
     """Read ``source`` strictly (it must fit `CDVD_TSP`), write its weights (and its recorded ``n_sequence``, if
@@ -30,9 +36,11 @@ def export_weights(source: str | os.PathLike, destination: str | os.PathLike, ha
     if destination.exists():
         raise UserError(f"{destination} already exists; remove it or choose another destination")
     state, n_sequence = read_checkpoint(source)
-    load_into(CDVD_TSP(), state, os.fspath(source))  # refuses a file whose names or shapes differ
+    load_into(CDVD_TSP(), state, os.fspath(source))  # refuses a file whose names or shapes differ, or NaN and inf
     if half:
-        state = {name: value.half() if value.is_floating_point() else value for name, value in state.items()}
+        state = {
+            name: to_half(value, name, source) if value.is_floating_point() else value for name, value in state.items()
+        }
     # Copies, so that the file holds these tensors' bytes only, not whole storages they may be views of.
     state = {name: value.detach().clone().contiguous() for name, value in state.items()}
     if n_sequence is not None:
@@ -40,6 +48,19 @@ def export_weights(source: str | os.PathLike, destination: str | os.PathLike, ha
     destination.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, destination)
     return state
+
+
+def to_half(value: Tensor, name: str, source: str | os.PathLike) -> Tensor:
+    """``value`` as float16; a `UserError` naming the tensor and its largest value if float16 cannot hold it."""
+    converted = value.half()
+    overflow = torch.isinf(converted) & torch.isfinite(value)
+    if bool(overflow.any()):
+        largest = value[overflow].abs().max().item()
+        raise UserError(
+            f"{os.fspath(source)}: tensor {name} holds values up to {largest:.6g} in magnitude, beyond float16's range "
+            f"(+-{HALF_MAX:.0f}): with --half they would become inf; export it without --half"
+        )
+    return converted
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from data.camera_blur import MotionSettings, expand_photo_sets, make_photo_dataset
 from data.frame_blur import blur_frame_sequence, write_pairs
-from data.frames import list_frames, read_rgb
+from data.frames import check_same_size, list_frames, read_header, read_rgb, reset_warnings, warn_dropped
 from utils.errors import UserError, run_cli
 
 MIN_SIZE = 4
@@ -96,6 +96,12 @@ def frames_command(args: argparse.Namespace) -> int:
     paths = list_frames(args.input)
     if not paths:
         raise UserError(f"{args.input}: no frames (PNG, JPEG, BMP or TIFF)")
+    if len(paths) < args.average:
+        raise UserError(
+            f"--average {args.average}: a blurred frame averages {args.average} sharp frames, but {args.input} has "
+            f"{len(paths)}; nothing was written"
+        )
+    check_same_size(paths, str(args.input))  # frames of one size, and a warning for what 8-bit RGB drops
     pairs = blur_frame_sequence((read_rgb(path) for path in paths), args.average, args.stride)
     count = write_pairs(args.output, args.name or args.input.name, pairs)
     print(f"wrote {count} blurred/sharp pairs to {args.output}")
@@ -120,6 +126,9 @@ def photos_command(args: argparse.Namespace) -> int:
         subframes=args.subframes,
     )
     photos = expand_photo_sets(args.photos)
+    files = [Path(photo) for photo in photos if Path(photo).is_file()]
+    if files:
+        warn_dropped([(path, read_header(path)) for path in files], "--photos")
     count = make_photo_dataset(
         args.output, photos, args.videos_per_photo, args.frames, args.size, args.seed, settings, args.noise, args.jpeg
     )
@@ -130,6 +139,7 @@ def photos_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (the process's arguments by default); returns the exit status."""
     args = build_parser().parse_args(argv)
+    reset_warnings()  # a run: what reading the frames as 8-bit RGB drops is said once
     return frames_command(args) if args.mode == "frames" else photos_command(args)
 
 

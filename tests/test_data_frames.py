@@ -1,16 +1,36 @@
-"""Frame listing, reading and the dataset form."""
+"""Frame listing, reading (colour modes, orientation, depth, what is dropped) and the dataset form."""
 
+import logging
+import os
+import struct
 import subprocess
 import sys
+import warnings
+import zlib
 from pathlib import Path
 
+import cv2
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
-from data.frames import check_same_size, list_frames, read_rgb, scan_dataset, write_png
+from data.frames import (
+    check_same_size,
+    image_size,
+    list_frames,
+    read_header,
+    read_rgb,
+    reset_warnings,
+    scan_dataset,
+    to_8_bit,
+    write_png,
+)
 from utils.errors import UserError
 from utils.paths import REPO_ROOT, from_repo
+
+RAMP = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+"""Every 16-bit value once."""
 
 
 def make_video(folder: Path, count: int, size: tuple[int, int] = (8, 12), names: list[str] | None = None) -> None:
@@ -116,3 +136,248 @@ def test_cli_wrapper_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == "error: bad --flag\n"
+
+
+# ----- pixels: colour modes, depth, orientation, what is dropped
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_raw_png(path: Path, pixels: np.ndarray, color_type: int, exif: bytes | None = None, late_exif: bool = False):
+    """A PNG written chunk by chunk (Pillow and OpenCV write no 16-bit gray + alpha, nor an eXIf after the pixels):
+    ``pixels`` H x W x C, uint8 or uint16 (big-endian on disk)."""
+    height, width = pixels.shape[:2]
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    rows = pixels.astype(">u2" if depth == 16 else "u1").reshape(height, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
+    exif_chunk = png_chunk(b"eXIf", exif) if exif else b""
+    body = png_chunk(b"IDAT", zlib.compress(raw))
+    middle = body + exif_chunk if late_exif else exif_chunk + body
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + middle + png_chunk(b"IEND", b""))
+
+
+def exif_with(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def test_to_8_bit_rounds_to_the_nearest_value() -> None:
+    values = np.array([0, 128, 129, 385, 386, 32767, 32896, 65406, 65407, 65535], np.uint16)
+    assert to_8_bit(values, 65535).tolist() == [0, 0, 1, 1, 2, 127, 128, 254, 255, 255]
+    floats = np.array([0.0, 0.5 / 255, 0.49 / 255, 0.5, 254.5 / 255, 1.0])
+    assert to_8_bit(floats, 1.0).tolist() == [0, 1, 0, 128, 255, 255]
+    assert np.array_equal(to_8_bit(RAMP, 65535), np.round(RAMP / 257.0).astype(np.uint8))
+
+
+def write_16_bit(path: Path, kind: str) -> np.ndarray:
+    """Write RAMP (every 16-bit value) as a 16-bit file of ``kind``; returns the RGB it holds (uint16)."""
+    rgb = np.stack([RAMP, RAMP[::-1], RAMP.T], axis=2)
+    if kind == "gray png":
+        cv2.imwrite(str(path), RAMP)
+        return np.repeat(RAMP[:, :, None], 3, axis=2)
+    if kind == "gray + alpha png":
+        write_raw_png(path, np.stack([RAMP, np.full_like(RAMP, 65535)], axis=2), color_type=4)
+        return np.repeat(RAMP[:, :, None], 3, axis=2)
+    if kind == "rgba png":
+        cv2.imwrite(str(path), np.concatenate([rgb[:, :, ::-1], np.full_like(RAMP, 65535)[:, :, None]], axis=2))
+        return rgb
+    cv2.imwrite(str(path), rgb[:, :, ::-1])  # rgb png, rgb tiff
+    return rgb
+
+
+@pytest.mark.parametrize("kind", ["gray png", "gray + alpha png", "rgb png", "rgba png", "rgb tiff"])
+def test_every_16_bit_file_rounds_by_the_one_rule(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / ("frame.tif" if "tiff" in kind else "frame.png")
+    stored = write_16_bit(path, kind)
+    rgb = read_rgb(path)
+    assert rgb.dtype == np.uint8 and np.array_equal(rgb, to_8_bit(stored, 65535))
+    assert rgb[1, 255, 0] == 2  # 511 = 0x01FF: rounded, not truncated to its high byte (1)
+
+
+def test_32_bit_and_floating_point_gray_frames(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0, 511, 65535]], np.int32), "I").save(tmp_path / "i.tif")
+    assert read_rgb(tmp_path / "i.tif")[0, :, 0].tolist() == [0, 2, 255]  # read as 16-bit values
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32), "F").save(tmp_path / "f.tif")
+    assert read_rgb(tmp_path / "f.tif")[0, :, 0].tolist() == [0, 128, 255]
+    Image.fromarray(np.array([[0, 70000]], np.int32), "I").save(tmp_path / "wide.tif")
+    with pytest.raises(UserError, match=r"wide\.tif: 32-bit integer pixels from 0 to 70000; only 0\.\.65535"):
+        read_rgb(tmp_path / "wide.tif")
+    Image.fromarray(np.array([[0.0, 1.5]], np.float32), "F").save(tmp_path / "hdr.tif")
+    with pytest.raises(UserError, match=r"hdr\.tif: floating-point pixels from 0 to 1\.5; only 0\.\.1"):
+        read_rgb(tmp_path / "hdr.tif")
+
+
+def palette_image() -> Image.Image:
+    image = Image.new("P", (3, 2))
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    image.putpixel((1, 0), 1)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "top_left", "tolerance"),
+    [
+        ("cmyk.jpg", lambda: Image.new("CMYK", (3, 2), (0, 255, 255, 0)), (255, 0, 0), 3),  # red, not cyan
+        ("cmyk.tif", lambda: Image.new("CMYK", (3, 2), (255, 0, 0, 0)), (0, 255, 255), 0),  # cyan, not red
+        ("palette.png", palette_image, (10, 20, 30), 0),
+        ("palette.bmp", palette_image, (10, 20, 30), 0),
+        ("ycbcr.tif", lambda: Image.new("YCbCr", (3, 2), (100, 128, 128)), (100, 100, 100), 0),
+        ("lab.tif", lambda: Image.new("LAB", (3, 2), (128, 128, 128)), (119, 119, 119), 0),  # L* 50: sRGB 119
+        ("bilevel.png", lambda: Image.new("1", (3, 2), 1), (255, 255, 255), 0),
+        ("gray.png", lambda: Image.new("L", (3, 2), 77), (77, 77, 77), 0),
+    ],
+)
+def test_colour_modes_become_the_rgb_a_viewer_shows(
+    tmp_path: Path, name: str, make, top_left: tuple[int, int, int], tolerance: int
+) -> None:
+    make().save(tmp_path / name)
+    rgb = read_rgb(tmp_path / name)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb[0, 0].astype(int) - top_left).max() <= tolerance, rgb[0, 0]
+    if name.startswith("palette"):
+        assert rgb[0, 1].tolist() == [200, 100, 50]
+
+
+def test_a_palette_with_transparency_gives_its_colours_without_pillow_s_warning(tmp_path: Path) -> None:
+    image = palette_image()
+    image.info["transparency"] = bytes([0, 128] + [255] * 254)  # per-entry alpha, as PNG's tRNS chunk holds it
+    image.save(tmp_path / "palette.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow warns when such a palette is converted straight to RGB
+        rgb = read_rgb(tmp_path / "palette.png")
+    assert rgb[0, :2].tolist() == [[10, 20, 30], [200, 100, 50]]
+    assert "alpha" in read_header(tmp_path / "palette.png").dropped
+
+
+def oriented_source() -> np.ndarray:
+    """A 2 x 3 RGB image whose every pixel differs."""
+    return (np.arange(18, dtype=np.uint8).reshape(2, 3, 3) * 13).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_shows_it(tmp_path: Path, orientation: int) -> None:
+    path = tmp_path / "frame.png"
+    write_raw_png(path, oriented_source(), color_type=2, exif=exif_with(orientation))
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert shown.shape[:2] == ((3, 2) if orientation >= 5 else (2, 3))  # the reference itself turned it
+    assert np.array_equal(read_rgb(path), shown)
+    assert image_size(path) == shown.shape[:2]
+
+
+def test_orientation_6_turns_a_portrait_photo_upright(tmp_path: Path) -> None:
+    stored = oriented_source()
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif_with(6), quality=100, subsampling=0)
+    rgb = read_rgb(tmp_path / "phone.jpg")
+    assert rgb.shape == (3, 2, 3) and image_size(tmp_path / "phone.jpg") == (3, 2)
+    # turned clockwise: the stored top-left pixel is shown top-right, the stored top-right one bottom-right
+    assert np.abs(rgb[0, 1].astype(int) - stored[0, 0]).max() <= 8
+    assert np.abs(rgb[2, 1].astype(int) - stored[0, 2]).max() <= 8
+
+
+@pytest.mark.parametrize("kind", ["8-bit tiff", "16-bit tiff", "16-bit png", "late exif png"])
+def test_orientation_of_tiff_and_16_bit_files_agrees_with_the_size(tmp_path: Path, kind: str) -> None:
+    stored = oriented_source()
+    deep = stored.astype(np.uint16) * 257
+    path = tmp_path / ("frame.tif" if "tiff" in kind else "frame.png")
+    if kind == "8-bit tiff":
+        Image.fromarray(stored).save(path, exif=exif_with(6))
+    elif kind == "16-bit tiff":
+        import tifffile
+
+        tifffile.imwrite(path, deep, photometric="rgb", extratags=[(0x0112, "H", 1, 6, True)])
+    elif kind == "16-bit png":
+        write_raw_png(path, deep, color_type=2, exif=exif_with(6))
+    else:  # an eXIf after the pixels is not applied: the size, read from the header, could not show it
+        write_raw_png(path, stored, color_type=2, exif=exif_with(6), late_exif=True)
+    rgb = read_rgb(path)
+    expected = stored if kind == "late exif png" else np.rot90(stored, -1)
+    assert np.array_equal(rgb, expected) and image_size(path) == rgb.shape[:2]
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_what_8_bit_rgb_drops_is_said_once_per_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rgb = oriented_source()
+    Image.fromarray(rgb).save(tmp_path / "0.png")
+    Image.fromarray(np.concatenate([rgb, np.full((2, 3, 1), 128, np.uint8)], axis=2)).save(tmp_path / "1.png")
+    Image.fromarray(rgb).save(tmp_path / "2.tif", save_all=True, append_images=[Image.new("RGB", (3, 2))])
+    cv2.imwrite(str(tmp_path / "3.png"), rgb.astype(np.uint16)[:, :, ::-1] * 257)
+    palette = palette_image()
+    palette.save(tmp_path / "4.png", transparency=0)
+    frames = list_frames(tmp_path)
+    reset_warnings()
+    with caplog.at_level(logging.WARNING, logger="data.frames"):
+        check_same_size(frames, "clip")
+        check_same_size(frames, "clip")  # the same run: nothing more
+        said = warnings_of(caplog)
+        assert len(said) == 3, said
+        alpha, depth, pages = said
+        assert alpha.startswith("clip: 2 of 5 frames have an alpha channel, which is dropped") and "1.png" in alpha
+        assert depth.startswith("clip: 1 of 5 frames have more than 8 bits per sample, rounded to the nearest")
+        assert pages.startswith("clip: 1 of 5 frames have several pages") and pages.endswith("(said once per run)")
+        reset_warnings()  # a new run says it again
+        check_same_size(frames, "clip")
+        assert len(warnings_of(caplog)) == 6
+    first_page = read_rgb(tmp_path / "2.tif")
+    assert np.array_equal(first_page, rgb)
+    assert np.array_equal(read_rgb(tmp_path / "1.png"), rgb)  # alpha dropped, the stored colours kept
+
+
+def test_a_frame_that_loses_nothing_draws_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    Image.fromarray(oriented_source()).save(tmp_path / "0.jpg", exif=exif_with(6))
+    Image.new("CMYK", (2, 3)).save(tmp_path / "1.jpg")
+    reset_warnings()
+    with caplog.at_level(logging.WARNING):
+        assert check_same_size(list_frames(tmp_path), "clip") == (3, 2)
+    assert warnings_of(caplog) == []
+
+
+def test_a_broken_link_among_the_frames_is_an_error(tmp_path: Path) -> None:
+    make_video(tmp_path, 3)
+    os.symlink(tmp_path / "gone.png", tmp_path / "00001b.png")
+    os.symlink(tmp_path / "00000.png", tmp_path / "00003.png")  # a link that works is a frame
+    with pytest.raises(UserError, match=r"00001b\.png: a broken link among the frames \(it points to .*gone\.png"):
+        list_frames(tmp_path)
+    (tmp_path / "00001b.png").unlink()
+    assert [path.name for path in list_frames(tmp_path)] == ["00000.png", "00001.png", "00002.png", "00003.png"]
+
+
+# ----- pairing sharp and blurred frames
+
+
+def test_sharp_frames_pair_with_the_blurred_frames_of_their_name_whatever_the_extension(tmp_path: Path) -> None:
+    make_video(tmp_path / "blur" / "v", 3)
+    make_video(tmp_path / "gt" / "v", 0, names=["00002.jpg", "00000.png", "00001.png"])  # re-saved, another order
+    (video,) = scan_dataset(tmp_path, require_gt=True)
+    assert [(blur.name, gt.name) for blur, gt in zip(video.blur, video.gt, strict=True)] == [
+        ("00000.png", "00000.png"),
+        ("00001.png", "00001.png"),
+        ("00002.png", "00002.jpg"),
+    ]
+
+
+def test_a_sharp_frame_missing_and_another_added_is_named(tmp_path: Path) -> None:
+    make_video(tmp_path / "blur" / "v", 5)
+    make_video(tmp_path / "gt" / "v", 5)
+    (tmp_path / "gt" / "v" / "00002.png").unlink()
+    make_video(tmp_path / "gt" / "v", 0, names=["00007.png"])
+    with pytest.raises(UserError) as caught:
+        scan_dataset(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: video 'v' has 5 blurred and 5 sharp frames, but not of the same names: no sharp frame for "
+        "blur/v/00002.png; no blurred frame for gt/v/00007.png (sharp and blurred frames pair by name, without the "
+        "extension)"
+    )
+
+
+def test_two_frames_of_one_name_cannot_pair(tmp_path: Path) -> None:
+    make_video(tmp_path / "blur" / "v", 2)
+    make_video(tmp_path / "gt" / "v", 0, names=["00000.png", "00001.png", "00001.jpg"])
+    with pytest.raises(UserError, match=r"video 'v': gt/v/00001\.jpg, gt/v/00001\.png share the name '00001'"):
+        scan_dataset(tmp_path)

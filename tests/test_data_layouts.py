@@ -122,3 +122,49 @@ def test_a_gopro_sequence_without_the_chosen_blur_is_refused(tmp_path: Path) -> 
     assert names(find_videos(root)) == ["GOPR0410_11_00"]
     with pytest.raises(UserError, match="no 'blur_gamma' folder"):
         find_videos(root, gopro_blur="blur_gamma")
+
+
+SHARP_FOLDERS = {
+    "gopro": ("GOPRO_Large/test/GOPR0410_11_00", "sharp", ".png", 47),
+    "dvd": ("DVD/quantitative_datasets/IMG_0030", "GT", ".jpg", 0),
+    "bsd": ("BSD/test/000", "Sharp/RGB", ".png", 0),
+}
+
+
+def make_layout(tmp_path: Path, layout: str) -> Path:
+    if layout == "gopro":
+        return make_gopro(tmp_path / "GOPRO_Large", {"test": {"GOPR0410_11_00": 3}})
+    if layout == "dvd":
+        return make_dvd(tmp_path / "DVD", {"IMG_0030": 3})
+    return make_bsd(tmp_path / "BSD", {"test": {"000": 3}})
+
+
+@pytest.mark.parametrize("layout", ["gopro", "dvd", "bsd"])
+def test_every_layout_pairs_sharp_frames_by_name(tmp_path: Path, layout: str) -> None:
+    root = make_layout(tmp_path, layout)
+    sequence, sharp, suffix, start = SHARP_FOLDERS[layout]
+    folder = tmp_path / sequence / sharp
+    (folder / f"{start + 1:06d}{suffix}").unlink()  # one sharp frame missing, another added: the counts agree
+    write_frames(folder, 1, suffix, start=start + 5)
+    with pytest.raises(UserError) as caught:
+        find_videos(root, layout)
+    blurred = {"gopro": "blur", "dvd": "input", "bsd": "Blur/RGB"}[layout]
+    assert str(caught.value) == (
+        f"{tmp_path / sequence}: video '{Path(sequence).name}' has 3 blurred and 3 sharp frames, but not of the same "
+        f"names: no sharp frame for {blurred}/{start + 1:06d}{suffix}; no blurred frame for {sharp}/{start + 5:06d}"
+        f"{suffix} (sharp and blurred frames pair by name, without the extension)"
+    )
+
+
+def test_dvd_sharp_frames_saved_as_png_pair_with_jpeg_inputs(tmp_path: Path) -> None:
+    root = make_dvd(tmp_path / "DVD", {"IMG_0030": 3})
+    gt = root / "quantitative_datasets" / "IMG_0030" / "GT"
+    for path in gt.iterdir():
+        path.unlink()
+    write_frames(gt, 3, ".png")
+    (video,) = find_videos(root)
+    assert [(blur.name, sharp.name) for blur, sharp in zip(video.blur, video.gt, strict=True)] == [
+        ("000000.jpg", "000000.png"),
+        ("000001.jpg", "000001.png"),
+        ("000002.jpg", "000002.png"),
+    ]

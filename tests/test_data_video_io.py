@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import make_dataset, sharp_frames, write_image
-from data.video_io import VideoWriter, open_frame_folder, open_input, open_video
+from data.frames import read_rgb, to_8_bit
+from data.video_io import VideoWriter, open_frame_folder, open_input, open_video, sample_bits
 from utils.errors import UserError
 
 
@@ -123,3 +124,66 @@ def test_a_truncated_video_is_read_as_far_as_it_goes_with_a_warning(
         video = open_video(truncated)
     assert 0 < len(video) < 20 and len(list(video.frames())) == len(video)
     assert "the file may be truncated" in caplog.text and "about 20 frames" in caplog.text
+
+
+RAMP = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+"""Every 16-bit value once."""
+
+
+def test_a_16_bit_video_rounds_by_the_rule_of_16_bit_frames(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import subprocess
+
+    import cv2
+    import imageio_ffmpeg
+
+    stored = np.stack([RAMP, RAMP[::-1], RAMP.T], axis=2)
+    cv2.imwrite(str(tmp_path / "frame.png"), stored[:, :, ::-1])
+    video = tmp_path / "deep.mov"  # lossless 16-bit RGB frames: what ffmpeg decodes is exactly what was stored
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-loop", "1", "-i", str(tmp_path / "frame.png")]
+    subprocess.run([*command, "-frames:v", "2", "-c:v", "png", "-pix_fmt", "rgb48be", str(video)], check=True)
+    with caplog.at_level("WARNING"):
+        source = open_input(video)
+    assert source.deep and len(source) == 2
+    assert caplog.messages == [
+        f"{video}: 16 bits per sample, decoded as 16-bit RGB and rounded to the nearest 8-bit value "
+        "(16-bit v: round(v / 257)) (said once per run)"
+    ]
+    expected = to_8_bit(stored, 65535)
+    for frame in source.frames():
+        assert frame.dtype == np.uint8 and np.array_equal(frame, expected)
+    assert np.array_equal(read_rgb(tmp_path / "frame.png"), expected)  # the same 8 bits as the frame file
+    with caplog.at_level("WARNING"):
+        open_input(video)  # a second run is told again
+    assert len(caplog.messages) == 2
+
+
+def test_an_8_bit_video_is_read_as_it_is_without_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "clip.mp4"
+    write_video(path, sharp_frames(2, 16, 24))
+    with caplog.at_level("WARNING"):
+        assert not open_input(path).deep
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize(
+    ("pixel_format", "bits"),
+    [
+        ("yuv420p(progressive)", 8),
+        ("yuvj420p(pc, bt470bg/unknown/unknown)", 8),
+        ("yuv420p10le(tv, bt709)", 10),
+        ("yuv444p12le", 12),
+        ("rgb48be(pc, gbr/unknown/unknown, progressive)", 16),
+        ("rgba64le", 16),
+        ("gray16le", 16),
+        ("p010le", 10),
+        ("p216le", 16),
+        ("x2rgb10le", 10),
+        ("xv30le", 10),
+        ("rgb565le", 8),
+        ("rgb444be", 8),
+        ("nv12", 8),
+        ("grayf32le", 32),
+    ],
+)
+def test_bits_per_sample_of_ffmpeg_pixel_formats(pixel_format: str, bits: int) -> None:
+    assert sample_bits(pixel_format) == bits

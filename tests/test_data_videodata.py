@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -138,3 +139,25 @@ def test_each_data_error_names_the_video_and_the_problem(tmp_path: Path) -> None
 
     small = make_dataset(tmp_path / "small", {"video0": 6}, height=24, width=40)
     assert "frames are 40x24, smaller than --patch_size 32" in error_of(small, SamplingOptions(5, patch_size=32))
+
+
+def test_training_pairs_frames_by_name_and_warns_of_what_each_set_drops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = SamplingOptions(n_sequence=3, patch_size=16)
+    renamed = make_dataset(tmp_path / "renamed", {"video0": 4}, height=16, width=16)
+    (renamed / "gt" / "video0" / "00001.png").rename(renamed / "gt" / "video0" / "00009.png")
+    assert "no sharp frame for blur/video0/00001.png; no blurred frame for gt/video0/00009.png" in error_of(
+        renamed, options
+    )
+
+    deep = make_dataset(tmp_path / "deep", {"video0": 4}, height=16, width=16)
+    frame = np.full((16, 16, 3), 511, np.uint16)  # 0x01FF: 2 rounded, 1 if the low byte were dropped
+    cv2.imwrite(str(deep / "gt" / "video0" / "00002.png"), frame)
+    with caplog.at_level("WARNING", logger="data.frames"):
+        first = VideoData(deep, options, train=False)
+        second = VideoData(deep, options, train=False)  # another set (or run) says it again
+    assert [message.split(":")[1] for message in caplog.messages] == [" video 'video0'", " video 'video0'"]
+    assert all("1 of 8 frames have more than 8 bits per sample" in message for message in caplog.messages)
+    _, gt, _ = first[0]
+    assert torch.equal(gt[2] * 255, torch.full((3, 16, 16), 2.0)) and len(second) == len(first)

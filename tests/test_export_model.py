@@ -84,3 +84,34 @@ def test_cli_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: checkpoint not found: {missing}"]
+
+
+def test_export_refuses_nan_naming_the_tensor(tmp_path: Path, trained_file: Path) -> None:
+    state = torch.load(trained_file)
+    state["module.recons_net.outBlock.3.bias"][0] = float("nan")
+    torch.save(state, trained_file)
+    with pytest.raises(CheckpointError, match=r"tensor recons_net\.outBlock\.3\.bias holds 1 NaN of its 3 values"):
+        export_weights(trained_file, tmp_path / "demo.pt", half=False)
+    assert not (tmp_path / "demo.pt").exists()
+
+
+def test_half_export_refuses_values_float16_cannot_hold(tmp_path: Path, trained_file: Path) -> None:
+    state = torch.load(trained_file)
+    name = "recons_net.inBlock.0.0.weight"
+    state["module." + name].view(-1)[:3] = torch.tensor([65519.0, -70000.0, 123456.0])  # 65519 rounds to 65504
+    torch.save(state, trained_file)
+    result = subprocess.run(
+        [sys.executable, str(CODE / "export_model.py"), str(trained_file), str(tmp_path / "demo.pt"), "--half"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and not (tmp_path / "demo.pt").exists()
+    assert result.stderr.strip().splitlines() == [
+        f"error: {trained_file}: tensor {name} holds values up to 123456 in magnitude, beyond float16's range "
+        "(+-65504): with --half they would become inf; export it without --half"
+    ]
+    stored = export_weights(trained_file, tmp_path / "full.pt", half=False)  # float32 holds them
+    assert stored[name].view(-1)[2].item() == 123456.0
+    state["module." + name].view(-1)[1:3] = 0.0
+    torch.save(state, trained_file)
+    assert export_weights(trained_file, tmp_path / "half.pt", half=True)[name].view(-1)[0].item() == 65504.0

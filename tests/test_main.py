@@ -15,7 +15,7 @@ import main as train_main
 from conftest import TINY_TRAINING, make_dataset
 from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import CheckpointError, load_weights, read_state_dict
+from model.checkpoint import CheckpointError, load_weights, read_checkpoint
 from trainer.model_setup import model_summary
 from trainer.trainer import TrainingDiverged
 from utils import atomic
@@ -89,7 +89,7 @@ def copy_run(source: Path, name: str) -> Path:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return read_state_dict(path)
+    return read_checkpoint(path)[0]
 
 
 def assert_same_weights(first: Path, second: Path) -> None:

@@ -151,6 +151,32 @@ def test_frames_mode_refuses_a_bad_flag_before_writing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_synthesis_that_would_write_nothing_is_an_error(tmp_path: Path) -> None:
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for index in range(20):
+        iio.imwrite(clip / f"{index}.png", np.full((8, 8, 3), index, np.uint8))
+    with pytest.raises(UserError) as caught:
+        main(["frames", str(clip), str(tmp_path / "out"), "--average", "100"])
+    assert str(caught.value) == (
+        f"--average 100: a blurred frame averages 100 sharp frames, but {clip} has 20; nothing was written"
+    )
+    assert not (tmp_path / "out").exists()
+    assert main(["frames", str(clip), str(tmp_path / "out"), "--average", "20"]) == 0  # exactly enough: one pair
+    (video,) = scan_dataset(tmp_path / "out", require_gt=True)
+    assert len(video.blur) == 1
+
+
+def test_frames_of_another_size_are_named_before_writing(tmp_path: Path) -> None:
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for index in range(4):
+        iio.imwrite(clip / f"{index}.png", np.zeros((8, 8 if index != 2 else 10, 3), np.uint8))
+    with pytest.raises(UserError, match=r"clip: frames differ in size: 0\.png is 8x8, 2\.png is 10x8$"):
+        main(["frames", str(clip), str(tmp_path / "out"), "--average", "2"])
+    assert not (tmp_path / "out").exists()
+
+
 def as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image).permute(2, 0, 1)[None]
 

@@ -7,7 +7,10 @@ A caller (``inference.py --layout NAME``) uses one function::
     for video in videos: ...                                      # data.frames.VideoFrames: name, blur, gt
 
 and gets what `data.frames.scan_dataset` gives for the release's layout: `VideoFrames` (name, blurred frame paths,
-sharp frame paths or None), videos in natural order of their names, frames in natural order. The layouts:
+sharp frame paths or None), videos in natural order of their names, frames in natural order, every sharp frame
+paired with the blurred frame of its name without the extension (`data.frames.pair_by_name`; in every layout the
+downloads name both alike, GOPRO and BSD as PNG, DVD as JPEG, but a copy whose sharp frames were re-saved as PNG
+still pairs). The layouts:
 
 * ``release``: the release's reorganised form, ``<root>/blur/<video>/*`` and ``<root>/gt/<video>/*`` (optional);
   read by `scan_dataset` itself, so behaviour and order are those of the inference command today.
@@ -23,7 +26,7 @@ sharp frame paths or None), videos in natural order of their names, frames in na
 With several splits (``split=("train", "test")``) every name is ``<split>_<sequence>``, so names stay unique (BSD
 numbers its sequences from 000 in each split); a single split keeps the sequence names. Detection looks at the
 folder's first two levels only; a folder that fits no layout or more than one is a `UserError` of one line saying
-what was expected, as are missing frames and blurred and sharp frame counts that differ.
+what was expected, as are missing frames and a blurred or sharp frame without its pair.
 """
 
 import logging
@@ -31,7 +34,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.frames import BLUR_DIR, VideoFrames, list_frames, natural_key, scan_dataset
+from data.frames import BLUR_DIR, VideoFrames, list_frames, natural_key, pair_by_name, reset_warnings, scan_dataset
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -177,14 +180,12 @@ def _frames(sequence: _Sequence, layout: str) -> VideoFrames:
     for folder in (sequence.blur, sequence.sharp):
         if not folder.is_dir():
             raise UserError(f"{sequence.folder}: no '{folder.name}' folder; a {layout} sequence has {EXPECTED[layout]}")
-    blur, sharp = list_frames(sequence.blur), list_frames(sequence.sharp)
+    blur = list_frames(sequence.blur)
     if not blur:
         raise UserError(f"{sequence.blur}: video '{sequence.name}' has no frames (PNG, JPEG, BMP or TIFF)")
-    if len(sharp) != len(blur):
-        raise UserError(
-            f"{sequence.folder}: video '{sequence.name}' has {len(blur)} blurred frames but {len(sharp)} sharp frames"
-        )
-    return VideoFrames(sequence.name, blur, sharp)
+    return VideoFrames(
+        sequence.name, blur, pair_by_name(sequence.name, blur, list_frames(sequence.sharp), sequence.folder)
+    )
 
 
 def find_videos(
@@ -199,7 +200,9 @@ def find_videos(
     ``split``: for layouts with splits (gopro, bsd) when ``root`` holds them: a name or several (default ``test``).
     ``gopro_blur``: ``blur`` or ``blur_gamma``. ``only``: keep just these video names (all must exist), e.g. the
     DVD test list. The release layout is `scan_dataset`'s (its ``gt/`` is optional; the others need sharp frames).
+    Starts a run's frame warnings afresh (`data.frames.reset_warnings`): this is where a run opens its data set.
     """
+    reset_warnings()
     root = Path(root)
     if layout != AUTO and layout not in LAYOUTS:
         raise UserError(f"--layout {layout}: unknown; choose {AUTO} or one of {', '.join(LAYOUTS)}")

@@ -1,12 +1,16 @@
 """Frame sources for inference (a folder of frames, a video file) and a video file writer.
 
 A source knows its frames' names, count and size up front and reads the frames lazily, one at a time, so a long
-video is never held in memory. Video files are read and written with imageio-ffmpeg, which ships its own ffmpeg.
+video is never held in memory. Video files are read and written with imageio-ffmpeg, which ships its own ffmpeg;
+ffmpeg applies a video's rotation metadata. A video of more than 8 bits per sample (10-bit HEVC, 16-bit PNG or FFV1
+streams...) is decoded as 16-bit RGB and rounded to 8 bits by `data.frames.to_8_bit`, the rule frame files follow,
+with a warning once per run.
 """
 
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +19,16 @@ from types import TracebackType
 import imageio_ffmpeg
 import numpy as np
 
-from data.frames import IMAGE_SUFFIXES, check_same_size, list_frames, read_rgb
+from data.frames import (
+    IMAGE_SUFFIXES,
+    SIXTEEN_BIT,
+    check_same_size,
+    list_frames,
+    read_rgb,
+    reset_warnings,
+    to_8_bit,
+    warn_once,
+)
 from utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
@@ -32,6 +45,9 @@ VIDEO_CODECS = {
 CODEC_QUALITY = {"libx264": ["-crf", "16", "-preset", "medium"], "libvpx-vp9": ["-crf", "20", "-b:v", "0"]}
 """Near-transparent quality: the output of a deblurrer should not be visibly re-blurred by compression."""
 VIDEO_FRAME_DIGITS = 5
+PIXEL_BITS = {30: 10, 36: 12, 48: 16, 64: 16}
+"""ffmpeg pixel formats named by their bits per pixel (``rgb48le``, ``xv30le``): their bits per sample."""
+DEEP_VIDEO = "decoded as 16-bit RGB and rounded to the nearest 8-bit value (16-bit v: round(v / 257))"
 
 
 def is_video_path(path: Path) -> bool:
@@ -106,6 +122,8 @@ class VideoSource:
     """(height, width)"""
     fps: float
     count: int
+    deep: bool = False
+    """More than 8 bits per sample: decoded as 16-bit RGB and rounded by `to_8_bit`."""
 
     @property
     def frame_names(self) -> list[str]:
@@ -118,11 +136,30 @@ class VideoSource:
     def frames(self) -> Iterator[np.ndarray]:
         """Each frame as H x W x 3 uint8 RGB, in order; ffmpeg stops when the iteration stops."""
         height, width = self.size
-        reader = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24")
+        if self.deep:
+            reader = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb48le", bits_per_pixel=48)
+        else:
+            reader = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24")
         with contextlib.closing(reader):
             next(reader)  # the metadata, read again by open_video
             for raw in reader:
-                yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()  # writable, like images
+                if self.deep:
+                    yield to_8_bit(np.frombuffer(raw, dtype="<u2").reshape(height, width, 3), SIXTEEN_BIT)
+                else:
+                    yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()  # writable, like images
+
+
+def sample_bits(pixel_format: str) -> int:
+    """Bits per sample of an ffmpeg pixel format as imageio-ffmpeg reports it (``yuv420p10le(tv, bt709)``: 10,
+    ``rgb48be``: 16, ``yuv420p``: 8; floats such as ``grayf32le``: 32)."""
+    match = re.search(r"(\d+)(?:le|be)\b", pixel_format.split("(")[0])
+    if not match:
+        return 8
+    bits = int(match.group(1))
+    if bits >= 100:  # p010le, p216le, y210le: the last two digits; rgb565le, rgb444le: 8 bits or fewer
+        bits %= 100
+    bits = PIXEL_BITS.get(bits, bits)
+    return bits if 8 < bits <= 32 else 8
 
 
 def open_video(path: Path) -> VideoSource:
@@ -137,7 +174,10 @@ def open_video(path: Path) -> VideoSource:
     width, height = meta["size"]
     fps = float(meta.get("fps") or 0.0)
     warn_if_truncated(path, count, fps, float(meta.get("duration") or 0.0))
-    return VideoSource(path.stem, path, (height, width), fps, count)
+    bits = sample_bits(str(meta.get("pix_fmt") or ""))
+    if bits > 8:
+        warn_once("depth", f"{path}: {bits} bits per sample, {DEEP_VIDEO}")
+    return VideoSource(path.stem, path, (height, width), fps, count, deep=bits > 8)
 
 
 def warn_if_truncated(path: Path, count: int, fps: float, duration: float) -> None:
@@ -158,7 +198,9 @@ def warn_if_truncated(path: Path, count: int, fps: float, duration: float) -> No
 
 
 def open_input(path: Path) -> FolderSource | VideoSource:
-    """``--input``: a folder of frames or a video file."""
+    """``--input``: a folder of frames or a video file. Starts a run's frame warnings afresh
+    (`data.frames.reset_warnings`)."""
+    reset_warnings()
     if path.is_dir():
         return open_frame_folder(path)
     if not path.exists():

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.frames import VideoFrames, check_same_size, read_rgb, scan_dataset
+from data.frames import VideoFrames, check_same_size, read_rgb, reset_warnings, scan_dataset
 from utils.errors import UserError
 from utils.image import cropped_size, to_tensor
 
@@ -62,6 +62,7 @@ class VideoData(Dataset):
         self.train = train
         self.name = name or self.root.name
         self.epoch = 1
+        reset_warnings()  # each set warns of what its frames lose as 8-bit RGB, from the headers, here
         self.videos = [self._checked(video) for video in scan_dataset(self.root, require_gt=True)]
         self.windows = [
             (video_index, start)
