@@ -1,5 +1,7 @@
 """Frame listing, reading and the dataset form."""
 
+import errno
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from data import frames as frames_module
 from data.frames import check_same_size, list_frames, read_rgb, scan_dataset, write_png
 from utils.errors import UserError
 from utils.paths import REPO_ROOT, from_repo
@@ -116,3 +119,27 @@ def test_cli_wrapper_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == "error: bad --flag\n"
+
+
+def test_a_direct_png_write_needs_no_rename_and_a_failed_one_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``direct``: for files in a staging folder (utils/committed.py), written in place, without a temporary file."""
+    rgb = np.random.default_rng(2).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+
+    def no_rename(source: str, destination: str) -> None:
+        raise AssertionError("a direct write renames nothing")
+
+    monkeypatch.setattr(frames_module.os, "replace", no_rename)
+    write_png(tmp_path / "x.png", rgb, direct=True)
+    assert np.array_equal(read_rgb(tmp_path / "x.png"), rgb) and [path.name for path in tmp_path.iterdir()] == ["x.png"]
+
+    class FullDisk(io.FileIO):
+        def write(self, data: bytes) -> int:
+            super().write(bytes(data[:10]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(frames_module, "open", lambda path, mode: FullDisk(path, mode), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write_png(tmp_path / "y.png", rgb, direct=True)
+    assert [path.name for path in tmp_path.iterdir()] == ["x.png"]  # the partial file removed
