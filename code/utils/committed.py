@@ -26,9 +26,11 @@ something the manifest does not list is refused (`Unit.obstacle`, `CommitError`)
 that the tool records with each commit (which tool, from which input, which epoch); a later run reads it with
 `read_manifest` without opening the unit, e.g. to tell whether a folder holds results of the same input.
 
-**A commit** (`Stage.commit`), after the files are written into the staging folder (directly: they need no
-temporary file and rename of their own, nobody reads them before the commit, and an uncommitted staging folder
-is removed whole):
+**A commit** (`Stage.commit`) takes every regular file in the staging folder (but the folder's own two records
+below), the key file among them. The files are written there directly (`Stage.write`, or a writer's own ``direct``
+mode): they need no temporary file and rename of their own, since nobody reads them before the commit and an
+uncommitted staging folder is removed whole. They are as durable as their writer makes them (`Stage.write` flushes
+each file; the PNG frames are not flushed); the commit flushes the staging folder's entries and the manifest.
 
 1. every staged file is checked against the folder (`Unit.obstacle`): nothing but files of the last commit may be
    replaced, no folder or link stands in the way; a failure is a `CommitError` and changes nothing;
@@ -37,9 +39,9 @@ is removed whole):
    with the staging folder's entries;
 3. the staged manifest is renamed over ``.<name>.manifest.json``: **the commit point**. From here on the folder's
    manifest describes the new commit, whole; before it, the old one, whole;
-4. roll forward (`roll_forward`): the old key file is removed (from here until step 4's end no key file describes a
-   mix of two commits), the other staged files are renamed into place (folders made as needed), the replaced
-   files are removed (and the folders that leaves empty), and the new key file is renamed into place last;
+4. roll forward (`roll_forward`): the old key file is removed (until the new one lands, no key file is in place to
+   describe a mix of two commits), the other staged files are renamed into place (folders made as needed), the
+   replaced files are removed (and the folders that leaves empty), and the new key file is renamed in last;
 5. ``.replaces.json`` is removed, then the staging folder.
 
 Roll forward is idempotent: it moves only files still in the staging folder, removes the old key only while the
@@ -49,9 +51,11 @@ any instant it ends in the same folder.
 **Opening** a unit (`Unit.open`) locks it, then reads its manifest and cleans up what a killed process left: a
 staging folder whose token is the manifest's ``commit`` was committed and is rolled forward; any other staging
 folder was never committed and is removed, or, with ``keep_uncommitted``, handed to the caller
-(`Unit.uncommitted`, continued with `Unit.begin` ``(token)``): that is how a killed run can be continued instead of
-started again. `Unit.begin` makes a new staging folder; `Stage.discard` removes one that is not committed (a
-failed run; a committed one is left for the next open to finish).
+(`Unit.uncommitted`, continued with `Unit.begin` ``(token)``, whose `Stage.staged_files` says what is there): that
+is how a killed run can be continued instead of started again. `Unit.begin` makes a new staging folder;
+`Stage.discard` removes one that is not committed (a failed run; a committed one is left for the next open to
+finish). A unit may commit as often as it likes while open (training: once an epoch; ``keep`` keeps the files a
+commit does not rewrite), so a commit can also save work in progress.
 
 **The lock** is ``flock`` on ``.<name>.lock`` (utils/locking.py), held from `Unit.open` to `Unit.close`: the
 kernel releases it when a process dies, so a killed holder never leaves a stale lock, and a second live process is
