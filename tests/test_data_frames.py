@@ -1,5 +1,7 @@
 """Frame listing, reading (colour modes, orientation, depth, what is dropped) and the dataset form."""
 
+import errno
+import io
 import logging
 import os
 import struct
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from data import frames as frames_module
 from data.frames import (
     check_same_size,
     image_size,
@@ -381,3 +384,27 @@ def test_two_frames_of_one_name_cannot_pair(tmp_path: Path) -> None:
     make_video(tmp_path / "gt" / "v", 0, names=["00000.png", "00001.png", "00001.jpg"])
     with pytest.raises(UserError, match=r"video 'v': gt/v/00001\.jpg, gt/v/00001\.png share the name '00001'"):
         scan_dataset(tmp_path)
+
+
+def test_a_direct_png_write_needs_no_rename_and_a_failed_one_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``direct``: for files in a staging folder (utils/committed.py), written in place, without a temporary file."""
+    rgb = np.random.default_rng(2).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+
+    def no_rename(source: str, destination: str) -> None:
+        raise AssertionError("a direct write renames nothing")
+
+    monkeypatch.setattr(frames_module.os, "replace", no_rename)
+    write_png(tmp_path / "x.png", rgb, direct=True)
+    assert np.array_equal(read_rgb(tmp_path / "x.png"), rgb) and [path.name for path in tmp_path.iterdir()] == ["x.png"]
+
+    class FullDisk(io.FileIO):
+        def write(self, data: bytes) -> int:
+            super().write(bytes(data[:10]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(frames_module, "open", lambda path, mode: FullDisk(path, mode), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write_png(tmp_path / "y.png", rgb, direct=True)
+    assert [path.name for path in tmp_path.iterdir()] == ["x.png"]  # the partial file removed

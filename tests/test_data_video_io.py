@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_dataset, sharp_frames, write_image
+from data import video_io
 from data.frames import read_rgb, to_8_bit
 from data.video_io import VideoWriter, open_frame_folder, open_input, open_video, sample_bits
 from utils.errors import UserError
@@ -187,3 +188,22 @@ def test_an_8_bit_video_is_read_as_it_is_without_a_warning(tmp_path: Path, caplo
 )
 def test_bits_per_sample_of_ffmpeg_pixel_formats(pixel_format: str, bits: int) -> None:
     assert sample_bits(pixel_format) == bits
+
+
+def test_a_direct_writer_writes_the_file_itself_and_a_failed_one_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``direct``: for a file in a staging folder (utils/committed.py), written in place, without a rename."""
+
+    def no_rename(source: str, destination: str) -> None:
+        raise AssertionError("a direct write renames nothing")
+
+    monkeypatch.setattr(video_io.os, "replace", no_rename)
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, (32, 48), 10.0, direct=True) as writer:
+        writer.write(sharp_frames(1, 32, 48)[0])
+    assert len(open_video(path)) == 1 and list(tmp_path.iterdir()) == [path]
+    with pytest.raises(RuntimeError, match="stop"), VideoWriter(path, (32, 48), 10.0, direct=True) as writer:
+        writer.write(sharp_frames(1, 32, 48)[0])
+        raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ from conftest import make_dataset, save_seeded_weights, sharp_frames, write_imag
 from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
 from inference import main
+from utils import committed
 from utils.metrics import psnr, ssim
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -136,9 +137,10 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "model_seconds_per_frame",
         "settings",
         "videos",
-        "files",
     }
-    assert report["files"] == ["v1/00002.png", "v1/00003.png", "v2/00002.png"]  # what the run wrote, for a re-run
+    manifest = committed.read_manifest(result, "results.json")  # what the run wrote, for a re-run to replace
+    assert manifest is not None
+    assert sorted(manifest.files) == ["results.json", "v1/00002.png", "v1/00003.png", "v2/00002.png"]
     assert report["frames"] == 3 and report["seconds_per_frame"] > 0 and report["model_seconds_per_frame"] > 0
     assert report["settings"] == {
         "precision": "fp32",
@@ -215,7 +217,7 @@ def test_dataset_without_ground_truth_deblurs_without_metrics(tmp_path: Path, we
     data = make_dataset(tmp_path / "data", {"clip": 5}, height=36, width=48, gt=False)
     report = evaluate(data, weights, tmp_path / "result")
     assert pngs(tmp_path / "result" / "clip") == ["00002.png"]
-    assert set(report) == {"frames", "seconds_per_frame", "model_seconds_per_frame", "settings", "videos", "files"}
+    assert set(report) == {"frames", "seconds_per_frame", "model_seconds_per_frame", "settings", "videos"}
     assert report["videos"] == {"clip": {"frames": {"00002": {}}}}
     log = only_log(tmp_path / "result")
     assert [line.split(" pre_time")[0] for line in log if line.startswith("> ")] == ["> clip-00002"]
@@ -258,7 +260,8 @@ def test_input_video_round_trip_gives_a_video_of_the_same_rate_and_size(tmp_path
         "# Video:clip frames=3",
         f"# Total frames=3, seconds_per_frame={report['seconds_per_frame']:.4}",
     ]
-    assert sorted(path.name for path in output.parent.iterdir() if path.name.startswith(".")) == []
+    hidden = sorted(path.name for path in output.parent.iterdir() if path.name.startswith("."))
+    assert hidden == [".deblurred_results.json.manifest.json"]  # no partial file, nothing staged, no lock
 
 
 def without_times(report: dict) -> dict:

@@ -177,7 +177,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_earlier_run_unto
     with pytest.raises(UserError, match=r"^cannot write .*[/\\]v[/\\]0000\d\.png: No space left on device$"):
         main([*evaluation_argv(data, weights, result), "--border", "--workers", workers])
     assert outputs(result) == earlier  # not one frame of the earlier run replaced, no partial or staged file
-    assert hidden_files(result) == []
+    assert hidden_files(result) == [".results.json.manifest.json"]  # the earlier run's, as it was
     logs = sorted(result.glob("inference_log_*.txt"))
     assert len(logs) == 2 and logs[-1].read_text().splitlines()[-1].startswith("error: cannot write")
     assert infer_threads() == []
@@ -212,7 +212,7 @@ def test_a_full_disk_under_the_log_stops_the_run_with_one_line(
     )
     with pytest.raises(UserError, match=r"^cannot write .*inference_log_.*\.txt: No space left on device$"):
         main(evaluation_argv(data, weights, result))
-    assert outputs(result) == earlier and hidden_files(result) == []
+    assert outputs(result) == earlier and hidden_files(result) == [".results.json.manifest.json"]
     assert infer_threads() == []
 
 

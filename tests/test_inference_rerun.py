@@ -1,9 +1,12 @@
-"""A run into a folder that holds an earlier run's results: committed as a whole, never a mix; a kill at any
-instant (during the run, or at each write of the commit) leaves the earlier run whole or the new one, and the next
-run cleans up; files that no run wrote are never replaced."""
+"""A run into a place that holds an earlier run's results: committed as a whole (infer/staging.py over
+utils/committed.py), never a mix; a kill at any instant (during the run, or at each write of the commit) leaves the
+earlier run whole or the new one, and the next run cleans up; files that no run of this project wrote (a foreign or
+user-written results.json, another method's frames, a results.json of the project's earlier version, files a
+tampered manifest names) are never replaced, and the run is refused in one line before it writes anything."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INFERENCE, evaluation_argv, make_dataset, save_seeded_weights, sharp_frames
+from conftest import INFERENCE, evaluation_argv, make_dataset, save_seeded_weights, sharp_frames, write_image
 from data.video_io import VideoWriter
-from infer import staging as staging_module
 from infer.staging import Staging
 from inference import main
-from utils.errors import UserError
+from utils import atomic, committed
+from utils.errors import UserError, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,7 +31,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` but the logs and hidden ones (staged), with its bytes."""
+    """Every file under ``folder`` but the logs and hidden ones (the manifest, staged files), with its bytes."""
     return {
         path.relative_to(folder).as_posix(): path.read_bytes()
         for path in sorted(folder.rglob("*"))
@@ -38,34 +41,59 @@ def outputs(folder: Path) -> dict[str, bytes]:
     }
 
 
+def everything(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, hidden ones and logs included, with its bytes."""
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
 def hidden(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.rglob(".*"))
 
 
-def assert_one_run(folder: Path, results_name: str = "results.json") -> dict:
-    """The folder holds exactly the files its results.json lists (and that results.json), nothing staged."""
+def owned(folder: Path, results_name: str = "results.json") -> list[str]:
+    """The files the manifest of ``folder/results_name`` lists, but that results.json."""
+    manifest = committed.read_manifest(folder, results_name)
+    assert manifest is not None and manifest.meta["tool"] == "inference.py"
+    return sorted(manifest.files - {results_name})
+
+
+def assert_one_run(folder: Path, results_name: str = "results.json", others: tuple[str, ...] = ()) -> dict:
+    """The folder holds exactly the files its manifest lists (and results.json), nothing staged, no lock; returns
+    results.json. ``others``: the results names of other units in the folder (their files and manifests)."""
     document = json.loads((folder / results_name).read_text())
-    assert set(outputs(folder)) - {"notes.txt"} == {*document["files"], results_name}
-    assert hidden(folder) == []
+    theirs = {name for other in others for name in [other, *owned(folder, other)]}
+    assert set(outputs(folder)) - {"notes.txt"} - theirs == {*owned(folder, results_name), results_name}
+    assert hidden(folder) == sorted(committed.manifest_path(folder, name).name for name in (results_name, *others))
     return document
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run inference.py as the command line does: it must exit with status 2 and one line; returns the line."""
+    with pytest.raises(SystemExit) as exit_status:
+        run_cli(lambda: main(argv))
+    assert exit_status.value.code == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
 
 
 def test_a_rerun_with_other_settings_replaces_the_earlier_run_as_a_whole(tmp_path: Path, weights: Path) -> None:
     data = make_dataset(tmp_path / "data", {"v": 6, "w": 5}, height=36, width=48)
     result = tmp_path / "result"
     assert main([*evaluation_argv(data, weights, result), "--border", "--showcase"]) == 0
-    assert len(assert_one_run(result)["files"]) == 6 + 5 + 4  # the frames, a picture and an animation per video
+    assert_one_run(result)
+    assert len(owned(result)) == 6 + 5 + 4  # the frames, a picture and an animation per video
     (result / "notes.txt").write_text("mine")  # no run wrote it: never touched
 
     assert main([*evaluation_argv(data, weights, result), "--no_border"]) == 0
-    report = assert_one_run(result)
-    assert report["files"] == ["v/00002.png", "v/00003.png", "w/00002.png"]  # no border frame, no showcase left
+    assert_one_run(result)
+    assert owned(result) == ["v/00002.png", "v/00003.png", "w/00002.png"]  # no border frame, no showcase left
     assert not (result / "showcase").exists() and (result / "notes.txt").read_text() == "mine"
 
     assert main([*evaluation_argv(data, weights, result), "--no_save_image"]) == 0
-    assert (
-        assert_one_run(result)["files"] == [] and sorted(path.name for path in result.iterdir() if path.is_dir()) == []
-    )
+    assert_one_run(result)
+    assert owned(result) == [] and sorted(path.name for path in result.iterdir() if path.is_dir()) == []
     assert len(list(result.glob("inference_log_*.txt"))) == 3  # each run's log is kept
 
 
@@ -92,14 +120,24 @@ def test_a_killed_run_leaves_the_earlier_run_whole_and_the_next_run_cleans_up(tm
     finally:
         process.wait(timeout=60)
     assert outputs(result) == earlier  # the earlier run as it was; the killed run's frames only in its staging folder
-    assert [path.name.split("-")[0] for path in result.glob(".*")] == [".results.json.staging"]
+    left = sorted(path.name.split("-")[0] for path in result.glob(".*"))
+    assert left == [".results.json.lock", ".results.json.manifest.json", ".results.json.staging"]
 
-    assert main([*evaluation_argv(data, weights, result), "--border"]) == 0  # removes the leftover, then runs
-    assert assert_one_run(result)["files"] == [f"v/{index:05d}.png" for index in range(12)]
+    assert main([*evaluation_argv(data, weights, result), "--border"]) == 0  # removes the leftovers, then runs
+    assert_one_run(result)
+    assert owned(result) == [f"v/{index:05d}.png" for index in range(12)]
 
 
 class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs (the commit has no cleanup handlers to run)."""
+
+
+def die(staging: Staging) -> None:
+    """What the end of a killed process does: its lock is released, its lock file stays."""
+    assert staging.unit is not None
+    os.close(staging.unit.lock.descriptor)
+    staging.unit.lock.descriptor = -1
+    staging.unit = None
 
 
 def stage_run(folder: Path, files: dict[str, bytes], name: str = "results.json") -> Staging:
@@ -115,10 +153,10 @@ LATER = {"a/2.png": b"new a2", "a/3.png": b"new a3", "c/1.png": b"new c1"}
 
 
 def file_operations(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:
-    """Count the renames and removals from here on; raise `Killed` at the ``kill_at``-th."""
+    """Count the writes, renames and removals of the commit from here on; raise `Killed` at the ``kill_at``-th."""
     calls: list[str] = []
-    for name in ("replace", "unlink", "rmdir"):
-        real = getattr(os, name)
+    for name in committed.WRITE_POINTS:
+        real = getattr(atomic, name)
 
         def counted(*args: object, _real: object = real, _name: str = name, **kwargs: object) -> object:
             calls.append(_name)
@@ -126,7 +164,7 @@ def file_operations(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> lis
                 raise Killed
             return _real(*args, **kwargs)  # type: ignore[operator]
 
-        monkeypatch.setattr(staging_module.os, name, counted)
+        monkeypatch.setattr(atomic, name, counted)
     return calls
 
 
@@ -137,13 +175,14 @@ def test_a_kill_at_each_write_of_the_commit_leaves_one_run_and_the_next_run_fini
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     stage_run(folder, EARLIER).commit({"run": "earlier"})
-    with monkeypatch.context() as patch:  # how many renames and removals a commit makes
+    with monkeypatch.context() as patch:  # how many writes, renames and removals a commit makes
         staging = stage_run(folder, LATER)
         operations = file_operations(patch, None)
         staging.commit({"run": "later"})
     writes = len(operations)
-    assert writes > len(LATER) + 3
+    assert writes > len(LATER) + 3 and set(operations) >= {"write_file", "rename", "remove_file", "remove_tree"}
 
+    runs = {"earlier": EARLIER, "later": LATER}
     after_the_next_run = []
     for kill_at in range(1, writes + 1):
         run = tmp_path / f"kill{kill_at}"
@@ -155,20 +194,22 @@ def test_a_kill_at_each_write_of_the_commit_leaves_one_run_and_the_next_run_fini
             file_operations(patch, kill_at)
             with pytest.raises(Killed):
                 staging.commit({"run": "later"})
-        staging.close()  # the killed process's lock goes with it
-        if (run / "results.json").exists():  # at any instant: a results.json describes exactly the files there
+        die(staging)
+        # at any instant: the manifest lists one run's files, and a results.json is there only with its run's files
+        listed = committed.read_manifest(run, "results.json")
+        assert listed is not None and listed.files - {"results.json"} in ({*EARLIER}, {*LATER})
+        if (run / "results.json").exists():
             document = json.loads((run / "results.json").read_text())
-            expected = {"earlier": EARLIER, "later": LATER}[document["run"]]
-            assert {name: content for name, content in outputs(run).items() if name in document["files"]} == expected
-            if document["run"] == "earlier":
-                assert outputs(run) == {**expected, "results.json": outputs(run)["results.json"], "notes.txt": b"mine"}
+            in_place = {**runs[document["run"]], "results.json": outputs(run)["results.json"], "notes.txt": b"mine"}
+            assert outputs(run) == in_place
         Staging.begin(run / "results.json", [], "--result_path").discard()  # the next run: finishes or removes
         document = assert_one_run(run)
-        expected = {"earlier": EARLIER, "later": LATER}[document["run"]]
+        expected = runs[document["run"]]
+        assert owned(run) == sorted(expected)
         assert outputs(run) == {**expected, "results.json": outputs(run)["results.json"], "notes.txt": b"mine"}
         assert not (run / "b").exists() or document["run"] == "earlier"  # an emptied folder of the earlier run goes
         after_the_next_run.append(document["run"])
-    # killed before the new results.json was written whole: the earlier run; after: the later one, rolled forward
+    # killed before the commit point (the manifest's rename): the earlier run; after it: the later one, rolled forward
     first_later = after_the_next_run.index("later")
     assert after_the_next_run == ["earlier"] * first_later + ["later"] * (writes - first_later) and first_later > 0
 
@@ -182,32 +223,37 @@ def test_a_second_run_into_a_folder_a_live_run_writes_is_refused(tmp_path: Path)
     assert assert_one_run(folder)["run"] == "live"
 
 
-def test_outputs_that_would_replace_files_no_run_wrote_are_refused(tmp_path: Path, weights: Path) -> None:
-    frames = sharp_frames(3, 32, 40)
-    clip = tmp_path / "clip.mp4"
-    with VideoWriter(clip, (32, 40), fps=10.0) as writer:
-        for frame in frames:
+def make_clip(path: Path, seed: int = 0) -> Path:
+    with VideoWriter(path, (32, 40), fps=10.0) as writer:
+        for frame in sharp_frames(3, 32, 40, seed):
             writer.write(frame)
+    return path
+
+
+def test_outputs_that_would_replace_files_no_run_wrote_are_refused(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4")
     unrelated = tmp_path / "holiday.mp4"
     unrelated.write_bytes(b"someone's video")
     argv = ["--input", str(clip), "--model_path", str(weights), "--device", "cpu", "--output"]
-    with pytest.raises(UserError, match=r"^--output: .*holiday\.mp4 exists and is no output of an earlier run"):
-        main([*argv, str(unrelated)])
+    line = refused([*argv, str(unrelated)], capsys)
+    assert line.startswith("error: --output: ") and "holiday.mp4 exists and is no output of an earlier run" in line
     assert unrelated.read_bytes() == b"someone's video" and hidden(tmp_path) == []
 
     output = tmp_path / "out" / "deblurred.mp4"
     assert main([*argv, str(output)]) == 0
     first = output.read_bytes()
     assert main([*argv, str(output)]) == 0  # its own earlier output is replaced
-    assert assert_one_run(output.parent, "deblurred_results.json")["files"] == ["deblurred.mp4"]
-    assert len(first) > 0
+    assert_one_run(output.parent, "deblurred_results.json")
+    assert owned(output.parent, "deblurred_results.json") == ["deblurred.mp4"] and len(first) > 0
 
     folder = tmp_path / "frames_out"
     folder.mkdir()
     (folder / "00001.png").write_bytes(b"a photo")
-    with pytest.raises(UserError, match=r"00001\.png exists and is no output of an earlier run"):
-        main([*argv, str(folder)])
-    assert outputs(folder) == {"00001.png": b"a photo"}
+    line = refused([*argv, str(folder)], capsys)
+    assert line.startswith("error: --output: ") and "00001.png exists and is no output of an earlier run" in line
+    assert everything(folder) == {"00001.png": b"a photo"}
 
 
 def test_results_inside_the_datasets_blur_folder_are_refused(tmp_path: Path, weights: Path) -> None:
@@ -215,3 +261,142 @@ def test_results_inside_the_datasets_blur_folder_are_refused(tmp_path: Path, wei
     with pytest.raises(UserError, match=r"^--result_path .*blur[/\\]res: is inside the dataset's blur/ folder"):
         main(evaluation_argv(data, weights, data / "blur" / "res"))
     assert not (data / "blur" / "res").exists()
+
+
+# ----- what is in the result folder before the run: never believed, never replaced unless this project wrote it
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "data", {"v": 5}, height=32, width=40)
+
+
+def earlier_version_results(result: Path) -> None:
+    """What this project's earlier version left: frames and a results.json listing them under ``files``."""
+    for name in ("00002.png", "00003.png"):
+        write_image(result / "v" / name, sharp_frames(1, 32, 40)[0])
+    document = {"psnr": 30.0, "frames": 2, "settings": {}, "videos": {"v": {"frames": {"00002": {}, "00003": {}}}}}
+    (result / "results.json").write_text(json.dumps({**document, "files": ["v/00002.png", "v/00003.png"]}))
+
+
+def foreign_results_listing_outside_files(result: Path) -> None:
+    """A results.json this project did not write, whose list names files outside the folder."""
+    result.mkdir(parents=True)
+    files = [str(result.parent / "victim.txt"), "../victim2.txt", "v", "v/00002.png"]
+    (result / "results.json").write_text(json.dumps({"files": files}))
+    write_image(result / "v" / "00002.png", sharp_frames(1, 32, 40)[0])
+
+
+def users_own_results(result: Path) -> None:
+    result.mkdir(parents=True)
+    (result / "results.json").write_text("my notes on this folder, not JSON")
+
+
+def other_methods_frames_and_results(result: Path) -> None:
+    """Another method's result folder: its deblurred frames, named as ours, and its own results.json."""
+    for name in ("00002.png", "00003.png", "00004.png"):
+        write_image(result / "v" / name, sharp_frames(1, 32, 40, seed=9)[0])
+    (result / "results.json").write_text(json.dumps({"method": "another deblurrer", "psnr": 31.2, "videos": {}}))
+
+
+def other_methods_frames(result: Path) -> None:
+    for name in ("00002.png", "00003.png", "00004.png"):
+        write_image(result / "v" / name, sharp_frames(1, 32, 40, seed=9)[0])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (earlier_version_results, r"results\.json was written by an earlier version of this project, which kept no "),
+        (foreign_results_listing_outside_files, r"results\.json exists and was not written by this project"),
+        (users_own_results, r"results\.json exists and was not written by this project"),
+        (other_methods_frames_and_results, r"results\.json exists and was not written by this project"),
+        (other_methods_frames, r"00002\.png exists and is no output of an earlier run"),
+    ],
+)
+def test_a_result_folder_this_project_did_not_write_is_refused_before_anything_is_written(
+    tmp_path: Path, weights: Path, dataset: Path, capsys: pytest.CaptureFixture, make: object, message: str
+) -> None:
+    result = tmp_path / "result"
+    (tmp_path / "victim.txt").write_text("outside the folder, named by an absolute path")
+    (tmp_path / "victim2.txt").write_text("outside the folder, named by ../")
+    make(result)  # type: ignore[operator]
+    before = everything(tmp_path)
+    line = refused(evaluation_argv(dataset, weights, result), capsys)
+    assert line.startswith("error: --result_path: ")
+    assert re.search(message, line), line
+    assert line.endswith("or choose another --result_path")
+    assert everything(tmp_path) == before  # nothing written, nothing removed, inside the folder or outside
+
+
+def tamper(result: Path, change: object) -> None:
+    path = committed.manifest_path(result, "results.json")
+    document = json.loads(path.read_text())
+    change(document, result.parent)  # type: ignore[operator]
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda document, tmp: document["files"].append(str(tmp / "victim.txt")), "which is an absolute path"),
+        (lambda document, tmp: document["files"].append("../victim2.txt"), "which is not a plain relative path"),
+        (lambda document, tmp: document["files"].append("v"), r"but .*result/v is a folder"),
+        (lambda document, tmp: document.update(format="something else"), "not a manifest of this project"),
+    ],
+)
+def test_a_tampered_manifest_is_refused_and_nothing_is_removed(
+    tmp_path: Path, weights: Path, dataset: Path, capsys: pytest.CaptureFixture, change: object, message: str
+) -> None:
+    result = tmp_path / "result"
+    assert main(evaluation_argv(dataset, weights, result)) == 0
+    (tmp_path / "victim.txt").write_text("outside the folder, named by an absolute path")
+    (tmp_path / "victim2.txt").write_text("outside the folder, named by ../")
+    tamper(result, change)
+    before = everything(tmp_path)
+    line = refused([*evaluation_argv(dataset, weights, result), "--no_save_image"], capsys)
+    assert line.startswith(f"error: {committed.manifest_path(result, 'results.json')}: ")
+    assert "nothing was changed" in line
+    assert re.search(message, line), line
+    assert everything(tmp_path) == before
+
+
+def test_outputs_of_two_videos_in_one_folder_are_separate_units(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "infer_results"
+    clips = {name: make_clip(tmp_path / f"{name}.mp4", seed) for seed, name in enumerate(("a", "b"))}
+
+    def argv(name: str, *more: str) -> list[str]:
+        output = str(out / f"{name}_deblurred.mp4")
+        return ["--input", str(clips[name]), "--model_path", str(weights), "--device", "cpu", "--output", output, *more]
+
+    assert main(argv("a")) == 0 and main(argv("b")) == 0
+    assert_one_run(out, "a_deblurred_results.json", others=("b_deblurred_results.json",))
+    assert owned(out, "a_deblurred_results.json") == ["a_deblurred.mp4"]
+    assert owned(out, "b_deblurred_results.json") == ["b_deblurred.mp4"]
+
+    def files_of(name: str) -> dict[str, bytes]:
+        """The unit's files, manifest and hidden entries (the logs of its runs left out: each run adds one)."""
+        return {
+            path: data
+            for path, data in everything(out).items()
+            if path.startswith((f"{name}_", f".{name}_")) and "_inference_log_" not in path
+        }
+
+    a_files = files_of("a")
+    live = Staging.begin(out / "a_deblurred_results.json", [], "--output")  # a run of a, alive
+    try:
+        assert "another inference run is writing into" in refused(argv("a"), capsys)
+        b_files = files_of("b")
+        assert main(argv("b")) == 0  # b is another unit: a live run of a is not in its way, nor it in a's
+    finally:
+        live.discard()
+    assert files_of("a") == a_files
+    assert files_of("b").keys() == b_files.keys()
+    assert files_of("b")["b_deblurred_results.json"] != b_files["b_deblurred_results.json"]  # b replaced its own
+    b_files = files_of("b")
+    assert main(argv("a")) == 0  # a re-run of a replaces a's output only
+    assert files_of("b") == b_files
+    assert files_of("a")["a_deblurred_results.json"] != a_files["a_deblurred_results.json"]
+    assert_one_run(out, "b_deblurred_results.json", others=("a_deblurred_results.json",))

@@ -14,6 +14,7 @@ import pytest
 from conftest import make_dataset, save_seeded_weights
 from infer.planning import Job, shard
 from inference import main
+from utils import committed
 from utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -99,9 +100,10 @@ def test_two_processes_give_the_results_of_one(dataset: tuple[Path, Path], tmp_p
     assert frames == sorted(path.relative_to(tmp_path / "two") for path in (tmp_path / "two").rglob("*.png"))
     for frame in frames:
         assert (tmp_path / "one" / frame).read_bytes() == (tmp_path / "two" / frame).read_bytes()
-    # every process wrote into rank 0's staging folder, committed as one run: nothing staged is left
-    assert two["files"] == sorted(frame.as_posix() for frame in frames)
-    assert sorted(path.name for path in (tmp_path / "two").rglob(".*")) == []
+    # every process wrote into rank 0's staging folder, committed as one run: nothing staged is left, no lock
+    manifest = committed.read_manifest(tmp_path / "two", "results.json")
+    assert manifest is not None and sorted(manifest.files - {"results.json"}) == [frame.as_posix() for frame in frames]
+    assert sorted(path.name for path in (tmp_path / "two").rglob(".*")) == [".results.json.manifest.json"]
 
 
 def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[Path, Path], tmp_path: Path) -> None:

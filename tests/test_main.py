@@ -1,5 +1,6 @@
 """End-to-end training runs of main.py on tiny generated clips (CPU, a one-stage model, one step per epoch)."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -67,18 +68,19 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def killed_run(data: list[str], experiments: Path) -> Path:
-    """A two-epoch run killed while saving its second epoch: every file of the epoch was staged in .commit/, the
-    commit (state.pt's rename) had not happened. The folder is left as the kill left it; tests continue copies of it.
-    (tests/test_main_crash.py kills runs at every write.)"""
+    """A two-epoch run killed while saving its second epoch: every file of the epoch was staged, the commit (the
+    rename of its manifest, utils/committed.py) had not happened. The folder is left as the kill left it; tests
+    continue copies of it. (tests/test_main_crash.py kills runs at every write.)"""
     real_rename = atomic.rename
 
-    def die_on_state(source: Path, target: Path) -> None:
-        if Path(target).name == "state.pt" and torch.load(source, weights_only=True)["epoch"] == 2:
+    def die_on_commit(source: Path, target: Path) -> None:
+        commits = Path(target).name == ".state.pt.manifest.json"
+        if commits and json.loads(Path(source).read_text())["meta"]["epoch"] == 2:
             raise Killed
         real_rename(source, target)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(atomic, "rename", die_on_state)
+        patch.setattr(atomic, "rename", die_on_commit)
         with pytest.raises(Killed):
             train(data, experiments, "killed", "--epochs", "2", "--save_middle_models")
     return experiments / "killed"
@@ -110,7 +112,8 @@ def test_a_short_run_writes_every_expected_file(uninterrupted: Path) -> None:
     }
     models = {f"model/model_{name}.pt" for name in ("latest", "best", "1", "2")}
     logs = {"state.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt", "log.txt", "config.txt"}
-    assert files == plots | images | models | logs  # nothing else: no temporary files left behind
+    manifest = {".state.pt.manifest.json"}  # the checkpoint's files (utils/committed.py)
+    assert files == plots | images | models | logs | manifest  # nothing else: no temporary files left behind
 
     for name in ("latest", "best", "1", "2"):
         load_weights(tiny_model(), uninterrupted / "model" / f"model_{name}.pt")  # strict: every name and shape

@@ -1,19 +1,22 @@
 """Training killed at every write, and writes that fail: --resume always ends with the files of an uninterrupted run.
 
 A short run (tiny model and frames, 2 epochs, one step each) is recorded once with every write, rename and removal
-of `utils.atomic` hooked: at each of them the hook takes a snapshot of the folder (hard links: every file is
-replaced by a rename, never rewritten in place, so a link keeps the old content), with the file being written cut
-in half. A snapshot is what a process killed at that instant leaves on disk. Each one is then continued with
---resume (or, killed before the run's first commit, started again with the same command) through the epoch it
-interrupted, and must then hold the files of an uninterrupted run of that many epochs, byte for byte. (Resuming a
-run killed in epoch 1 through epoch 1 only, not 2, halves the test's time; that a run resumed after epoch 1 ends
-as an uninterrupted one is what the kills in epoch 2 check.) One more run is really killed (os._exit in a
-subprocess), and a full disk is simulated (ENOSPC from the writes).
+of `utils.atomic` hooked (those of the epoch's commit, utils/committed.py, and of log.txt): at each of them the hook
+takes a snapshot of the folder (hard links: every file is replaced by a rename, never rewritten in place, so a link
+keeps the old content), with the file being written cut in half. A snapshot is what a process killed at that instant
+leaves on disk. Each one is then continued with --resume (or, killed before the run's first commit, started again
+with the same command) through the epoch it interrupted, and must then hold the files of an uninterrupted run of
+that many epochs, byte for byte. (Resuming a run killed in epoch 1 through epoch 1 only, not 2, halves the test's
+time; that a run resumed after epoch 1 ends as an uninterrupted one is what the kills in epoch 2 check.) One more
+run is really killed (os._exit in a subprocess), a full disk is simulated (ENOSPC from the writes), and folders of
+the project's previous version (no manifest) are resumed.
 """
 
 import errno
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +31,7 @@ import main as train_main
 from conftest import TINY_TRAINING, make_dataset
 from infer.run import load_model
 from model.checkpoint import CheckpointError, read_checkpoint
-from utils import atomic
+from utils import atomic, committed
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
@@ -100,8 +103,13 @@ def log_lines(run: Path) -> list[str]:
     return [line for line in (run / "log.txt").read_text().splitlines() if not line.startswith(added)]
 
 
+def manifest_files(run: Path) -> list[str]:
+    return json.loads(committed.manifest_path(run, "state.pt").read_text())["files"]
+
+
 def assert_same_run(run: Path, full: Path) -> None:
-    assert files_of(run) == files_of(full)  # no temporary file, no .commit/, nothing missing
+    assert files_of(run) == files_of(full)  # no temporary file, no staging folder, no lock file, nothing missing
+    assert manifest_files(run) == manifest_files(full)
     different = [name for name in COMPARED if (run / name).read_bytes() != (full / name).read_bytes()]
     assert not different, different
     state, full_state = (torch.load(path / "state.pt", weights_only=True) for path in (run, full))
@@ -114,7 +122,7 @@ class Recorder:
 
     def __init__(self, run: Path, snapshots: Path) -> None:
         self.run, self.snapshots, self.taken = run, snapshots, []
-        self.real = {name: getattr(atomic, name) for name in ("write_file", "rename", "remove_tree")}
+        self.real = {name: getattr(atomic, name) for name in ("write_file", "rename", "remove_file", "remove_tree")}
 
     def snapshot(self, what: str, partial: tuple[Path, bytes] | None = None) -> None:
         target = self.snapshots / f"kill{len(self.taken):03d}"
@@ -137,6 +145,10 @@ class Recorder:
     def rename(self, source: Path, target: Path) -> None:
         self.snapshot(f"renaming {Path(source).relative_to(self.run)}")
         self.real["rename"](source, target)
+
+    def remove_file(self, path: Path) -> None:
+        self.snapshot(f"removing {Path(path).relative_to(self.run)}")
+        self.real["remove_file"](path)
 
     def remove_tree(self, folder: Path) -> None:
         self.snapshot(f"removing {Path(folder).relative_to(self.run)}")
@@ -192,7 +204,8 @@ def test_a_real_kill_in_the_last_commit_resumes_to_the_same_files(argv: list[str
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 9, result.stderr[-2000:]
     run = space / "runs" / "really_killed"
-    assert (run / ".commit" / "model" / "model_latest.pt").is_file()  # the half-written file is there
+    assert len(list(run.glob(".state.pt.staging-*/model/model_latest.pt"))) == 1  # the half-written file is there
+    assert (run / ".state.pt.lock").is_file()  # left by the dead process, no longer locked
     assert torch.load(run / "state.pt", weights_only=True)["epoch"] == 1
     assert resume(argv, "really_killed") == 0
     assert_same_run(run, full)
@@ -230,12 +243,17 @@ def test_a_full_disk_is_one_line_and_damages_nothing(
         train_main.run_cli(lambda: train_main.main([*more, "--resume", "--epochs", "2"]))
     assert exit_status.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
-    assert errors == [
-        f"error: cannot write {run}/.commit/model/model_latest.pt: No space left on device (the checkpoint of epoch 2 "
-        f"was not written; {run} keeps epoch 1, --resume continues from it)"
-    ]
+    assert len(errors) == 1 and re.fullmatch(
+        re.escape(f"error: cannot write {run}/.state.pt.staging-")
+        + "[0-9a-f]{12}"
+        + re.escape(
+            f"/model/model_latest.pt: No space left on device (the checkpoint of epoch 2 was not written; {run} keeps "
+            "epoch 1, --resume continues from it)"
+        ),
+        errors[0],
+    ), errors
     after = files_of(run)
-    assert after == set(before)  # no .commit/, no temporary file
+    assert after == set(before)  # no staging folder, no lock file, no temporary file
     changed = {name for name in after if (run / name).read_bytes() != before[name]}
     assert changed == {"log.txt", "config.txt"}  # lines added: this start's options, epoch 2's (--resume drops them)
     assert all((run / name).read_bytes().startswith(before[name]) for name in changed)
@@ -257,8 +275,11 @@ def test_a_full_disk_is_one_line_and_damages_nothing(
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(argv: list[str], space: Path, full: Path) -> None:
     run = space / "runs" / "early"
     (run / "model").mkdir(parents=True)
-    (run / ".state.pt.x1y2.tmp").write_bytes(b"half a file")  # what a kill inside the first write leaves
-    (run / ".commit").mkdir()
+    (run / ".state.pt.x1y2.tmp").write_bytes(b"half a file")  # what a kill inside an atomic write leaves
+    (run / ".state.pt.lock").write_bytes(b"")  # a killed process's lock file (the kernel released its lock)
+    (run / ".state.pt.staging-0123456789ab" / "model").mkdir(parents=True)  # its uncommitted epoch 0
+    (run / ".state.pt.staging-0123456789ab" / "state.pt").write_bytes(b"half")
+    (run / ".commit").mkdir()  # and what the previous version left
     with pytest.raises(UserError, match=r"holds no checkpoint yet .* start it again with the same command without"):
         train_main.main(["--experiment_dir", str(space / "runs"), "--save", "early", "--resume"])
     assert start(argv, "early") == 0
@@ -266,6 +287,35 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(argv: list[str],
     with pytest.raises(UserError, match=r"holds results \(and no state\.pt to resume\); choose another --save, or"):
         (run / "state.pt").unlink()
         start(argv, "early")
+
+
+def previous_version(run: Path, epoch_1: Path, epoch_2: Path, kill: str | None) -> None:
+    """``run`` as this project's previous version left it (no manifest; each epoch staged in ``.commit/`` with its
+    ``files.json`` and committed by renaming ``.commit/state.pt`` into place), after epoch 1 (``kill`` None), or
+    killed in the commit of epoch 2: before state.pt's rename ("staged") or after it ("committed")."""
+    shutil.copytree(epoch_1, run)
+    committed.manifest_path(run, "state.pt").unlink()
+    if kill is None:
+        return
+    for name in ("log.txt", "config.txt"):  # the previous version wrote them as it went, as this one does
+        shutil.copy(epoch_2 / name, run / name)
+    names = [name for name in manifest_files(epoch_2) if name != "state.pt"]
+    for name in names:
+        (run / ".commit" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(epoch_2 / name, run / ".commit" / name)
+    (run / ".commit" / "files.json").write_text(json.dumps({"epoch": 2, "files": names}))
+    shutil.copy(epoch_2 / "state.pt", run / ("state.pt" if kill == "committed" else ".commit/state.pt"))
+
+
+@pytest.mark.parametrize("kill", [None, "staged", "committed"])
+def test_a_folder_of_the_previous_version_resumes_to_the_same_files(
+    argv: list[str], space: Path, full: Path, full_1: Path, kill: str | None
+) -> None:
+    run = space / "runs" / f"previous_{kill}"
+    previous_version(run, full_1, full, kill)
+    assert resume(argv, run.name, "--epochs", "2") == 0
+    assert_same_run(run, full)
+    assert not (run / ".commit").exists()
 
 
 def test_a_folder_in_use_is_refused(argv: list[str], full: Path) -> None:

@@ -34,3 +34,19 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
         atomic.atomic_torch_save({"w": torch.zeros(2)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))
     assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_removing_a_link_never_touches_what_it_points_to_and_only_empty_folders_go(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not mine")
+    (tmp_path / "link").symlink_to(outside)
+    atomic.remove_file(tmp_path / "link")
+    atomic.remove_file(tmp_path / "gone")  # missing: nothing to do
+    assert outside.read_text() == "not mine" and not (tmp_path / "link").is_symlink()
+    atomic.make_folders(tmp_path / "a" / "b")
+    (tmp_path / "a" / "b" / "f").write_text("x")
+    assert atomic.remove_folder(tmp_path / "a" / "b") is False  # not empty: stays
+    (tmp_path / "a" / "b" / "f").unlink()
+    assert atomic.remove_folder(tmp_path / "a" / "b") is True and not (tmp_path / "a" / "b").exists()
+    with pytest.raises(atomic.WriteError, match=r"cannot write .*outside\.txt[/\\]x: "):
+        atomic.make_folders(outside / "x")  # a file where a folder must be: one line naming it

@@ -336,13 +336,14 @@ def read_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(_orient(rgb, orientation))
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
+def write_png(path: Path, rgb: np.ndarray, direct: bool = False) -> None:
     """Write an H x W x 3 uint8 RGB image as PNG (OpenCV: several times faster than Pillow at this).
 
     The file appears whole or not at all: it is written to a hidden temporary file in the same folder, renamed
     over ``path`` when complete and removed if writing fails (not flushed to disk first: a frame can be made
-    again, and a sync per frame is slow). A target that exists and is no regular file (``/dev/null``) is written
-    in place.
+    again, and a sync per frame is slow). With ``direct`` it is written straight to ``path`` (removed if writing
+    fails): for a file in a staging folder, which nobody reads before the folder is committed whole
+    (utils/committed.py). A target that exists and is no regular file (``/dev/null``) is written in place.
     """
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
@@ -351,13 +352,14 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     if path.exists() and not path.is_file():
         path.write_bytes(encoded.tobytes())
         return
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    written = path if direct else path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(temporary, "xb") as file:  # the usual mode for a new file, unlike mkstemp's owner-only one
+        with open(written, "wb" if direct else "xb") as file:  # the usual mode for a new file, unlike mkstemp's
             file.write(encoded.tobytes())
-        os.replace(temporary, path)
+        if not direct:
+            os.replace(written, path)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        written.unlink(missing_ok=True)
         raise
 
 

@@ -213,16 +213,17 @@ def open_input(path: Path) -> FolderSource | VideoSource:
 class VideoWriter:
     """Write frames to a video file: ffmpeg encodes into a hidden file beside the target, renamed over it on success.
 
-    An interrupted or failed run removes the partial file and leaves any earlier file at ``path`` untouched.
-    Use as a context manager.
+    An interrupted or failed run removes the partial file and leaves any earlier file at ``path`` untouched. With
+    ``direct`` ffmpeg writes ``path`` itself (removed if the writing fails): for a file in a staging folder, which
+    nobody reads before the folder is committed whole (utils/committed.py). Use as a context manager.
     """
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float) -> None:
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, direct: bool = False) -> None:
         suffix = path.suffix.lower()
         if suffix not in VIDEO_CODECS:
             raise UserError(f"{path}: cannot write {suffix or 'this'} videos; use one of {', '.join(VIDEO_CODECS)}")
         self.path = path
-        self.partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.partial = path if direct else path.with_name(f".{path.stem}.partial{path.suffix}")
         height, width = size
         codec = VIDEO_CODECS[suffix]
         # 4:2:0 chroma (what players expect) needs even sizes; odd ones keep full chroma rather than being resized
@@ -258,6 +259,7 @@ class VideoWriter:
                 self.partial.unlink(missing_ok=True)
                 raise
         if kind is None:
-            os.replace(self.partial, self.path)
+            if self.partial != self.path:
+                os.replace(self.partial, self.path)
         else:
             self.partial.unlink(missing_ok=True)

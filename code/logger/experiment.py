@@ -2,7 +2,7 @@
 
 Layout (the release's, plus ``state.pt``)::
 
-    state.pt                 everything --resume needs (the epoch's commit point, see below)
+    state.pt                 everything --resume needs (the key file of the epoch's commit, see below)
     model/model_latest.pt    weights after the last epoch (a plain state dict, loadable by the strict loader)
     model/model_best.pt      weights of the epoch with the best validation PSNR
     model/model_<epoch>.pt   with --save_middle_models
@@ -12,21 +12,29 @@ Layout (the release's, plus ``state.pt``)::
     log.txt, config.txt      the log lines, and the options of every start
     result/<test set>/<video>/<frame>_{gt,blur,deblur_iter1,deblur_iter2}.png   with --save_images
 
-One commit point per epoch. `Experiment.save_checkpoint` writes every file of the epoch (state.pt, the model files,
-optimizer.pt, the logs and plots) into the fresh hidden folder ``.commit/``, then the list of those files
-(``.commit/files.json``); renaming ``.commit/state.pt`` over ``state.pt`` commits the epoch; then each staged file is
-renamed over its place and ``.commit/`` is removed. A process killed at any instant leaves either an uncommitted
-``.commit/`` (``state.pt`` still in it, or no files.json yet), which the next start deletes, or a committed one, whose
-remaining files the next start moves into place (`Experiment.prepare`). So after any start the files are all those
-of the epoch in state.pt. A new run commits "epoch 0" (its initial state, only state.pt) before it trains, so a run
-killed in its first epoch is continued with --resume like any other; one killed before that has left nothing but
-leftovers (`holds_only_leftovers`), and starting it again with the same command works.
+One commit per epoch, through utils/committed.py: the folder's unit is named after ``state.pt`` (its manifest
+``.state.pt.manifest.json`` lists the checkpoint's files; ``.state.pt.staging-<token>/`` and ``.state.pt.lock``
+are its staging folder and lock). `Experiment.save_checkpoint` writes every file of the epoch (state.pt, the model
+files, optimizer.pt, the logs and plots) into a fresh staging folder and commits it: the new manifest is renamed into
+place (the commit point), then the files, state.pt last; the files of earlier epochs it does not rewrite
+(model_best.pt of an earlier epoch, model_<epoch>.pt) stay. A process killed at any instant leaves either an
+uncommitted staging folder, which the next start deletes, or a committed one, whose remaining files the next start
+moves into place (`Experiment.prepare`). So after any start the files are all those of the epoch in state.pt. Until
+then `read_state` and `check_folder` read the committed state.pt wherever it is. A new run commits "epoch 0" (its
+initial state, only state.pt) before it trains, so a run killed in its first epoch is continued with --resume like
+any other; one killed before that has left nothing but leftovers (`holds_only_leftovers`), and starting it again
+with the same command works.
 
-log.txt is written line by line as training goes (atomically each time); state.pt records how many lines it had at
-the commit, and --resume drops the lines written after it (those of the unfinished epoch), which the resumed run
-writes again. Temporary files of atomic writes that a kill left behind are deleted by the next start. The start
-holds an exclusive lock (``flock``) on the folder while it runs, so that it never deletes another live process's
-files; a second process on the same folder is refused.
+A folder of this project's previous version (``state.pt`` and no manifest; each epoch staged in ``.commit/`` and
+committed by renaming ``.commit/state.pt``) is adopted by the first start that opens it: its ``.commit/`` is finished
+or removed as that version did, and the files of the layout above that it holds become the unit's first commit.
+
+log.txt is written line by line as training goes (atomically each time), outside the commit; state.pt records how
+many lines it had at the commit, and --resume drops the lines written after it (those of the unfinished epoch),
+which the resumed run writes again. config.txt and the validation images (result/) are written outside the commit
+too, each file atomically. Temporary files of atomic writes that a kill left behind are deleted by the next start.
+The start holds the unit's lock while it runs, so that it never deletes another live process's files; a second
+process on the same folder is refused.
 
 Only the process with ``writes`` (rank 0) touches the disk; the others keep the same calls as no-ops. A write that
 fails (a full disk) raises a one-line `WriteError`; the last committed epoch stays intact.
@@ -36,7 +44,7 @@ import argparse
 import contextlib
 import json
 import logging
-import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,15 +55,21 @@ import torch
 
 from data.frames import write_png
 from logger.plots import render_series
-from utils import atomic, locking
+from utils import atomic, committed
 from utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
 from utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-STAGING_DIR = ".commit"
-MANIFEST = "files.json"
+"""The key file of the folder's unit (utils/committed.py), and its name."""
+TOOL = "main.py"
+PREVIOUS_STAGING_DIR = ".commit"
+"""Where this project's previous version staged an epoch, with the list of its files in ``files.json``."""
+CHECKPOINT_FILES = re.compile(
+    r"(state|optimizer|loss_log|psnr_log)\.pt|model/model_(latest|best|\d+)\.pt|(loss_loss_[^/]+|psnr)\.(png|pdf)"
+)
+"""The files of an epoch's checkpoint (the layout above), for adopting a folder of the previous version."""
 IMAGE_KINDS = ("gt", "blur", "deblur_iter1", "deblur_iter2")
 
 
@@ -88,7 +102,7 @@ def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> 
     (--test_only without --pre_train, which adds to log.txt and result/).
     """
     if resume:
-        if (root / STATE_FILE).is_file():
+        if committed_state(root) is not None:
             return
         if root.is_dir() and holds_only_leftovers(root):
             raise UserError(
@@ -102,7 +116,7 @@ def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> 
         raise UserError(f"{root} exists and is not a folder; choose another --save")
     if holds_only_leftovers(root) or (test_only and not pre_train):
         return
-    if (root / STATE_FILE).is_file():
+    if committed_state(root) is not None:
         raise UserError(f"{root} already holds a run; continue it with --resume, or choose another --save")
     raise UserError(
         f"{root} already holds results (and no {STATE_FILE} to resume); choose another --save, or delete the folder "
@@ -112,23 +126,68 @@ def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> 
 
 def holds_only_leftovers(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but what a run stopped before its first checkpoint leaves: empty folders,
-    temporary files of atomic writes and an unfinished ``.commit/`` (true for an empty folder)."""
+    temporary files of atomic writes, the unit's lock file and uncommitted staging folders (and the previous
+    version's ``.commit/``); true for an empty folder."""
     for entry in folder.iterdir():
+        if committed.is_leftover(entry, STATE_FILE) or (entry.name == PREVIOUS_STAGING_DIR and entry.is_dir()):
+            continue
         if entry.is_symlink() or not (entry.is_dir() or is_temporary(entry)):
             return False
-        if entry.is_dir() and entry.name != STAGING_DIR and not holds_only_leftovers(entry):
+        if entry.is_dir() and not holds_only_leftovers(entry):
             return False
     return True
 
 
+def committed_state(root: Path) -> Path | None:
+    """Where the state.pt of the last committed epoch is now (in the staging folder while its commit is being
+    finished); a previous version's state.pt where the folder has no manifest yet; None if there is none."""
+    if committed.read_manifest(root, STATE_FILE) is None:
+        return root / STATE_FILE if (root / STATE_FILE).is_file() else None
+    return committed.find(root, STATE_FILE, STATE_FILE)
+
+
 def read_state(root: Path) -> dict[str, Any]:
-    """The resume state of the run in ``root`` (written by `Experiment.save_checkpoint`)."""
+    """The resume state of the run in ``root`` (written by `Experiment.save_checkpoint`); safe while another
+    process finishes its commit."""
     path = root / STATE_FILE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if committed.read_manifest(root, STATE_FILE) is None:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        with committed.open_file(root, STATE_FILE, STATE_FILE) as handle:
+            return torch.load(handle, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as error:  # damaged or foreign file: torch raises many types
         reason = first_line(error)
         raise UserError(f"--resume: cannot read {path} ({reason})") from None
+
+
+def finish_previous_commit(root: Path) -> None:
+    """Finish or remove the ``.commit/`` of this project's previous version, as that version did: committed (its
+    state.pt renamed into place, its files.json written) it is moved into place, otherwise removed."""
+    stage = root / PREVIOUS_STAGING_DIR
+    if not stage.is_dir() or stage.is_symlink():
+        return
+    listed = stage / "files.json"
+    if not (stage / STATE_FILE).exists() and listed.is_file() and (root / STATE_FILE).is_file():
+        try:
+            names = json.loads(listed.read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        for name in names if isinstance(names, list) else []:
+            if CHECKPOINT_FILES.fullmatch(str(name)) and (stage / name).is_file():
+                atomic.rename(stage / name, root / name)
+        logger.info("finished writing the last checkpoint's files in %s", root)
+    atomic.remove_tree(stage)
+
+
+def previous_version_files(root: Path) -> list[str]:
+    """The checkpoint files (the layout of the module docstring) in a folder of the previous version."""
+    candidates = [*root.iterdir(), *((root / "model").iterdir() if (root / "model").is_dir() else [])]
+    names = [path.relative_to(root).as_posix() for path in candidates]
+    return sorted(
+        name for name in names if CHECKPOINT_FILES.fullmatch(name) and committed.disk_problem(root, name) is None
+    )
 
 
 class Experiment:
@@ -138,7 +197,8 @@ class Experiment:
         self.root = Path(root)
         self.writes = writes
         self.log_lines: list[str] = []
-        self._lock: int | None = None
+        self.unit: committed.Unit | None = None
+        """The folder's unit, open (locked) from `prepare` or `open` to `close`."""
 
     @property
     def model_dir(self) -> Path:
@@ -148,17 +208,12 @@ class Experiment:
     def state_path(self) -> Path:
         return self.root / STATE_FILE
 
-    @property
-    def staging_dir(self) -> Path:
-        return self.root / STAGING_DIR
-
     def prepare(self) -> None:
         """Before anything reads the folder: lock it, finish or undo the checkpoint a killed process left half-made,
         and delete the temporary files it left (see the module docstring). Does nothing where the folder is new."""
         if not self.writes or not self.root.is_dir():
             return
-        self._take_lock()
-        self._finish_commit()
+        self._open_unit()
         removed = atomic.remove_temporaries(self.root)
         if removed:
             logger.info("removed %d temporary file(s) a stopped process left in %s", len(removed), self.root)
@@ -170,7 +225,7 @@ class Experiment:
             return
         with writing(self.model_dir):
             self.model_dir.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        self._open_unit()
         log_path = self.root / "log.txt"
         if log_path.is_file():
             self.log_lines = log_path.read_text(encoding="utf-8").splitlines()
@@ -182,51 +237,32 @@ class Experiment:
 
     def close(self) -> None:
         """Release the folder's lock (the end of the process does the same)."""
-        if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor releases the flock
-            self._lock = None
+        if self.unit is not None:
+            self.unit.close()
+            self.unit = None
 
-    def _take_lock(self) -> None:
-        if self._lock is not None or not locking.AVAILABLE:  # no flock (not POSIX): no folder descriptor to hold
+    def _open_unit(self) -> None:
+        """Lock the folder and clean up after a killed process; adopt a folder of the previous version."""
+        if self.unit is not None:
             return
-        with writing(self.root):
-            descriptor = os.open(self.root, os.O_RDONLY)
         try:
-            locked = locking.try_lock(descriptor)
-        except OSError:
-            locked = False
-        if not locked:
-            os.close(descriptor)
+            self.unit = committed.Unit.open(self.root, STATE_FILE)
+        except committed.Busy:
             raise UserError(
                 f"{self.root} is in use by another process (training or validating there); wait for it to end"
             ) from None
-        self._lock = descriptor
-
-    def _finish_commit(self) -> None:
-        """Move the files of a committed epoch into place, or delete an epoch that was never committed."""
-        stage = self.staging_dir
-        if not stage.is_dir():
-            return
-        manifest = stage / MANIFEST
-        committed = not (stage / STATE_FILE).exists() and manifest.is_file() and self.state_path.is_file()
-        if not committed:
-            atomic.remove_tree(stage)
-            logger.info("removed the unfinished checkpoint in %s (the run continues from the last complete one)", stage)
-            return
-        names = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-        self._move_staged(names)
-        logger.info("finished writing the last checkpoint's files in %s", self.root)
-
-    def _move_staged(self, names: list[str]) -> None:
-        """The end of a commit: each staged file over its place, then ``.commit/`` removed. Safe to repeat."""
-        stage = self.staging_dir
-        for name in names:
-            source = stage / name
-            if source.is_file():
-                atomic.rename(source, self.root / name)
-        for folder in {(self.root / name).parent for name in names}:
-            atomic.sync_folder(folder)
-        atomic.remove_tree(stage)
+        if self.unit.finished:
+            logger.info("finished writing the last checkpoint's files in %s", self.root)
+        if self.unit.discarded:
+            logger.info(
+                "removed the unfinished checkpoint in %s (the run continues from the last complete one)", self.root
+            )
+        if self.unit.manifest is None and (self.root / PREVIOUS_STAGING_DIR).is_dir():
+            finish_previous_commit(self.root)
+        if self.unit.manifest is None and self.state_path.is_file():
+            files = previous_version_files(self.root)
+            self.unit.adopt(files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
+            logger.info("%s: recorded the %d checkpoint files of a run of the previous version", self.root, len(files))
 
     def write_log(self, line: str, show: bool = True) -> None:
         """Add ``line`` (one or more lines) to log.txt (rewritten atomically: a kill never leaves half a file) and,
@@ -268,39 +304,31 @@ class Experiment:
         is_best: bool,
         keep_epoch: bool,
     ) -> None:
-        """Commit one epoch: stage every file, rename state.pt into place (the commit), then move the others.
+        """Commit one epoch: stage every file, commit them (utils/committed.py), state.pt landing last.
 
         ``weights`` and ``optimizer`` are None for epoch 0 (the run's initial state: state.pt only). A `WriteError`
         while staging removes what was staged; the folder keeps the previous epoch, intact.
         """
         if not self.writes:
             return
-        stage = self.staging_dir
-        atomic.remove_tree(stage)  # nothing of a previous attempt (the start finished or removed it already)
-        names: list[str] = []
+        assert self.unit is not None, "Experiment.open comes first"
+        stage = self.unit.begin()
         try:
-            with writing(stage):
-                stage.mkdir()
             for name, data in self._epoch_files(weights, optimizer, history, epoch, is_best, keep_epoch):
-                target = stage / name
-                with writing(target.parent):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_file(target, data)
-                names.append(name)
-            atomic.write_file(stage / STATE_FILE, torch_bytes({**state, "log_lines": len(self.log_lines)}))
-            atomic.write_file(stage / MANIFEST, (json.dumps({"epoch": epoch, "files": names}) + "\n").encode())
-            for folder in {stage, *((stage / name).parent for name in names)}:
-                atomic.sync_folder(folder)
+                stage.write(name, data)
+            stage.write(STATE_FILE, torch_bytes({**state, "log_lines": len(self.log_lines)}))
+            stage.commit({"tool": TOOL, "epoch": epoch}, keep=self.unit.files)  # earlier epochs' files stay
         except BaseException as error:
-            with contextlib.suppress(OSError):
-                atomic.remove_tree(stage)
-            if isinstance(error, atomic.WriteError):
+            if stage.committed:
+                detail = f"the checkpoint of epoch {epoch} is committed; the next start moves the rest into place"
+            else:
+                with contextlib.suppress(OSError):
+                    stage.discard()
                 kept = f"{self.root} keeps epoch {epoch - 1}, --resume continues from it" if epoch else "nothing kept"
-                error.message += f" (the checkpoint of epoch {epoch} was not written; {kept})"
+                detail = f"the checkpoint of epoch {epoch} was not written; {kept}"
+            if isinstance(error, atomic.WriteError):
+                error.message += f" ({detail})"
             raise
-        atomic.rename(stage / STATE_FILE, self.state_path)  # the commit
-        atomic.sync_folder(self.root)
-        self._move_staged(names)
 
     @staticmethod
     def _epoch_files(

@@ -1,12 +1,19 @@
-"""Atomic file writes: write a temporary file beside the target, flush it to disk, then rename over the target.
+"""File writes that a kill cannot leave half-done, and the file operations they and utils/committed.py are made of.
 
-A process killed at any moment leaves either the old file or the new one, never a partial file; it may leave a
-hidden temporary file (``.<name>.<random>.tmp``, see `is_temporary`), which `remove_temporaries` deletes. An
+`atomic_write_bytes` (and its text, JSON and torch forms) writes a temporary file beside the target, flushes it to
+disk, then renames it over the target: a process killed at any moment leaves either the old file or the new one,
+never a partial file; it may leave a hidden temporary file (``.<name>.<random>.tmp``, see `is_temporary`), which
+`remove_temporaries` deletes. It is for single files read in place (training's log.txt and config.txt); a file
+inside a staging folder that is committed whole (utils/committed.py) is written with `write_file` alone. An
 `OSError` (a full disk, a read-only folder...) becomes a one-line `WriteError` naming the file, and the old file
 stays as it was.
 
-Every write, rename and removal goes through `write_file`, `rename` and `remove_tree`, so that tests can stop a
-process at each of them (tests/test_main_crash.py).
+The atomic writes and the committed-folder mechanism (utils/committed.py) make every write, rename and removal
+through `write_file`, `rename`, `remove_file`, `remove_tree`, `make_folders` and `remove_folder`, looked up on
+this module at each call, so that tests can stop a process at each of them (tests/test_main_crash.py,
+tests/test_utils_committed.py). Other writers do their own writing: the PNG frames (`data.frames.write_png`), the
+output video (`data.video_io.VideoWriter`), the showcase pictures (`utils.showcase`), the log lines of inference
+(`infer.report.RunLog`) and the demo data set (`data.demo`).
 """
 
 import contextlib
@@ -87,6 +94,27 @@ def remove_tree(folder: str | os.PathLike) -> None:
     if Path(folder).is_dir():
         with writing(folder):
             shutil.rmtree(folder)
+
+
+def remove_file(path: str | os.PathLike) -> None:
+    """Delete the file (or symbolic link: never what it points to) ``path``, if it exists."""
+    with writing(path):
+        Path(path).unlink(missing_ok=True)
+
+
+def make_folders(folder: str | os.PathLike) -> None:
+    """Create ``folder`` and the folders above it that are missing."""
+    with writing(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def remove_folder(folder: str | os.PathLike) -> bool:
+    """Remove ``folder`` if it is empty; whether it was removed (a folder that is not empty, or gone, stays)."""
+    try:
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 def is_temporary(path: Path) -> bool:
