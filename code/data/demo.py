@@ -7,13 +7,16 @@ Three splits, made on first use and cached under ``dataset/DEMO/<split>``; nothi
 * ``test``: the held-out photos (what `inference.py --default_data DEMO` measures: scenes never seen).
 """
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from data.camera_blur import make_photo_dataset
 from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS
+from utils.locking import wait_lock
 from utils.paths import from_repo
 
 DEMO_ROOT = "dataset/DEMO"
@@ -42,22 +45,44 @@ def is_demo_split(folder: Path) -> bool:
     return folder.parent == from_repo(DEMO_ROOT).resolve() and folder.name in SPLITS
 
 
+@contextlib.contextmanager
+def folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (no lock file to leave behind), waiting for another holder."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        wait_lock(descriptor)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def partial_folders(folder: Path) -> list[Path]:
+    """The temporary folders in which splits named like ``folder`` are, or were, being made."""
+    return sorted(folder.parent.glob(f".{folder.name}.partial-*"))
+
+
 def ensure_demo_split(folder: Path) -> bool:
     """Make the demo split at ``folder`` unless it is already there; returns whether it was made now.
 
     The split is written to a temporary folder beside it and renamed into place when complete, so an interrupted
-    run never leaves a half-made cache behind.
+    run never leaves a half-made cache behind. Processes making it at once take turns (a lock on the parent folder):
+    the first makes it, the others find it made; the temporary folders of a process killed while making it are
+    removed by the next one.
     """
     folder = Path(folder)
     if folder.exists():
         return False
     split = SPLITS[folder.name]
     folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        make_photo_dataset(partial, split.photos, split.videos_per_photo, split.frames, split.size, split.seed)
-        partial.rename(folder)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with folder_locked(folder.parent):
+        if folder.exists():  # made by the process that held the lock before us
+            return False
+        for stale in partial_folders(folder):  # no live process makes one while we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+        try:
+            make_photo_dataset(partial, split.photos, split.videos_per_photo, split.frames, split.size, split.seed)
+            partial.rename(folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return True

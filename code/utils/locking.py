@@ -1,5 +1,6 @@
-"""An exclusive, non-blocking lock on an open file or folder, held until its descriptor is closed (the kernel also
-releases it when the process dies, so a killed process never leaves a stale lock)."""
+"""An exclusive lock on an open file or folder, held until its descriptor is closed (the kernel also releases it
+when the process dies, so a killed process never leaves a stale lock): `try_lock` without waiting, `wait_lock`
+until the holder lets go."""
 
 import errno
 
@@ -26,3 +27,10 @@ def try_lock(descriptor: int) -> bool:
             return False
         raise
     return True
+
+
+def wait_lock(descriptor: int) -> None:
+    """Lock ``descriptor`` for this process, waiting while another process holds the lock (no wait where the system
+    has no ``flock``)."""
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
