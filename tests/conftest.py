@@ -6,12 +6,13 @@
 - ``single_thread``: one intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``);
 - ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``).
+- runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
 
 Where tests live and how they are named: tests/README.md.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,8 @@ import pytest
 import torch
 
 from model.cdvd_tsp import CDVD_TSP
+from model.ensemble import DIHEDRAL, SelfEnsemble, TimeReversal, Transform, backward_outputs
+from model.streaming import RELEASE_BORDER, Runner, with_border
 
 DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_JSON = DATA_DIR / "cdvd_tsp_reference.json"
@@ -217,3 +220,35 @@ def make_bsd(root: Path, splits: dict[str, dict[str, int]], size: tuple[int, int
             write_frames(root / split / sequence / "Blur" / "RGB", count, value=10, size=size)
             write_frames(root / split / sequence / "Sharp" / "RGB", count, value=30, size=size)
     return root
+
+
+# ----- runners over whole clips
+
+
+def run_frames(runner: Runner, frames: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Push every frame through ``runner`` (tagged with its position) and return the outputs in order."""
+    outputs = [runner.push(frame, position) for position, frame in enumerate(frames)]
+    return [output.image for output in outputs if output is not None]
+
+
+def ensemble_video(
+    new_runner: Callable[[], Runner],
+    frames: Sequence[torch.Tensor],
+    transforms: Sequence[Transform] = DIHEDRAL,
+    time_reversal: bool = False,
+    border: str | None = RELEASE_BORDER,
+) -> list[torch.Tensor]:
+    """The self-ensembled outputs of a whole clip in order, as model/ensemble.py's docstring wires it: every frame
+    with a ``border`` mode, else the frames with a full window. ``new_runner`` makes a plain runner; the model runs
+    len(transforms) times, twice that with ``time_reversal``. Call under torch.no_grad."""
+
+    def runner() -> Runner:
+        return SelfEnsemble(new_runner, transforms)
+
+    tagged = [(frame, index) for index, frame in enumerate(frames)]
+    padded = tagged if border is None else list(with_border(tagged, new_runner().latency, border))
+    forward: Runner = runner()
+    if time_reversal:
+        forward = TimeReversal(forward, backward_outputs(runner(), reversed(padded), keep_on=None))
+    outputs = [forward.push(frame, index) for frame, index in padded]
+    return [output.image for output in outputs if output is not None]

@@ -16,9 +16,10 @@ import torch
 from conftest import make_dataset, save_seeded_weights, seeded_model
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
-from infer import pipeline as pipeline_module
+from infer import outputs as outputs_module
+from infer.conversion import FramePreparer, pad_to_multiple
 from infer.options import parse_args
-from infer.pipeline import FramePreparer, Pipeline, pad_to_multiple
+from infer.pipeline import Pipeline
 from infer.planning import make_plan
 from infer.reader import Prefetcher
 from infer.report import Report
@@ -215,7 +216,7 @@ def run_pipeline(
     with torch.inference_mode():
         started = time.perf_counter()
         with Pipeline(model, plan, report, progress=False) as pipeline:
-            pipeline.device_scores = device_scores
+            pipeline.scores_on_device = device_scores
             for job in plan.jobs:
                 pipeline.video(job)
         return report, time.perf_counter() - started
@@ -257,10 +258,10 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
     tiny_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No pause between videos: video b is already being restored while a's slow PNG writes finish; a's frames,
-    then its end (`finished`), then b's frames still reach the report in order."""
+    then its end, then b's frames still reach the report in order."""
     data, weights = tiny_run
     events: list[str] = []
-    write = pipeline_module.write_png
+    write = outputs_module.write_png
 
     def slow_write(path: Path, image: np.ndarray) -> None:
         if path.parent.name == "a":
@@ -272,7 +273,11 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
             events.append(f"frame {video}")
             super().frame(video, frame, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline_module, "write_png", slow_write)
+        def video_finished(self, video: str) -> None:
+            events.append(f"finished {video}")
+            super().video_finished(video)
+
+    monkeypatch.setattr(outputs_module, "write_png", slow_write)
     argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(tmp_path)]
     plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", "2"]))
     model = seeded_model(7)
@@ -285,7 +290,7 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
 
         pipeline.new_runner = new_runner
         for job in plan.jobs:
-            pipeline.video(job, finished=lambda name=job.source.name: events.append(f"finished {name}"))
+            pipeline.video(job)
     assert events.index("finished a") > [index for index, event in enumerate(events) if event == "runner"][1]
     assert [event for event in events if event != "runner"] == ["frame a"] * 5 + ["finished a"] + ["frame b"] * 4 + [
         "finished b"

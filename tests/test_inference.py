@@ -141,6 +141,9 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
     assert report["files"] == ["v1/00002.png", "v1/00003.png", "v2/00002.png"]  # what the run wrote, for a re-run
     assert report["frames"] == 3 and report["seconds_per_frame"] > 0 and report["model_seconds_per_frame"] > 0
     assert report["settings"] == {
+        "n_seq": 5,
+        "border": False,
+        "border_mode": None,
         "precision": "fp32",
         "cuda_graphs": False,
         "compile": False,

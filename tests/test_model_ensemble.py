@@ -7,18 +7,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import seeded_model
+from conftest import ensemble_video, seeded_model
 from model.cdvd_tsp import CDVD_TSP
-from model.ensemble import (
-    DIHEDRAL,
-    IDENTITY,
-    SelfEnsemble,
-    TimeReversal,
-    Transform,
-    backward_outputs,
-    ensemble_video,
-    mean,
-)
+from model.ensemble import DIHEDRAL, IDENTITY, SelfEnsemble, TimeReversal, Transform, backward_outputs, mean
 from model.streaming import StreamingRunner, with_border
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -163,23 +154,21 @@ def test_the_ensembled_stream_gives_the_plain_runner_s_outputs_and_tags(model: C
                 assert actual.image.shape == expected.image.shape and actual.image.dtype == expected.image.dtype
 
 
-def test_time_reversal_streams_with_pipeline_tags_and_a_key() -> None:
-    """The wiring the inference pipeline needs: tags are tuples, the key picks the frame index."""
+def test_time_reversal_streams_with_the_pipeline_s_frame_index_tags() -> None:
+    """The wiring the inference pipeline needs: each frame tagged with its index, in both passes."""
     frames = clip(5, seed=5)
     model = StandIn(lambda previous, center, following: center)
-    tagged = [(frame, (index, f"host-{index}")) for index, frame in enumerate(frames)]
+    tagged = [(frame, index) for index, frame in enumerate(frames)]
     with torch.no_grad():
-        backward = backward_outputs(
-            StreamingRunner(model), with_border(reversed(tagged), 2), key=lambda tag: tag[0], keep_on="cpu"
-        )
+        backward = backward_outputs(StreamingRunner(model), with_border(reversed(tagged), 2), keep_on="cpu")
         assert sorted(backward) == list(range(5))
-        runner = TimeReversal(StreamingRunner(model), backward, key=lambda tag: tag[0])
+        runner = TimeReversal(StreamingRunner(model), backward)
         outputs = [runner.push(frame, tag) for frame, tag in with_border(tagged, 2)]
     restored = [output for output in outputs if output is not None]
     assert [output.tag for output in restored] == [tag for _, tag in tagged]
     assert all(torch.equal(output.image, frame) for output, frame in zip(restored, frames, strict=True))
     assert runner.backward == {}  # every stored output was used and released
     with pytest.raises(KeyError, match="no backward output for frame 0"):
-        empty = TimeReversal(StreamingRunner(model), {}, key=lambda tag: tag[0])
+        empty = TimeReversal(StreamingRunner(model), {})
         for frame, tag in with_border(tagged, 2):
             empty.push(frame, tag)

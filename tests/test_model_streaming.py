@@ -5,9 +5,9 @@ import itertools
 import pytest
 import torch
 
-from conftest import relative_error, seeded_model
+from conftest import relative_error, run_frames, seeded_model
 from model.cdvd_tsp import CDVD_TSP
-from model.streaming import StreamingRunner, WindowRunner, run, with_border
+from model.streaming import StreamingRunner, WindowRunner, with_border
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -79,7 +79,7 @@ def test_streaming_equals_the_release_windows_with_half_the_steps(
             assert all(len(inputs) <= 3 for inputs in runner.stage_inputs)
         # each frame is restored once per stage: n - 2 stage-1 steps and n - 4 stage-2 steps
         assert counter.take() == (6 - 2) + (6 - 4)
-        windowed = list(run(WindowRunner(model), frames))
+        windowed = run_frames(WindowRunner(model), frames)
         assert counter.take() == 4 * len(expected)
     assert [output is None for output in streamed] == [True] * 4 + [False] * 2
     assert runner.latency == 2
@@ -92,7 +92,7 @@ def test_streaming_with_border_gives_every_frame_as_the_release(model: CDVD_TSP)
     frames = clip(2, seed=2)
     with torch.no_grad():
         expected = release_outputs(model, release_border(frames, 2))
-        streamed = list(run(StreamingRunner(model), with_border(frames, 2)))
+        streamed = run_frames(StreamingRunner(model), with_border(frames, 2))
     assert len(streamed) == len(expected) == 2
     for ours, theirs in zip(streamed, expected, strict=True):
         assert relative_error(ours, theirs) < 1e-5
@@ -102,7 +102,7 @@ def test_streaming_works_for_any_number_of_stages() -> None:
     model = seeded_model(seed=4, n_sequence=3)
     frames = clip(4, seed=4)
     with torch.no_grad():
-        streamed = list(run(StreamingRunner(model), frames))
+        streamed = run_frames(StreamingRunner(model), frames)
         expected = release_outputs(model, frames)
     assert len(streamed) == len(expected) == 2
     for ours, theirs in zip(streamed, expected, strict=True):
