@@ -7,6 +7,7 @@
 - ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``).
 - runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
+- ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
 
 Where tests live and how they are named: tests/README.md.
 """
@@ -252,3 +253,18 @@ def ensemble_video(
         forward = TimeReversal(forward, backward_outputs(runner(), reversed(padded), keep_on=None))
     outputs = [forward.push(frame, index) for frame, index in padded]
     return [output.image for output in outputs if output is not None]
+
+
+def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:
+    """A checkpoint of ``n_stages`` stages written by main.py: one tiny epoch (`TINY_TRAINING`) with the released
+    restoration net's width and depth (32 features, 3 resblocks, what inference.py builds) on 7-frame clips under
+    ``root``; returns its model_latest.pt (which records its n_sequence)."""
+    import main as train_main  # the training command, imported only by the tests that train
+
+    make_dataset(root / "train", {"video0": 7, "video1": 7}, height=32, width=40)
+    make_dataset(root / "test", {"video0": 7}, height=32, width=32, seed=7)
+    argv = [*TINY_TRAINING, "--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
+    argv += ["--experiment_dir", str(root / "experiment"), "--save", f"stages_{n_stages}", "--epochs", "1"]
+    argv += ["--n_stages", str(n_stages), "--n_feat", "32", "--n_resblock", "3", *flags]
+    assert train_main.main(argv) == 0
+    return root / "experiment" / f"stages_{n_stages}" / "model" / "model_latest.pt"
