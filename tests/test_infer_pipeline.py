@@ -1,5 +1,6 @@
-"""The parts of the overlapped inference pipeline: reading ahead, in-order workers, the frame arithmetic, atomic
-PNG writes, the CUDA branch's metrics (run on CPU tensors) and what the four times mean."""
+"""The overlapped inference pipeline: reading ahead, in-order workers, atomic PNG writes, and, on tiny videos, the
+CUDA branch's metrics (run on CPU tensors), what the four times mean, no pause between videos and the x16
+backward pass's border."""
 
 import errno
 import math
@@ -17,7 +18,6 @@ from conftest import make_dataset, save_seeded_weights, seeded_model
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
 from infer import outputs as outputs_module
-from infer.conversion import FramePreparer, pad_to_multiple
 from infer.options import parse_args
 from infer.pipeline import Pipeline
 from infer.planning import make_plan
@@ -25,7 +25,6 @@ from infer.reader import Prefetcher
 from infer.report import Report
 from infer.workers import InOrder
 from utils.errors import UserError
-from utils.image import to_tensor, to_uint8
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -128,32 +127,6 @@ def test_a_workers_error_is_raised_in_the_calling_thread_and_the_threads_end() -
         go.set()
         work.drain()
     assert infer_threads() == []
-
-
-# ----- the frame arithmetic of utils/image.py, on tensors
-
-
-def edge_image(height: int, width: int) -> torch.Tensor:
-    """Model outputs with values outside [0, 1] and exactly on rounding boundaries."""
-    values = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2
-    values[0, 0, 0, : width // 2] = (torch.arange(width // 2) + 0.5) / 255.0
-    return values
-
-
-def test_frame_conversions_are_those_of_utils_image() -> None:
-    rgb = np.random.default_rng(0).integers(0, 256, (38, 50, 3), dtype=np.uint8)
-    cropped = FramePreparer((38, 50), crop=True)
-    visible = cropped.image(rgb)
-    assert visible.shape == (36, 48, 3)
-    assert torch.equal(cropped.tensor(torch.from_numpy(np.ascontiguousarray(visible))), to_tensor(visible))
-    padded = FramePreparer((38, 50), crop=False)
-    tensor = padded.tensor(torch.from_numpy(rgb))
-    assert tensor.shape == (1, 3, 40, 52) and torch.equal(tensor, pad_to_multiple(to_tensor(rgb)))
-
-    output = edge_image(40, 52)
-    assert np.array_equal(padded.output(output).numpy(), to_uint8(output[..., :38, :50]))
-    assert np.array_equal(cropped.output(output).numpy(), to_uint8(output[..., :36, :48]))
-    assert np.array_equal(cropped.output(output.half()).numpy(), to_uint8(output.half()[..., :36, :48]))
 
 
 # ----- PNGs appear whole or not at all
