@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset, save_seeded_weights, seeded_model
+from conftest import make_dataset, save_seeded_weights, seeded_model, write_image
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
 from infer import outputs as outputs_module
+from infer import runners as runners_module
 from infer.options import parse_args
 from infer.pipeline import Pipeline
 from infer.planning import make_plan
@@ -269,3 +270,35 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
         "finished b"
     ]
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [f"{index:05d}.png" for index in range(5)]
+
+
+PADDED = {
+    "release": [0, 1, 0, 1, 2, 3, 4, 3, 4],
+    "replicate": [0, 0, 0, 1, 2, 3, 4, 4, 4],
+    "reflect": [2, 1, 0, 1, 2, 3, 4, 3, 2],
+}
+"""Five frames padded for two stages, by border mode."""
+
+
+@pytest.mark.parametrize("mode", list(PADDED))
+def test_the_x16_backward_pass_pads_the_border_as_the_forward_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With a step that returns the following frame, the forward pass gives the frame at p + 2 of the padded list
+    for the frame at p, the backward pass the frame at p - 2: x16 writes their mean (every transform agrees on
+    frames of one grey)."""
+    for index in range(5):
+        write_image(
+            tmp_path / "data" / "blur" / "clip" / f"{index:05d}.png", np.full((8, 8, 3), 40 + 20 * index, np.uint8)
+        )
+    monkeypatch.setattr(runners_module, "accelerated_step", lambda *args, **kwargs: lambda *frames: frames[2])
+    weights = save_seeded_weights(tmp_path / "model.pt")
+    argv = ["--data_path", str(tmp_path / "data"), "--model_path", str(weights), "--result_path", str(tmp_path / "r")]
+    flags = ["--device", "cpu", "--border", "--border_mode", mode, "--self_ensemble", "x16", "--workers", "0"]
+    plan = make_plan(parse_args([*argv, *flags]))
+    with torch.inference_mode(), Pipeline(seeded_model(), plan, Report(), progress=False) as pipeline:
+        pipeline.video(plan.jobs[0])
+    values = PADDED[mode]
+    expected = [40 + 10 * (values[position + 2] + values[position - 2]) for position in range(2, 7)]
+    written = [int(read_rgb(tmp_path / "r" / "clip" / f"{index:05d}.png")[0, 0, 0]) for index in range(5)]
+    assert written == expected

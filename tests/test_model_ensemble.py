@@ -74,24 +74,37 @@ def test_a_model_with_the_symmetries_is_unchanged_by_the_ensemble() -> None:
         assert (first - second).abs().max().item() < 1e-6
 
 
-def test_time_reversal_pairs_each_frame_with_its_own_backward_output() -> None:
-    """A step that returns the following frame: two stages give frame i + 2 forwards and frame i - 2 backwards (in
-    the border-padded sequence), so the time ensemble is their mean."""
-    count = 7
-    frames = [torch.full((1, 3, 4, 4), float(index)) for index in range(count)]
+PADDED = {
+    "release": [0, 1, 0, 1, 2, 3, 4, 5, 6, 5, 6],
+    "replicate": [0, 0, 0, 1, 2, 3, 4, 5, 6, 6, 6],
+    "reflect": [2, 1, 0, 1, 2, 3, 4, 5, 6, 5, 4],
+}
+"""Seven frames padded for two stages, by border mode."""
+
+
+@pytest.mark.parametrize("mode", list(PADDED))
+def test_time_reversal_pairs_each_frame_with_its_own_backward_output(mode: str) -> None:
+    """A step that returns the following frame: two stages give, for the frame at position p of the padded list,
+    the frame at p + 2 forwards and at p - 2 backwards, so the time ensemble is their mean."""
+    frames = [torch.full((1, 3, 4, 4), float(index)) for index in range(7)]
     model = StandIn(lambda previous, center, following: following)
     with torch.no_grad():
-        outputs = ensemble_video(factory(model), frames, transforms=(IDENTITY,), time_reversal=True)
-    values = list(with_border(range(count), 2))
-    expected = [(values[position + 2] + values[position - 2]) / 2 for position in range(2, len(values) - 2)]
+        outputs = ensemble_video(factory(model), frames, transforms=(IDENTITY,), time_reversal=True, border=mode)
+    values = PADDED[mode]
+    expected = [(values[position + 2] + values[position - 2]) / 2 for position in range(2, 9)]
     assert [output.flatten()[0].item() for output in outputs] == expected
-    assert expected != [float(index) for index in range(count)]  # the stand-in is not symmetric in time
+    assert expected != [float(index) for index in range(7)]  # the stand-in is not symmetric in time
 
 
-@pytest.mark.parametrize("count", [1, 2, 5, 6])
-def test_border_padding_commutes_with_time_reversal(count: int) -> None:
+@pytest.mark.parametrize("mode", list(PADDED))
+@pytest.mark.parametrize("half", [1, 2, 3])
+@pytest.mark.parametrize("count", [1, 2, 4, 5, 6])
+def test_border_padding_commutes_with_time_reversal(mode: str, half: int, count: int) -> None:
+    """What the backward pass relies on: padding the reversed frames gives the padded frames reversed."""
+    if mode == "reflect" and count <= half:
+        return  # refused (too short to reflect)
     items = list(range(count))
-    assert list(with_border(reversed(items), 2)) == list(reversed(list(with_border(items, 2))))
+    assert list(with_border(reversed(items), half, mode)) == list(reversed(list(with_border(items, half, mode))))
 
 
 @pytest.fixture(scope="module")

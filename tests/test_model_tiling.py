@@ -84,6 +84,17 @@ def test_the_blend_weights_of_three_overlapping_tiles_are_the_ramps_written_out(
             assert row.tolist() == pytest.approx(expected, abs=1e-15)
 
 
+def test_the_last_tile_ends_at_the_edge_and_ramps_across_its_larger_overlap() -> None:
+    """Tiles of 12 overlapping by 4 on 24 pixels start at 0, 8 and 12: the last one shares 8 pixels with the middle
+    one, so their ramps run over 8 pixels, not 4."""
+    tiles = plan_tiles(24, 4, (12, 4), 4)
+    assert [piece.top for piece in tiles] == [0, 8, 12]
+    columns = [piece.weight[:, 0].tolist() for piece in tiles]
+    assert columns[0] == [1, 1, 1, 1, 1, 1, 1, 1, 0.875, 0.625, 0.375, 0.125]
+    assert columns[1] == [0.125, 0.375, 0.625, 0.875, *RAMP_8[::-1]]
+    assert columns[2] == [*RAMP_8, 1, 1, 1, 1]
+
+
 def test_two_tiles_ramp_linearly_or_by_a_raised_cosine_across_their_overlap() -> None:
     """Tiles of 8 overlapping by 4 on 12 pixels: complementary ramps over the 4 shared pixels."""
     linear = plan_tiles(4, 12, (4, 8), 4, "linear")
