@@ -174,11 +174,13 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     report: Report = Report()
     log: RunLog | None = None
     plan: Plan | None = None
+    settings: RunSettings | None = None
     staging: Staging | None = None
     try:
         if failure is not None:
             raise failure
         plan = make_plan(args, ranks.local_rank)
+        settings = run_settings(plan, ranks.world_size)
         model = load_plan_model(plan)
         if ranks.is_main:
             staging = begin_staging(plan)
@@ -188,12 +190,12 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     try:
         if failure is not None:
             raise failure
-        if plan is not None and token is not None:  # without a token rank 0 failed: its error is reported below
+        if plan is not None and settings is not None and token is not None:  # no token: rank 0 failed (see below)
             staging = staging or Staging.join(plan.destination.results_path, token)
             staged_plan = staged(plan, staging)
             mine = [staged_plan.jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
             if ranks.is_main:
-                log = open_log(plan, run_settings(plan, ranks.world_size))
+                log = open_log(plan, settings)
             restore(staged_plan, model, mine, report, progress=ranks.is_main)
     except Exception as error:  # every process must reach the exchange below, whatever went wrong
         failure = error
@@ -207,7 +209,7 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     if staging is None:  # rank 0 failed before it began (so errors holds its error)
         raise UserError(errors[0])
     with discarded_on_failure(staging):
-        if log is not None and plan is not None:  # rank 0 planned: every process's lines, in the plan's order
+        if log is not None and plan is not None and settings is not None:  # rank 0 planned: every process's lines
             with log:
                 order = [job.source.name for job in plan.jobs]
                 results = merge([outcome.results for outcome in outcomes], order)
@@ -219,7 +221,6 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
                     log.write_error(f"error: {errors[0]}")
                 else:
                     try:
-                        settings = run_settings(plan, ranks.world_size)
                         finish_report(log, results, finished, plan, settings, staging)
                     except UserError as error:
                         log.write_error(f"error: {error}")
