@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
 from infer.checks import RELEASED_N_STAGES
-from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR
+from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
 from model.tiling import DEFAULT_OVERLAP
 from utils.metrics import CHANNELS, CROP_BORDER
@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--self_ensemble",
         nargs="?",
-        const="x8",
+        const=SPATIAL_ENSEMBLE,
         choices=ENSEMBLES,
         help="average the model over the 8 flips/transpositions (x8, 8x the time) or those and time reversal "
         "(x16, 16x); --self_ensemble alone is x8",

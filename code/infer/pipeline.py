@@ -87,7 +87,7 @@ class Pipeline:
     def _runner(self, frames: VideoInput, spans: list) -> Runner:
         """The video's runner; for x16, after the backward pass (its model time timed into ``spans``)."""
         runner = self.new_runner()
-        if self.plan.restoration.self_ensemble != "x16":
+        if not self.plan.restoration.time_reversal:
             return runner
         with self.transfer.timed(spans):
             backward = backward_outputs(self.new_runner(), frames.backwards())

@@ -42,8 +42,10 @@ from utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger(__name__)
 
-ENSEMBLES = ("x8", "x16")
-"""``--self_ensemble``: x8 the 8 flips and transpositions of every frame, x16 those and the video played backwards."""
+SPATIAL_ENSEMBLE, TIME_ENSEMBLE = "x8", "x16"
+ENSEMBLES = (SPATIAL_ENSEMBLE, TIME_ENSEMBLE)
+"""``--self_ensemble``: x8 (also ``--self_ensemble`` alone) the 8 flips and transpositions of every frame, x16 those
+and the video played backwards."""
 GOPRO_BLUR = "blur"
 """GOPRO_Large's blurred frames unless ``--gopro_blur`` says otherwise: what CDVD-TSP and most peers evaluate."""
 SHOWCASE_DIR = "showcase"
@@ -137,6 +139,11 @@ class Restoration:
     @property
     def runner(self) -> str:
         return "window" if self.window else "streaming"
+
+    @property
+    def time_reversal(self) -> bool:
+        """Whether each video is also restored backwards (x16)."""
+        return self.self_ensemble == TIME_ENSEMBLE
 
 
 @dataclass(frozen=True)

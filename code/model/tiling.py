@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OVERLAP = 32
 """Pixels that neighbouring tiles share unless told otherwise (``inference.py --tile_overlap``)."""
-BLENDS = ("linear", "cosine")
+LINEAR = "linear"
+BLENDS = (LINEAR, "cosine")
+"""How a tile's weight ramps across an overlap: linearly (the default) or by a raised cosine."""
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -53,7 +55,7 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 def _ramp(length: int, blend: str) -> Tensor:
     """Weights rising from near 0 to near 1 over ``length`` pixels (centred samples: never exactly 0 or 1)."""
     position = (torch.arange(length, dtype=torch.float64) + 0.5) / length
-    return position if blend == "linear" else 0.5 - 0.5 * torch.cos(math.pi * position)
+    return position if blend == LINEAR else 0.5 - 0.5 * torch.cos(math.pi * position)
 
 
 def _axis_weights(starts: list[int], length: int, blend: str) -> list[Tensor]:
@@ -84,7 +86,7 @@ class Tile:
         return image[..., self.top : self.top + self.height, self.left : self.left + self.width]
 
 
-def plan_tiles(height: int, width: int, tile: tuple[int, int], overlap: int, blend: str = "linear") -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: tuple[int, int], overlap: int, blend: str = LINEAR) -> list[Tile]:
     """The tiles of a ``height`` x ``width`` frame, row by row, with normalised blending weights."""
     rows = tile_starts(height, tile[0], overlap)
     columns = tile_starts(width, tile[1], overlap)
@@ -118,7 +120,7 @@ class Tiler:
     """The tiles of ``tile`` x ``tile`` pixels (or (height, width)) overlapping by ``overlap``, planned once per
     frame size and device."""
 
-    def __init__(self, tile: int | tuple[int, int], overlap: int = DEFAULT_OVERLAP, blend: str = "linear") -> None:
+    def __init__(self, tile: int | tuple[int, int], overlap: int = DEFAULT_OVERLAP, blend: str = LINEAR) -> None:
         size = (tile, tile) if isinstance(tile, int) else tuple(tile)
         if len(size) != 2 or any(side < SIZE_MULTIPLE or side % SIZE_MULTIPLE for side in size):
             raise ValueError(f"tile sizes must be positive multiples of {SIZE_MULTIPLE}, got {tile}")
@@ -162,7 +164,7 @@ class TiledRunner(FanOut):
         new_runner: Callable[[], Runner],
         tile: int | tuple[int, int],
         overlap: int = DEFAULT_OVERLAP,
-        blend: str = "linear",
+        blend: str = LINEAR,
     ) -> None:
         super().__init__(new_runner)
         self.tiler = Tiler(tile, overlap, blend)
