@@ -249,7 +249,7 @@ def pipeline_run(argv: list[str], identity: bool) -> tuple[dict, list[float], fl
 
     with tempfile.TemporaryDirectory() as scratch:
         destination = ["--result_path", scratch] if "--input" not in argv else ["--output", scratch]
-        patch = mock.patch("infer.pipeline.accelerated_step", identity_step) if identity else contextlib.nullcontext()
+        patch = mock.patch("infer.runners.accelerated_step", identity_step) if identity else contextlib.nullcontext()
         quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
         started = time.perf_counter()
         with patch, quiet[0], quiet[1]:

@@ -26,14 +26,29 @@ from data.demo import ensure_demo_split
 from data.frames import read_rgb, scan_dataset
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
-from model.ensemble import DIHEDRAL, IDENTITY, ensemble_video
-from model.streaming import StreamingRunner
+from model.ensemble import DIHEDRAL, IDENTITY, SelfEnsemble, TimeReversal, Transform, backward_outputs
+from model.streaming import Runner, StreamingRunner, with_border
 from utils.image import to_tensor, to_uint8
 from utils.metrics import psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "dataset" / "DEMO" / "test"
 MODEL = ROOT / "pretrain_models" / "CDVD_TSP_DEMO.pt"
+
+
+def ensembled(model: CDVD_TSP, frames: list[torch.Tensor], transforms: tuple[Transform, ...], backwards: bool) -> list:
+    """Every frame of ``frames`` restored (the release's border), averaged over ``transforms`` and, with
+    ``backwards``, over the video played backwards too (the two passes of model/ensemble.py)."""
+
+    def new_runner() -> Runner:
+        return SelfEnsemble(lambda: StreamingRunner(model), transforms)
+
+    padded = list(with_border([(frame, index) for index, frame in enumerate(frames)], model.n_stages))
+    runner = new_runner()
+    if backwards:
+        runner = TimeReversal(runner, backward_outputs(new_runner(), reversed(padded), keep_on=None))
+    outputs = [runner.push(frame, index) for frame, index in padded]
+    return [output.image for output in outputs if output is not None]
 
 
 def main() -> None:
@@ -69,7 +84,7 @@ def main() -> None:
         for name, (transforms, time_reversal) in settings.items():
             started = time.perf_counter()
             with torch.no_grad():
-                outputs = ensemble_video(lambda: StreamingRunner(model), frames, transforms, time_reversal)
+                outputs = ensembled(model, frames, transforms, time_reversal)
             seconds[name] += time.perf_counter() - started
             per_frame = [
                 (psnr(to_uint8(out), gt), ssim(to_uint8(out), gt)) for out, gt in zip(outputs, sharp, strict=True)

@@ -10,6 +10,10 @@ DEMO` makes them), optionally upscaled by ``--scale`` (bicubic) to show memory a
 of 4; the model is pretrain_models/CDVD_TSP_DEMO.pt. Printed per setting: PSNR of the outputs against the sharp
 frames (the protocol's metric), its change from the untiled run, PSNR of the tiled outputs against the untiled ones,
 seconds, and peak memory. Nothing is asserted.
+
+Two ways of tiling: ``cascade`` is what ``inference.py --tile`` runs (`model.tiling.TiledRunner`: a streaming runner
+per tile, the whole cascade per tile); ``step`` tiles each stage's step and blends between the stages (`TiledStep`
+below, kept here to compare: the next stage sees the blended, whole-frame result).
 """
 
 import argparse
@@ -30,14 +34,28 @@ from data.demo import ensure_demo_split
 from data.frames import read_rgb, scan_dataset
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
-from model.streaming import StreamingRunner, WindowRunner, with_border
-from model.tiling import TiledModel, TiledStep
+from model.streaming import Step, StreamingRunner, with_border
+from model.tiling import TiledRunner, Tiler, blend_tiles
 from utils.image import to_tensor, to_uint8
 from utils.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "dataset" / "DEMO" / "test"
 MODEL = ROOT / "pretrain_models" / "CDVD_TSP_DEMO.pt"
+
+
+class TiledStep:
+    """A per-stage step (previous, center, following) -> restored center, run tile by tile and blended."""
+
+    def __init__(self, step: Step, tile: int, overlap: int) -> None:
+        self.step = step
+        self.tiler = Tiler(tile, overlap)
+
+    def __call__(self, previous: torch.Tensor, center: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+        height, width = center.shape[-2:]
+        tiles = self.tiler.tiles(height, width, center.device)
+        outputs = [self.step(*(tile.crop(frame) for frame in (previous, center, following))) for tile in tiles]
+        return blend_tiles(tiles, outputs, height, width)
 
 
 def load_clips(videos: int, frames: int, scale: float) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
@@ -74,7 +92,7 @@ def restore(setting: str, args: argparse.Namespace) -> dict:
             if way == "step":
                 runner = StreamingRunner(model, step=TiledStep(model.restore_center, int(tile), int(overlap)))
             else:
-                runner = WindowRunner(TiledModel(model, int(tile), int(overlap)))
+                runner = TiledRunner(lambda: StreamingRunner(model), int(tile), int(overlap))
         with torch.no_grad():
             for frame in with_border([to_tensor(image, device) for image in blurred], model.n_stages):
                 restored = runner.push(frame)

@@ -5,12 +5,15 @@ Evaluation (the release's flags): ``python code/inference.py --default_data DVD`
 protocol (docs/faithfulness.md, section 9 "Evaluation protocol") and writes frames, a log and ``results.json`` to
 ``infer_results/DVD``.
 Other dataset layouts (GOPRO_Large, DVD's quantitative_datasets, BSD) are detected or named with ``--layout``;
-``--self_ensemble``, ``--tile``, ``--metric_channel`` and ``--crop_border`` are the field's evaluation variants.
+``--self_ensemble``, ``--tile``, ``--metric_channel``, ``--crop_border`` and ``--border_mode`` are the field's
+evaluation variants. The model has the number of stages its checkpoint records (``--n_stages`` for files without
+the record, such as the released ones: 2).
 Deblurring only: ``python code/inference.py --input my_frames/ --output deblurred/`` (or a video file in and out).
 Several GPUs: ``torchrun --nproc_per_node N code/inference.py ...`` shares the videos among N processes.
 
-Everything that can be checked is checked before any output is written (infer/planning.py); the frames are read,
-restored, written and scored in an overlapped pipeline (infer/pipeline.py); docs/inference.md has the details.
+Everything that can be checked is checked before any output is written (infer/planning.py, infer/checks.py); the
+frames are read, restored, written and scored in an overlapped pipeline (infer/pipeline.py); docs/inference.md has
+the details and a map of infer/.
 """
 
 import logging

@@ -6,12 +6,14 @@
 - ``single_thread``: one intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``);
 - ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``).
+- runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
+- ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
 
 Where tests live and how they are named: tests/README.md.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -20,6 +22,8 @@ import pytest
 import torch
 
 from model.cdvd_tsp import CDVD_TSP
+from model.ensemble import DIHEDRAL, SelfEnsemble, TimeReversal, Transform, backward_outputs
+from model.streaming import RELEASE_BORDER, Runner, with_border
 
 DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_JSON = DATA_DIR / "cdvd_tsp_reference.json"
@@ -217,3 +221,50 @@ def make_bsd(root: Path, splits: dict[str, dict[str, int]], size: tuple[int, int
             write_frames(root / split / sequence / "Blur" / "RGB", count, value=10, size=size)
             write_frames(root / split / sequence / "Sharp" / "RGB", count, value=30, size=size)
     return root
+
+
+# ----- runners over whole clips
+
+
+def run_frames(runner: Runner, frames: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Push every frame through ``runner`` (tagged with its position) and return the outputs in order."""
+    outputs = [runner.push(frame, position) for position, frame in enumerate(frames)]
+    return [output.image for output in outputs if output is not None]
+
+
+def ensemble_video(
+    new_runner: Callable[[], Runner],
+    frames: Sequence[torch.Tensor],
+    transforms: Sequence[Transform] = DIHEDRAL,
+    time_reversal: bool = False,
+    border: str | None = RELEASE_BORDER,
+) -> list[torch.Tensor]:
+    """The self-ensembled outputs of a whole clip in order, as model/ensemble.py's docstring wires it: every frame
+    with a ``border`` mode, else the frames with a full window. ``new_runner`` makes a plain runner; the model runs
+    len(transforms) times, twice that with ``time_reversal``. Call under torch.no_grad."""
+
+    def runner() -> Runner:
+        return SelfEnsemble(new_runner, transforms)
+
+    tagged = [(frame, index) for index, frame in enumerate(frames)]
+    padded = tagged if border is None else list(with_border(tagged, new_runner().latency, border))
+    forward: Runner = runner()
+    if time_reversal:
+        forward = TimeReversal(forward, backward_outputs(runner(), reversed(padded), keep_on=None))
+    outputs = [forward.push(frame, index) for frame, index in padded]
+    return [output.image for output in outputs if output is not None]
+
+
+def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:
+    """A checkpoint of ``n_stages`` stages written by main.py: one tiny epoch (`TINY_TRAINING`) with the released
+    restoration net's width and depth (32 features, 3 resblocks, what inference.py builds) on 7-frame clips under
+    ``root``; returns its model_latest.pt (which records its n_sequence)."""
+    import main as train_main  # the training command, imported only by the tests that train
+
+    make_dataset(root / "train", {"video0": 7, "video1": 7}, height=32, width=40)
+    make_dataset(root / "test", {"video0": 7}, height=32, width=32, seed=7)
+    argv = [*TINY_TRAINING, "--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
+    argv += ["--experiment_dir", str(root / "experiment"), "--save", f"stages_{n_stages}", "--epochs", "1"]
+    argv += ["--n_stages", str(n_stages), "--n_feat", "32", "--n_resblock", "3", *flags]
+    assert train_main.main(argv) == 0
+    return root / "experiment" / f"stages_{n_stages}" / "model" / "model_latest.pt"

@@ -1,5 +1,6 @@
-"""The parts of the overlapped inference pipeline: reading ahead, in-order workers, the frame arithmetic, atomic
-PNG writes, the CUDA branch's metrics (run on CPU tensors) and what the four times mean."""
+"""The overlapped inference pipeline: reading ahead, in-order workers, atomic PNG writes, and, on tiny videos, the
+CUDA branch's metrics (run on CPU tensors), what the four times mean, no pause between videos and the x16
+backward pass's border."""
 
 import errno
 import math
@@ -13,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset, save_seeded_weights, seeded_model
+from conftest import make_dataset, save_seeded_weights, seeded_model, write_image
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
-from infer import pipeline as pipeline_module
+from infer import outputs as outputs_module
+from infer import runners as runners_module
 from infer.options import parse_args
-from infer.pipeline import FramePreparer, Pipeline, pad_to_multiple
+from infer.pipeline import Pipeline
 from infer.planning import make_plan
 from infer.reader import Prefetcher
 from infer.report import Report
 from infer.workers import InOrder
 from utils.errors import UserError
-from utils.image import to_tensor, to_uint8
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -129,32 +130,6 @@ def test_a_workers_error_is_raised_in_the_calling_thread_and_the_threads_end() -
     assert infer_threads() == []
 
 
-# ----- the frame arithmetic of utils/image.py, on tensors
-
-
-def edge_image(height: int, width: int) -> torch.Tensor:
-    """Model outputs with values outside [0, 1] and exactly on rounding boundaries."""
-    values = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2
-    values[0, 0, 0, : width // 2] = (torch.arange(width // 2) + 0.5) / 255.0
-    return values
-
-
-def test_frame_conversions_are_those_of_utils_image() -> None:
-    rgb = np.random.default_rng(0).integers(0, 256, (38, 50, 3), dtype=np.uint8)
-    cropped = FramePreparer((38, 50), crop=True)
-    visible = cropped.image(rgb)
-    assert visible.shape == (36, 48, 3)
-    assert torch.equal(cropped.tensor(torch.from_numpy(np.ascontiguousarray(visible))), to_tensor(visible))
-    padded = FramePreparer((38, 50), crop=False)
-    tensor = padded.tensor(torch.from_numpy(rgb))
-    assert tensor.shape == (1, 3, 40, 52) and torch.equal(tensor, pad_to_multiple(to_tensor(rgb)))
-
-    output = edge_image(40, 52)
-    assert np.array_equal(padded.output(output).numpy(), to_uint8(output[..., :38, :50]))
-    assert np.array_equal(cropped.output(output).numpy(), to_uint8(output[..., :36, :48]))
-    assert np.array_equal(cropped.output(output.half()).numpy(), to_uint8(output.half()[..., :36, :48]))
-
-
 # ----- PNGs appear whole or not at all
 
 
@@ -215,7 +190,7 @@ def run_pipeline(
     with torch.inference_mode():
         started = time.perf_counter()
         with Pipeline(model, plan, report, progress=False) as pipeline:
-            pipeline.device_scores = device_scores
+            pipeline.scores_on_device = device_scores
             for job in plan.jobs:
                 pipeline.video(job)
         return report, time.perf_counter() - started
@@ -257,10 +232,10 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
     tiny_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No pause between videos: video b is already being restored while a's slow PNG writes finish; a's frames,
-    then its end (`finished`), then b's frames still reach the report in order."""
+    then its end, then b's frames still reach the report in order."""
     data, weights = tiny_run
     events: list[str] = []
-    write = pipeline_module.write_png
+    write = outputs_module.write_png
 
     def slow_write(path: Path, image: np.ndarray) -> None:
         if path.parent.name == "a":
@@ -272,7 +247,11 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
             events.append(f"frame {video}")
             super().frame(video, frame, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline_module, "write_png", slow_write)
+        def video_finished(self, video: str) -> None:
+            events.append(f"finished {video}")
+            super().video_finished(video)
+
+    monkeypatch.setattr(outputs_module, "write_png", slow_write)
     argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(tmp_path)]
     plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", "2"]))
     model = seeded_model(7)
@@ -285,9 +264,41 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
 
         pipeline.new_runner = new_runner
         for job in plan.jobs:
-            pipeline.video(job, finished=lambda name=job.source.name: events.append(f"finished {name}"))
+            pipeline.video(job)
     assert events.index("finished a") > [index for index, event in enumerate(events) if event == "runner"][1]
     assert [event for event in events if event != "runner"] == ["frame a"] * 5 + ["finished a"] + ["frame b"] * 4 + [
         "finished b"
     ]
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [f"{index:05d}.png" for index in range(5)]
+
+
+PADDED = {
+    "release": [0, 1, 0, 1, 2, 3, 4, 3, 4],
+    "replicate": [0, 0, 0, 1, 2, 3, 4, 4, 4],
+    "reflect": [2, 1, 0, 1, 2, 3, 4, 3, 2],
+}
+"""Five frames padded for two stages, by border mode."""
+
+
+@pytest.mark.parametrize("mode", list(PADDED))
+def test_the_x16_backward_pass_pads_the_border_as_the_forward_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With a step that returns the following frame, the forward pass gives the frame at p + 2 of the padded list
+    for the frame at p, the backward pass the frame at p - 2: x16 writes their mean (every transform agrees on
+    frames of one grey)."""
+    for index in range(5):
+        write_image(
+            tmp_path / "data" / "blur" / "clip" / f"{index:05d}.png", np.full((8, 8, 3), 40 + 20 * index, np.uint8)
+        )
+    monkeypatch.setattr(runners_module, "accelerated_step", lambda *args, **kwargs: lambda *frames: frames[2])
+    weights = save_seeded_weights(tmp_path / "model.pt")
+    argv = ["--data_path", str(tmp_path / "data"), "--model_path", str(weights), "--result_path", str(tmp_path / "r")]
+    flags = ["--device", "cpu", "--border", "--border_mode", mode, "--self_ensemble", "x16", "--workers", "0"]
+    plan = make_plan(parse_args([*argv, *flags]))
+    with torch.inference_mode(), Pipeline(seeded_model(), plan, Report(), progress=False) as pipeline:
+        pipeline.video(plan.jobs[0])
+    values = PADDED[mode]
+    expected = [40 + 10 * (values[position + 2] + values[position - 2]) for position in range(2, 7)]
+    written = [int(read_rgb(tmp_path / "r" / "clip" / f"{index:05d}.png")[0, 0, 0]) for index in range(5)]
+    assert written == expected

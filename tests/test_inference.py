@@ -143,6 +143,9 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
     assert sorted(manifest.files) == ["results.json", "v1/00002.png", "v1/00003.png", "v2/00002.png"]
     assert report["frames"] == 3 and report["seconds_per_frame"] > 0 and report["model_seconds_per_frame"] > 0
     assert report["settings"] == {
+        "n_seq": 5,
+        "border": False,
+        "border_mode": None,
         "precision": "fp32",
         "cuda_graphs": False,
         "compile": False,
@@ -293,3 +296,34 @@ def test_outputs_are_the_same_with_workers_and_without(tmp_path: Path, weights: 
     header = only_log(tmp_path / "overlapped")
     for line in ("+ precision: fp32", "+ cuda_graphs: False", "+ compile: False", "+ workers: 4", "device: cpu"):
         assert line in header
+
+
+def test_border_modes_change_only_the_frames_whose_window_they_pad(tmp_path: Path, weights: Path) -> None:
+    """Six frames, two stages: frames 2 and 3 have full windows; frame 1's window is (f1, f0, f1, f2, f3) with the
+    release's padding and with reflection alike, (f0, f0, f1, f2, f3) replicated; frame 0's differs in each mode.
+    The window runner pads alike (shown here for reflect; each mode's padding against the windows of its padded list
+    is tests/test_model_streaming.py's)."""
+    data = make_dataset(tmp_path / "data", {"clip": 6}, height=20, width=24)
+    images: dict[str, dict[str, np.ndarray]] = {}
+    for mode in ("release", "replicate", "reflect"):
+        streamed = evaluate(data, weights, tmp_path / mode, "--border", "--border_mode", mode, "--workers", "0")
+        assert streamed["settings"]["border_mode"] == mode
+        assert f"+ border_mode: {mode}" in only_log(tmp_path / mode)
+        images[mode] = {name: read_rgb(tmp_path / mode / "clip" / name) for name in pngs(tmp_path / mode / "clip")}
+        assert list(images[mode]) == [f"{index:05d}.png" for index in range(6)]
+    evaluate(data, weights, tmp_path / "window", "--border", "--border_mode", "reflect", "--window", "--workers", "0")
+    for name, ours in images["reflect"].items():
+        theirs = read_rgb(tmp_path / "window" / "clip" / name)
+        assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1  # float32 paths: a rounding step
+    release, replicate, reflect = images["release"], images["replicate"], images["reflect"]
+
+    def same(first: np.ndarray, second: np.ndarray) -> bool:
+        return np.array_equal(first, second)
+
+    for name in ("00002.png", "00003.png"):
+        assert same(release[name], replicate[name]) and same(release[name], reflect[name])
+    for name in ("00001.png", "00004.png"):
+        assert same(release[name], reflect[name]) and not same(release[name], replicate[name])
+    for name in ("00000.png", "00005.png"):
+        assert not same(release[name], replicate[name]) and not same(release[name], reflect[name])
+        assert not same(replicate[name], reflect[name])

@@ -195,13 +195,15 @@ def test_a_full_disk_under_the_log_stops_the_run_with_one_line(
     real_open = open
 
     class FullLog:
+        """The disk fills once the header and the first frame's line are written (the run is under way)."""
+
         def __init__(self, handle: IO[str]) -> None:
-            self.handle, self.lines = handle, 0
+            self.handle, self.full = handle, False
 
         def write(self, text: str) -> int:
-            self.lines += 1
-            if self.lines > 16:  # the header (15 lines) and the first frame's line fit
+            if self.full:
                 raise OSError(errno.ENOSPC, "No space left on device")
+            self.full = text.startswith("> ")
             return self.handle.write(text)
 
         def close(self) -> None:

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_bsd, make_dataset, make_dvd, make_gopro, save_seeded_weights
+from conftest import ensemble_video, make_bsd, make_dataset, make_dvd, make_gopro, run_frames, save_seeded_weights
 from data.frames import read_rgb
 from infer.run import load_model
 from inference import main
-from model.ensemble import ensemble_video
 from model.streaming import StreamingRunner, WindowRunner, with_border
-from model.tiling import TiledModel
+from model.tiling import TiledRunner
 from utils.errors import UserError
 from utils.image import to_tensor, to_uint8
 from utils.metrics import min_size, psnr, ssim
@@ -146,8 +145,8 @@ def library_outputs(weights: Path, data: Path, video: str, runner: str = "stream
     with torch.inference_mode():
         if runner == "ensemble":
             return [to_uint8(image) for image in ensemble_video(lambda: StreamingRunner(model), frames, **ensemble)]
-        tiled = WindowRunner(TiledModel(model, **ensemble))  # type: ignore[arg-type]
-        return [to_uint8(restored.image) for frame in with_border(frames, 2) if (restored := tiled.push(frame))]
+        tiled = TiledRunner(lambda: WindowRunner(model), **ensemble)  # type: ignore[arg-type]
+        return [to_uint8(image) for image in run_frames(tiled, with_border(frames, 2))]
 
 
 def outputs(folder: Path) -> list[np.ndarray]:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from conftest import make_dataset, save_seeded_weights
-from infer.planning import Job, shard
 from inference import main
 from utils import committed
 from utils.paths import REPO_ROOT
@@ -20,26 +19,9 @@ from utils.paths import REPO_ROOT
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 VIDEOS = {"v1": 6, "v2": 5, "v3": 7}
-"""Shared out longest first: v3 (7 frames) to rank 0, v1 (6) to rank 1, v2 (5) to rank 1."""
+"""Shared out longest first (planning.shard, tests/test_infer_planning.py): v3 (7 frames) to rank 0, v1 (6) and v2
+(5) to rank 1."""
 TIMEOUT = 180
-
-
-def test_videos_are_shared_out_by_frame_count_the_same_way_every_time() -> None:
-    class Source:
-        def __init__(self, frames: int) -> None:
-            self.frames = frames
-
-        def __len__(self) -> int:
-            return self.frames
-
-    jobs = [Job(Source(frames), None, [], None, None) for frames in (6, 5, 7)]  # type: ignore[arg-type]
-    assert shard(jobs, 2) == [[2], [0, 1]]
-    assert shard(jobs, 1) == [[0, 1, 2]]
-    assert shard(jobs, 4) == [[2], [0], [1], []]  # more processes than videos: some have none
-    many = [Job(Source(frames), None, [], None, None) for frames in (9, 1, 8, 2, 7, 3, 5, 5)]  # type: ignore[arg-type]
-    loads = [sum(len(many[index].source) for index in share) for share in shard(many, 3)]
-    assert sorted(index for share in shard(many, 3) for index in share) == list(range(8))
-    assert max(loads) - min(loads) <= 1
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import seeded_model
+from conftest import ensemble_video, seeded_model
 from model.cdvd_tsp import CDVD_TSP
-from model.ensemble import (
-    DIHEDRAL,
-    IDENTITY,
-    SelfEnsemble,
-    TimeReversal,
-    Transform,
-    backward_outputs,
-    ensemble_video,
-    mean,
-)
+from model.ensemble import DIHEDRAL, IDENTITY, SelfEnsemble, TimeReversal, Transform, backward_outputs, mean
 from model.streaming import StreamingRunner, with_border
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -83,24 +74,37 @@ def test_a_model_with_the_symmetries_is_unchanged_by_the_ensemble() -> None:
         assert (first - second).abs().max().item() < 1e-6
 
 
-def test_time_reversal_pairs_each_frame_with_its_own_backward_output() -> None:
-    """A step that returns the following frame: two stages give frame i + 2 forwards and frame i - 2 backwards (in
-    the border-padded sequence), so the time ensemble is their mean."""
-    count = 7
-    frames = [torch.full((1, 3, 4, 4), float(index)) for index in range(count)]
+PADDED = {
+    "release": [0, 1, 0, 1, 2, 3, 4, 5, 6, 5, 6],
+    "replicate": [0, 0, 0, 1, 2, 3, 4, 5, 6, 6, 6],
+    "reflect": [2, 1, 0, 1, 2, 3, 4, 5, 6, 5, 4],
+}
+"""Seven frames padded for two stages, by border mode."""
+
+
+@pytest.mark.parametrize("mode", list(PADDED))
+def test_time_reversal_pairs_each_frame_with_its_own_backward_output(mode: str) -> None:
+    """A step that returns the following frame: two stages give, for the frame at position p of the padded list,
+    the frame at p + 2 forwards and at p - 2 backwards, so the time ensemble is their mean."""
+    frames = [torch.full((1, 3, 4, 4), float(index)) for index in range(7)]
     model = StandIn(lambda previous, center, following: following)
     with torch.no_grad():
-        outputs = ensemble_video(factory(model), frames, transforms=(IDENTITY,), time_reversal=True)
-    values = list(with_border(range(count), 2))
-    expected = [(values[position + 2] + values[position - 2]) / 2 for position in range(2, len(values) - 2)]
+        outputs = ensemble_video(factory(model), frames, transforms=(IDENTITY,), time_reversal=True, border=mode)
+    values = PADDED[mode]
+    expected = [(values[position + 2] + values[position - 2]) / 2 for position in range(2, 9)]
     assert [output.flatten()[0].item() for output in outputs] == expected
-    assert expected != [float(index) for index in range(count)]  # the stand-in is not symmetric in time
+    assert expected != [float(index) for index in range(7)]  # the stand-in is not symmetric in time
 
 
-@pytest.mark.parametrize("count", [1, 2, 5, 6])
-def test_border_padding_commutes_with_time_reversal(count: int) -> None:
+@pytest.mark.parametrize("mode", list(PADDED))
+@pytest.mark.parametrize("half", [1, 2, 3])
+@pytest.mark.parametrize("count", [1, 2, 4, 5, 6])
+def test_border_padding_commutes_with_time_reversal(mode: str, half: int, count: int) -> None:
+    """What the backward pass relies on: padding the reversed frames gives the padded frames reversed."""
+    if mode == "reflect" and count <= half:
+        return  # refused (too short to reflect)
     items = list(range(count))
-    assert list(with_border(reversed(items), 2)) == list(reversed(list(with_border(items, 2))))
+    assert list(with_border(reversed(items), half, mode)) == list(reversed(list(with_border(items, half, mode))))
 
 
 @pytest.fixture(scope="module")
@@ -163,23 +167,21 @@ def test_the_ensembled_stream_gives_the_plain_runner_s_outputs_and_tags(model: C
                 assert actual.image.shape == expected.image.shape and actual.image.dtype == expected.image.dtype
 
 
-def test_time_reversal_streams_with_pipeline_tags_and_a_key() -> None:
-    """The wiring the inference pipeline needs: tags are tuples, the key picks the frame index."""
+def test_time_reversal_streams_with_the_pipeline_s_frame_index_tags() -> None:
+    """The wiring the inference pipeline needs: each frame tagged with its index, in both passes."""
     frames = clip(5, seed=5)
     model = StandIn(lambda previous, center, following: center)
-    tagged = [(frame, (index, f"host-{index}")) for index, frame in enumerate(frames)]
+    tagged = [(frame, index) for index, frame in enumerate(frames)]
     with torch.no_grad():
-        backward = backward_outputs(
-            StreamingRunner(model), with_border(reversed(tagged), 2), key=lambda tag: tag[0], keep_on="cpu"
-        )
+        backward = backward_outputs(StreamingRunner(model), with_border(reversed(tagged), 2), keep_on="cpu")
         assert sorted(backward) == list(range(5))
-        runner = TimeReversal(StreamingRunner(model), backward, key=lambda tag: tag[0])
+        runner = TimeReversal(StreamingRunner(model), backward)
         outputs = [runner.push(frame, tag) for frame, tag in with_border(tagged, 2)]
     restored = [output for output in outputs if output is not None]
     assert [output.tag for output in restored] == [tag for _, tag in tagged]
     assert all(torch.equal(output.image, frame) for output, frame in zip(restored, frames, strict=True))
     assert runner.backward == {}  # every stored output was used and released
     with pytest.raises(KeyError, match="no backward output for frame 0"):
-        empty = TimeReversal(StreamingRunner(model), {}, key=lambda tag: tag[0])
+        empty = TimeReversal(StreamingRunner(model), {})
         for frame, tag in with_border(tagged, 2):
             empty.push(frame, tag)

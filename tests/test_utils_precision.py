@@ -6,10 +6,10 @@ from typing import ClassVar
 import pytest
 import torch
 
-from conftest import seeded_model
+from conftest import run_frames, seeded_model
 from model.acceleration import GRAPH_WARMUP_CALLS, MAX_GRAPHS, GraphedStep, accelerated_step
 from model.flow_pwc import sampling_grid, warp_features
-from model.streaming import Step, StreamingRunner, run
+from model.streaming import Step, StreamingRunner
 from utils.errors import UserError
 from utils.precision import PRECISIONS, autocast, get_precision, tf32_switched
 
@@ -156,7 +156,7 @@ def test_streaming_from_cuda_graphs_equals_eager_streaming(name: str) -> None:
     with tf32_switched(precision.tf32), torch.inference_mode():
         for graphs in (False, True):
             step = accelerated_step(model, precision, device, cuda_graphs=graphs)
-            outputs[graphs] = list(run(StreamingRunner(model, step=step), clip))
+            outputs[graphs] = run_frames(StreamingRunner(model, step=step), clip)
             if graphs:
                 assert len(step.graphs) == 1  # stage 1 and stage 2 share one graph
     assert len(outputs[True]) == len(clip) - 4

@@ -4,7 +4,10 @@ import argparse
 from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
-from infer.planning import ENSEMBLES, PRESETS, SHOWCASE_DIR
+from infer.checks import RELEASED_N_STAGES
+from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
+from model.streaming import BORDER_MODES, RELEASE_BORDER
+from model.tiling import DEFAULT_OVERLAP
 from utils.metrics import CHANNELS, CROP_BORDER
 from utils.precision import PRECISIONS
 
@@ -27,7 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--split", help="gopro and bsd: the split to evaluate when --data_path holds several (test)")
     parser.add_argument(
-        "--gopro_blur", choices=GOPRO_BLURS, default="blur", help="gopro: the blurred frames to use (default blur)"
+        "--gopro_blur", choices=GOPRO_BLURS, help=f"gopro: the blurred frames to use (default {GOPRO_BLUR})"
     )
     parser.add_argument("--videos", help="only these videos, comma-separated (e.g. the DVD test list)")
     parser.add_argument(
@@ -45,22 +48,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--self_ensemble",
         nargs="?",
-        const="x8",
+        const=SPATIAL_ENSEMBLE,
         choices=ENSEMBLES,
         help="average the model over the 8 flips/transpositions (x8, 8x the time) or those and time reversal "
         "(x16, 16x); --self_ensemble alone is x8",
     )
     parser.add_argument("--tile", type=int, help="restore frames in tiles of N x N pixels (a multiple of 4)")
     parser.add_argument(
-        "--tile_overlap", type=int, default=32, help="with --tile: overlap of neighbouring tiles (default 32)"
+        "--tile_overlap", type=int, help=f"with --tile: overlap of neighbouring tiles (default {DEFAULT_OVERLAP})"
     )
     parser.add_argument("--model_path", help="checkpoint to load (default: the preset's released model)")
+    parser.add_argument(
+        "--n_stages",
+        type=int,
+        help="the cascade's stages T (2T + 1 frames) of a checkpoint that does not record them (default "
+        f"{RELEASED_N_STAGES}, the released files'); main.py's checkpoints record theirs",
+    )
     parser.add_argument("--result_path", help="where frames, the log and results.json go (evaluation)")
     parser.add_argument("--save_image", dest="save_image", action="store_true", default=True, help="save frames")
     parser.add_argument("--no_save_image", dest="save_image", action="store_false", help="score only (evaluation)")
     parser.add_argument("--border", dest="border", action="store_true", default=None, help="restore every frame")
     parser.add_argument(
-        "--no_border", dest="border", action="store_false", help="leave out the first and last two frames"
+        "--no_border", dest="border", action="store_false", help="leave out the first and last T frames (T stages)"
+    )
+    parser.add_argument(
+        "--border_mode",
+        choices=BORDER_MODES,
+        help=f"with --border, how the frames before the first and after the last are made up: {RELEASE_BORDER} "
+        "(default, the published protocol: the first and last T frames repeated in order), replicate (the first "
+        "and last frame T times), reflect (mirrored about the first and last frame)",
     )
     parser.add_argument(
         "--showcase",
@@ -71,7 +87,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no_showcase", dest="showcase", action="store_false", help="no side-by-side pictures")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available")
-    parser.add_argument("--window", action="store_true", help="recompute every 5-frame window (the release's way)")
+    parser.add_argument("--window", action="store_true", help="recompute every 2T+1-frame window (the release's way)")
     parser.add_argument("--input", help="a folder of frames or a video file to deblur (no ground truth)")
     parser.add_argument("--output", help="with --input: a folder for the frames, or a video file for a video input")
     parser.add_argument(

@@ -1,42 +1,55 @@
 """What a run will do, decided and checked before anything is written: the presets, the videos (`Job`) and the
-run's settings (`Plan`), and which process of a torchrun run restores which videos (`shard`).
+run's `Plan`, made of typed parts, and which process of a torchrun run restores which videos (`shard`).
 
-Everything that can be checked here is: paths, the dataset's layout, frame lists and sizes, the model file, the
-device, the precision, the acceleration flags and the evaluation settings (metrics, self-ensemble, tiles).
-Problems are a `UserError` naming the file or option.
+Everything that can be checked here is (infer/checks.py): paths, the dataset's layout, frame lists and sizes, the
+model file and its number of stages, the device, the precision, the acceleration flags and the evaluation settings
+(border, metrics, self-ensemble, tiles). Problems are a `UserError` naming the file or option.
 """
 
 import argparse
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from data.demo import ensure_demo_split, is_demo_split
-from data.frames import BLUR_DIR, GT_DIR, check_same_size
+from data.frames import check_same_size
 from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
-from model.tiling import Tiler
+from infer.checks import (
+    README_HINT,
+    check_folder_target,
+    check_metrics,
+    check_model_file,
+    check_no_overwrite,
+    check_not_in_dataset,
+    check_size,
+    check_workers,
+    frames_with_output,
+    pick_acceleration,
+    pick_border,
+    pick_device,
+    pick_n_stages,
+    pick_precision,
+    pick_tiles,
+)
+from infer.report import LOG_PREFIX
 from utils.errors import UserError
-from utils.image import cropped_size
-from utils.metrics import check_options, min_size
 from utils.paths import from_repo
-from utils.precision import Precision, get_precision
+from utils.precision import Precision
 from utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger(__name__)
 
-N_SEQUENCE = 5
-"""The released cascade: five frames, two stages; the first and last two frames of a video have no full window."""
-HALF_WINDOW = N_SEQUENCE // 2
-SIZE_MULTIPLE = 4
-"""The restoration net downsamples twice by 2: frames are cropped (evaluation) or padded (--input) to multiples of 4."""
-ENSEMBLES = ("x8", "x16")
-"""``--self_ensemble``: x8 the 8 flips and transpositions of every frame, x16 those and the video played backwards."""
-README_HINT = 'see README.md, section "Released weights and datasets"'
+SPATIAL_ENSEMBLE, TIME_ENSEMBLE = "x8", "x16"
+ENSEMBLES = (SPATIAL_ENSEMBLE, TIME_ENSEMBLE)
+"""``--self_ensemble``: x8 (also ``--self_ensemble`` alone) the 8 flips and transpositions of every frame, x16 those
+and the video played backwards."""
+GOPRO_BLUR = "blur"
+"""GOPRO_Large's blurred frames unless ``--gopro_blur`` says otherwise: what CDVD-TSP and most peers evaluate."""
 SHOWCASE_DIR = "showcase"
+RESULTS_NAME = "results.json"
 
 
 @dataclass(frozen=True)
@@ -75,152 +88,112 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Plan:
-    jobs: list[Job]
+class Evaluation:
+    """A dataset evaluated (``--data_path`` or a preset): where its videos are and how they were read."""
+
+    data_path: Path
+    result_path: Path
+    save_image: bool
+    layout: str
+    split: str | None
+    gopro_blur: str
+    videos: list[str] | None
+    """Only these videos (``--videos``), or None: all."""
+
+
+@dataclass(frozen=True)
+class Deblurring:
+    """One folder of frames or video file deblurred (``--input``) and where its result goes (``--output``)."""
+
+    input: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """How every frame is restored: the model, the border, the runner and the evaluation variants."""
+
     model_path: Path
-    device: torch.device
-    border: bool
-    window: bool
+    n_stages: int
+    """T: the model takes 2T + 1 frames, and the first and last T frames of a video have no full window."""
+    border_mode: str | None
+    """How the border frames are padded (`model.streaming.BORDER_MODES`), or None: they get no output."""
     crop: bool
     """Evaluation crops frames to multiples of 4 (the protocol); --input pads them and crops the output back."""
-    report_dir: Path
-    log_prefix: str
-    results_path: Path
-    settings: dict[str, object]
-    """The run's paths, for the log's header."""
+    window: bool
+    """Every window from scratch (the release's way) instead of the streaming runner."""
+    self_ensemble: str | None
+    """None, or one of `ENSEMBLES`."""
+    tile: int | None
+    tile_overlap: int | None
+    """With ``tile`` only."""
+
+    @property
+    def n_sequence(self) -> int:
+        return 2 * self.n_stages + 1
+
+    @property
+    def border(self) -> bool:
+        return self.border_mode is not None
+
+    @property
+    def runner(self) -> str:
+        return "window" if self.window else "streaming"
+
+    @property
+    def time_reversal(self) -> bool:
+        """Whether each video is also restored backwards (x16)."""
+        return self.self_ensemble == TIME_ENSEMBLE
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how fast the model runs, and how the work around it is shared out."""
+
+    device: torch.device
     precision: Precision
     cuda_graphs: bool
     compile: bool
     workers: int
     """Threads that write and score outputs; 0: everything in the main thread."""
-    showcase_dir: Path | None = None
-    outputs: tuple[Path, ...] = ()
-    """Every file the run will make (frames, showcase pictures, the video), where it goes once committed."""
-    option: str = "--result_path"
-    """The option that picks where the outputs go, for errors."""
-    dataset: dict[str, object] = field(default_factory=dict)
-    """How the dataset was read (layout, split, gopro_blur, videos), for the log and results.json; empty with
-    --input."""
-    metric_channel: str = "rgb"
-    crop_border: int = 4
-    self_ensemble: str | None = None
-    """None, or one of `ENSEMBLES`."""
-    tile: int | None = None
-    tile_overlap: int = 32
 
-    @property
-    def runner(self) -> str:
-        return "window" if self.window else "streaming"
+
+@dataclass(frozen=True)
+class Metrics:
+    """How outputs are scored (``--metric_channel``, ``--crop_border``)."""
+
+    channel: str
+    crop_border: int
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where the run's log, results.json and files go."""
+
+    report_dir: Path
+    log_prefix: str
+    results_path: Path
+    showcase_dir: Path | None
+    files: tuple[Path, ...]
+    """Every file the run will make (frames, showcase pictures, the video), where it goes once committed."""
+    option: str
+    """The option that picks where the outputs go, for errors."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    task: Evaluation | Deblurring
+    jobs: list[Job]
+    restoration: Restoration
+    execution: Execution
+    metrics: Metrics
+    destination: Destination
 
 
 def given_or_default(given: str | None, default: str) -> Path:
     """A path given on the command line is taken as usual (relative to the working directory); defaults are
     relative to the repository, so that the presets work from any directory."""
     return Path(given).expanduser().resolve() if given else from_repo(default)
-
-
-def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """The device of ``--device``; on CUDA the GPU of this process's local rank (torchrun), cuda:0 alone."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: PyTorch sees no CUDA device here; use --device cpu (or auto)")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if local_rank >= torch.cuda.device_count():
-        raise UserError(
-            f"process {local_rank} of this machine has no GPU: PyTorch sees {torch.cuda.device_count()}; "
-            "start at most that many processes per machine, or pass --device cpu"
-        )
-    return torch.device("cuda", local_rank)
-
-
-def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
-    """``--precision``, or its default: fp32 on the CPU; on CUDA tf32 for evaluation (it leaves the published
-    totals unchanged at their printed precision) and fp16 for deblurring (the fastest setting measured with a PSNR
-    change under 0.01 dB)."""
-    if name is None:
-        name = "fp32" if device.type != "cuda" else "tf32" if evaluation else "fp16"
-    return get_precision(name, device)
-
-
-def pick_acceleration(args: argparse.Namespace, device: torch.device) -> tuple[bool, bool]:
-    """(cuda_graphs, compile): both apply to the streaming runner's per-stage step."""
-    if args.window and (args.compile or args.cuda_graphs):
-        flag = "--compile" if args.compile else "--cuda_graphs"
-        raise UserError(f"{flag} applies to the streaming runner's step; leave it out with --window")
-    if args.cuda_graphs and device.type != "cuda":
-        raise UserError(f"--cuda_graphs: needs a CUDA device, and this run is on {device}; leave it out")
-    cuda_graphs = args.cuda_graphs if args.cuda_graphs is not None else device.type == "cuda" and not args.window
-    return cuda_graphs, args.compile
-
-
-def check_workers(workers: int) -> int:
-    if workers < 0:
-        raise UserError(f"--workers {workers}: give 0 (everything in the main thread) or more threads")
-    return workers
-
-
-def check_model_file(path: Path) -> None:
-    if not path.is_file():
-        raise UserError(
-            f"model not found: {path}; put the released {path.name} there or pass --model_path "
-            f"({README_HINT}, and pretrain_models/README.md)"
-        )
-
-
-def frames_with_output(count: int, border: bool, name: str, half: int = HALF_WINDOW) -> list[int]:
-    """Indices of the frames that get an output; refuses videos too short for any."""
-    if border:
-        if count < half:
-            raise UserError(f"{name}: has {count} frame(s); restoring it needs at least {half}")
-        return list(range(count))
-    if count < 2 * half + 1:
-        raise UserError(
-            f"{name}: has {count} frame(s); without --border a video needs at least {2 * half + 1} "
-            "(or pass --border to restore every frame)"
-        )
-    return list(range(half, count - half))
-
-
-def check_size(name: str, size: tuple[int, int], crop: bool, scored: bool, crop_border: int = 4) -> None:
-    """Frames must be at least the metrics' smallest size (``min_size(crop_border)``) when scored, else 4 x 4."""
-    height, width = size
-    if crop:
-        height, width = cropped_size(height, width, SIZE_MULTIPLE)
-    smallest = min_size(crop_border) if scored else SIZE_MULTIPLE
-    if min(height, width) < smallest:
-        raise UserError(f"{name}: frames of {size[1]}x{size[0]} are too small; at least {smallest}x{smallest} needed")
-
-
-def check_no_overwrite(inputs: list[Path], outputs: list[Path]) -> None:
-    """No output may replace an input file."""
-    resolved = {path.resolve() for path in inputs}
-    for path in outputs:
-        if path.resolve() in resolved:
-            raise UserError(f"{path}: this output would overwrite an input frame; choose another output folder")
-
-
-def check_folder_target(path: Path, option: str) -> None:
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{option} {path}: exists and is not a folder")
-
-
-def check_not_in_dataset(result_path: Path, data_path: Path, layout: str = "release") -> None:
-    """Results inside the dataset's blur/ or gt/ (any other layout: inside the dataset) would be taken for videos
-    by every later run."""
-    if layout != "release":
-        if result_path == data_path or data_path in result_path.parents:
-            raise UserError(
-                f"--result_path {result_path}: is inside the {layout} dataset {data_path}, where every later run "
-                "would take it for a video; choose a folder outside it"
-            )
-        return
-    for name in (BLUR_DIR, GT_DIR):
-        folder = (data_path / name).resolve()
-        if result_path == folder or folder in result_path.parents:
-            raise UserError(
-                f"--result_path {result_path}: is inside the dataset's {name}/ folder, where every later run would "
-                f"take it for a video; choose a folder outside {folder}"
-            )
 
 
 def make_demo_data(args: argparse.Namespace) -> None:
@@ -233,11 +206,28 @@ def make_demo_data(args: argparse.Namespace) -> None:
         logger.warning("made the demo data set %s (synthetic blur over held-out sample photos)", data_path)
 
 
-def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) -> Plan:
-    """The videos of a dataset (``--data_path`` or the preset's); ``run`` holds the settings both modes share."""
+def plan_restoration(args: argparse.Namespace, model_path: Path, border_default: bool, crop: bool) -> Restoration:
+    """The restoration settings of either mode (``border_default``: whether a run of this mode restores the border
+    frames unless told otherwise)."""
+    check_model_file(model_path)
+    return Restoration(
+        model_path=model_path,
+        n_stages=pick_n_stages(model_path, args.n_stages),
+        border_mode=pick_border(args.border, args.border_mode, border_default),
+        crop=crop,
+        window=args.window,
+        self_ensemble=args.self_ensemble,
+        tile=args.tile,
+        tile_overlap=pick_tiles(args.tile, args.tile_overlap),
+    )
+
+
+def plan_evaluation(
+    args: argparse.Namespace, preset: Preset, model_path: Path, execution: Execution, metrics: Metrics
+) -> Plan:
+    """The videos of a dataset (``--data_path`` or the preset's), checked, and where their results go."""
     data_path = given_or_default(args.data_path, preset.data_path)
     result_path = given_or_default(args.result_path, preset.result_path)
-    border = preset.border if args.border is None else args.border
     showcase = preset.showcase if args.showcase is None else args.showcase
     if args.output:
         raise UserError("--output goes with --input; evaluation writes to --result_path")
@@ -248,14 +238,15 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
         )
     layout = detect_layout(data_path) if args.layout == AUTO else args.layout
     only = [name.strip() for name in args.videos.split(",") if name.strip()] if args.videos else None
-    videos = find_videos(data_path, layout, split=args.split, gopro_blur=args.gopro_blur, only=only)
-    if args.gopro_blur != "blur" and layout != "gopro":
+    gopro_blur = args.gopro_blur or GOPRO_BLUR
+    videos = find_videos(data_path, layout, split=args.split, gopro_blur=gopro_blur, only=only)
+    if args.gopro_blur is not None and layout != "gopro":
         raise UserError(f"--gopro_blur goes with the gopro layout; {data_path} has the {layout} layout")
-    check_model_file(run["model_path"])
+    restoration = plan_restoration(args, given_or_default(args.model_path, preset.model_path), preset.border, True)
     check_folder_target(result_path, "--result_path")
     check_not_in_dataset(result_path, data_path, layout)
 
-    jobs, inputs, outputs = [], [], []
+    jobs, inputs, files = [], [], []
     for video in videos:
         source = folder_source(video.name, video.blur)
         if video.gt is not None:
@@ -265,30 +256,40 @@ def plan_evaluation(args: argparse.Namespace, preset: Preset, run: dict[str, Any
                     f"{video.name}: blurred frames are {source.size[1]}x{source.size[0]}, "
                     f"sharp frames {gt_size[1]}x{gt_size[0]}"
                 )
-        check_size(video.name, source.size, crop=True, scored=video.gt is not None, crop_border=run["crop_border"])
-        targets = frames_with_output(len(source), border, video.name)
+        check_size(video.name, source.size, crop=True, scored=video.gt is not None, crop_border=metrics.crop_border)
+        targets = frames_with_output(len(source), restoration.border_mode, video.name, restoration.n_stages)
         frames_dir = result_path / video.name if args.save_image else None
         jobs.append(Job(source, video.gt, targets, frames_dir, None))
         inputs += video.blur + (video.gt or [])
         if frames_dir is not None:
             check_folder_target(frames_dir, "--result_path")
-            outputs += [frames_dir / f"{source.frame_names[index]}.png" for index in targets]
+            files += [frames_dir / f"{source.frame_names[index]}.png" for index in targets]
         if showcase:
             names = [source.frame_names[index] for index in targets]
-            outputs += [result_path / SHOWCASE_DIR / name for name in ShowcaseWriter.file_names(video.name, names)]
-    check_no_overwrite(inputs, outputs)
+            files += [result_path / SHOWCASE_DIR / name for name in ShowcaseWriter.file_names(video.name, names)]
+    check_no_overwrite(inputs, files)
     return Plan(
+        task=Evaluation(
+            data_path=data_path,
+            result_path=result_path,
+            save_image=args.save_image,
+            layout=layout,
+            split=args.split,
+            gopro_blur=gopro_blur,
+            videos=only,
+        ),
         jobs=jobs,
-        border=border,
-        crop=True,
-        report_dir=result_path,
-        log_prefix="inference_log",
-        results_path=result_path / "results.json",
-        settings={"data_path": data_path, "result_path": result_path, "save_image": args.save_image},
-        showcase_dir=result_path / SHOWCASE_DIR if showcase else None,
-        outputs=tuple(outputs),
-        dataset={"layout": layout, "split": args.split, "gopro_blur": args.gopro_blur, "videos": only},
-        **run,
+        restoration=restoration,
+        execution=execution,
+        metrics=metrics,
+        destination=Destination(
+            report_dir=result_path,
+            log_prefix=LOG_PREFIX,
+            results_path=result_path / RESULTS_NAME,
+            showcase_dir=result_path / SHOWCASE_DIR if showcase else None,
+            files=tuple(files),
+            option="--result_path",
+        ),
     )
 
 
@@ -299,7 +300,9 @@ def default_output(source: FolderSource | VideoSource) -> Path:
     return from_repo(f"infer_results/{source.name}_deblurred")
 
 
-def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) -> Plan:
+def plan_input(
+    args: argparse.Namespace, preset: Preset, model_path: Path, execution: Execution, metrics: Metrics
+) -> Plan:
     """One folder of frames or video file (``--input``) and where its result goes."""
     if args.data_path or args.result_path:
         raise UserError("--input deblurs one folder or video; leave out --data_path and --result_path")
@@ -310,17 +313,16 @@ def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) ->
     for flag, given in (
         ("--layout", args.layout != AUTO),
         ("--split", args.split is not None),
-        ("--gopro_blur", args.gopro_blur != "blur"),
+        ("--gopro_blur", args.gopro_blur is not None),
         ("--videos", args.videos is not None),
     ):
         if given:
             raise UserError(f"{flag} goes with a dataset (--data_path); leave it out with --input")
-    border = True if args.border is None else args.border
     input_path = Path(args.input).expanduser().resolve()
     source = open_input(input_path)
-    check_model_file(run["model_path"])
-    check_size(source.name, source.size, crop=False, scored=False)
-    targets = frames_with_output(len(source), border, source.name)
+    restoration = plan_restoration(args, model_path, border_default=True, crop=False)
+    check_size(source.name, source.size, crop=False, scored=False, crop_border=metrics.crop_border)
+    targets = frames_with_output(len(source), restoration.border_mode, source.name, restoration.n_stages)
     output = Path(args.output).expanduser().resolve() if args.output else default_output(source)
 
     if is_video_path(output):
@@ -331,50 +333,31 @@ def plan_input(args: argparse.Namespace, preset: Preset, run: dict[str, Any]) ->
         if output == source.path:
             raise UserError(f"--output {output}: is the input video; choose another file")
         job = Job(source, None, targets, None, output)
-        outputs = [output]
+        files = [output]
         report_dir, stem = output.parent, output.stem
-        results_path, log_prefix = report_dir / f"{stem}_results.json", f"{stem}_inference_log"
+        results_path, log_prefix = report_dir / f"{stem}_{RESULTS_NAME}", f"{stem}_{LOG_PREFIX}"
     else:
         check_folder_target(output, "--output")
         job = Job(source, None, targets, output, None)
-        outputs = [output / f"{source.frame_names[index]}.png" for index in targets]
+        files = [output / f"{source.frame_names[index]}.png" for index in targets]
         if isinstance(source, FolderSource):
-            check_no_overwrite(source.paths, outputs)
-        report_dir, results_path, log_prefix = output, output / "results.json", "inference_log"
+            check_no_overwrite(source.paths, files)
+        report_dir, results_path, log_prefix = output, output / RESULTS_NAME, LOG_PREFIX
     return Plan(
+        task=Deblurring(input=input_path, output=output),
         jobs=[job],
-        border=border,
-        crop=False,
-        report_dir=report_dir,
-        log_prefix=log_prefix,
-        results_path=results_path,
-        settings={"input": input_path, "output": output},
-        outputs=tuple(outputs),
-        option="--output",
-        **run,
+        restoration=restoration,
+        execution=execution,
+        metrics=metrics,
+        destination=Destination(
+            report_dir=report_dir,
+            log_prefix=log_prefix,
+            results_path=results_path,
+            showcase_dir=None,
+            files=tuple(files),
+            option="--output",
+        ),
     )
-
-
-def check_metrics(channel: str, crop_border: int) -> None:
-    try:
-        check_options(channel, crop_border)
-    except ValueError:
-        raise UserError(f"--crop_border {crop_border}: give a whole number of pixels, 0 or more") from None
-
-
-def check_tiles(tile: int | None, overlap: int) -> None:
-    """``--tile`` and ``--tile_overlap``: what `model.tiling.Tiler` accepts, refused in one line otherwise."""
-    if tile is None:
-        if overlap != 32:
-            raise UserError("--tile_overlap goes with --tile; give --tile too or leave it out")
-        return
-    if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
-        raise UserError(f"--tile {tile}: give a positive multiple of {SIZE_MULTIPLE} (e.g. 256)")
-    if overlap < 0 or overlap % SIZE_MULTIPLE or overlap >= tile:
-        raise UserError(
-            f"--tile_overlap {overlap}: give a multiple of {SIZE_MULTIPLE} from 0 to less than --tile {tile}"
-        )
-    Tiler(tile, overlap)  # the same rules; a change there should not go unnoticed here
 
 
 def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
@@ -382,25 +365,19 @@ def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
     the device differs: each takes the GPU of its local rank)."""
     preset = PRESETS[args.default_data]
     device = pick_device(args.device, local_rank)
-    precision = pick_precision(args.precision, device, evaluation=not args.input)
     cuda_graphs, compile_step = pick_acceleration(args, device)
-    run = {
-        "model_path": given_or_default(args.model_path, preset.model_path),
-        "device": device,
-        "window": args.window,
-        "precision": precision,
-        "cuda_graphs": cuda_graphs,
-        "compile": compile_step,
-        "workers": check_workers(args.workers),
-        "metric_channel": args.metric_channel,
-        "crop_border": args.crop_border,
-        "self_ensemble": args.self_ensemble,
-        "tile": args.tile,
-        "tile_overlap": args.tile_overlap,
-    }
+    execution = Execution(
+        device=device,
+        precision=pick_precision(args.precision, device, evaluation=not args.input),
+        cuda_graphs=cuda_graphs,
+        compile=compile_step,
+        workers=check_workers(args.workers),
+    )
     check_metrics(args.metric_channel, args.crop_border)
-    check_tiles(args.tile, args.tile_overlap)
-    return plan_input(args, preset, run) if args.input else plan_evaluation(args, preset, run)
+    metrics = Metrics(channel=args.metric_channel, crop_border=args.crop_border)
+    model_path = given_or_default(args.model_path, preset.model_path)
+    plan_mode = plan_input if args.input else plan_evaluation
+    return plan_mode(args, preset, model_path, execution, metrics)
 
 
 def shard(jobs: list[Job], processes: int) -> list[list[int]]:

@@ -27,7 +27,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from utils.atomic import atomic_write_json, writing
+from utils.atomic import writing
 from utils.errors import UserError
 from utils.metrics import FrameScores
 
@@ -45,6 +45,8 @@ RELEASE_HEADER = (
     "device",
 )
 """The release's header settings, in its order; the log writes other settings after them, as `EXTRA` lines."""
+LOG_PREFIX = "inference_log"
+"""A log's name before its date: ``inference_log_<date>_<time>.txt`` (``<name>_inference_log_...`` beside a video)."""
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,6 @@ class Results:
         document["videos"] = videos
         return document
 
-    def write_json(self, path: Path, settings: dict[str, object] | None = None) -> None:
-        atomic_write_json(path, self.to_json(settings))
-
 
 def merge(parts: Iterable[Results], order: list[str]) -> Results:
     """The results of several processes as one run's: their videos in ``order`` (the plan's), each video's frames
@@ -212,7 +211,7 @@ class RunLog:
     Lines go through tqdm so they do not break a progress bar.
     """
 
-    def __init__(self, folder: Path, prefix: str = "inference_log") -> None:
+    def __init__(self, folder: Path, prefix: str = LOG_PREFIX) -> None:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.path, self.file = self._create(folder, f"{prefix}_{stamp}")
 

@@ -13,7 +13,6 @@ the others where it is; it commits, or removes it if any process failed.
 import argparse
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,125 +20,66 @@ from pathlib import Path
 
 import torch
 
+from infer.checks import RELEASED_N_STAGES
 from infer.pipeline import Pipeline
-from infer.planning import N_SEQUENCE, SIZE_MULTIPLE, Job, Plan, make_demo_data, make_plan, shard
+from infer.planning import Execution, Job, Plan, make_demo_data, make_plan, shard
 from infer.ranks import ProcessGroup
 from infer.report import Report, Results, RunLog, merge, write_header, write_summary, write_videos
+from infer.settings import RunSettings, cost_volume_code, run_settings
 from infer.staging import Staging
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
-from model.correlation import SELECTOR
 from utils.atomic import writing
 from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.precision import tf32_switched
-from utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger(__name__)
 
 
-def load_model(path: Path, device: torch.device) -> CDVD_TSP:
-    model = CDVD_TSP(n_sequence=N_SEQUENCE)
+def load_model(path: Path, device: torch.device, n_stages: int = RELEASED_N_STAGES) -> CDVD_TSP:
+    """The model of ``n_stages`` stages with the weights of ``path`` (refused if the file records another number)."""
+    model = CDVD_TSP(n_sequence=2 * n_stages + 1)
     load_weights(model, path)
     return model.to(device).eval()
 
 
-def device_name(device: torch.device) -> str:
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
-
-
-def run_settings(plan: Plan, processes: int) -> dict[str, object]:
-    """The run's settings as results.json records them (JSON values): speed, how the dataset was read, the
-    metrics' convention, self-ensemble and tiles."""
-    return {
-        "precision": plan.precision.name,
-        "cuda_graphs": plan.cuda_graphs,
-        "compile": plan.compile,
-        "workers": plan.workers,
-        "runner": plan.runner,
-        "device": device_name(plan.device),
-        "processes": processes,
-        **plan.dataset,
-        "metric_channel": plan.metric_channel,
-        "crop_border": plan.crop_border,
-        "self_ensemble": plan.self_ensemble,
-        "tile": plan.tile,
-        "tile_overlap": plan.tile_overlap if plan.tile is not None else None,
-    }
-
-
-ENSEMBLE_TEXT = {
-    None: "off",
-    "x8": "x8 (the 8 flips and transpositions of every frame: 8x the model's time)",
-    "x16": "x16 (the 8 flips and transpositions, forwards and backwards in time: 16x the model's time)",
-}
-
-
-def header(plan: Plan, processes: int) -> dict[str, object]:
-    """The settings at the head of the log: the release's (``device`` as it writes it: the device's type), then
-    ours (report.write_header writes them as extra lines)."""
-    settings = run_settings(plan, processes)
-    return {
-        **plan.settings,
-        "model_path": plan.model_path,
-        "border": plan.border,
-        "n_seq": N_SEQUENCE,
-        "size_must_mode": SIZE_MULTIPLE,
-        "device": plan.device.type,
-        "device_name": settings["device"],
-        "runner": "window (every window from scratch)" if plan.window else "streaming",
-        **plan.dataset,
-        "metric_channel": plan.metric_channel,
-        "crop_border": plan.crop_border,
-        "self_ensemble": ENSEMBLE_TEXT[plan.self_ensemble],
-        "tile": "off" if plan.tile is None else f"{plan.tile} (overlap {plan.tile_overlap})",
-        **{name: settings[name] for name in ("precision", "cuda_graphs", "compile", "workers", "processes")},
-    }
+def load_plan_model(plan: Plan) -> CDVD_TSP:
+    return load_model(plan.restoration.model_path, plan.execution.device, plan.restoration.n_stages)
 
 
 @contextlib.contextmanager
-def on_device(plan: Plan) -> Iterator[None]:
+def on_device(execution: Execution) -> Iterator[None]:
     """The run's device as this process's current one, with the precision's TF32 switch (CUDA)."""
-    if plan.device.type != "cuda":
+    if execution.device.type != "cuda":
         yield
         return
-    torch.cuda.set_device(plan.device)
-    with tf32_switched(plan.precision.tf32):
+    torch.cuda.set_device(execution.device)
+    with tf32_switched(execution.precision.tf32):
         yield
 
 
 def restore(plan: Plan, model: CDVD_TSP, jobs: list[Job], report: Report, progress: bool = True) -> None:
-    """Restore ``jobs``, reporting every output in order; each video is finished when its showcase is written."""
-    showcase = ShowcaseWriter(plan.showcase_dir) if plan.showcase_dir is not None else None
-
-    def finished(name: str) -> None:
-        if showcase is not None:
-            with writing(showcase.folder):
-                showcase.finish_video(name)
-        report.video_finished(name)
-
-    with on_device(plan), torch.inference_mode(), Pipeline(model, plan, report, progress) as pipeline:
+    """Restore ``jobs``, reporting every output and the end of every video in order."""
+    with on_device(plan.execution), torch.inference_mode(), Pipeline(model, plan, report, progress) as pipeline:
         for job in jobs:
-            pipeline.video(job, showcase, functools.partial(finished, job.source.name))
+            pipeline.video(job)
 
 
-def open_log(plan: Plan, processes: int) -> RunLog:
-    with writing(plan.report_dir):
-        plan.report_dir.mkdir(parents=True, exist_ok=True)
-        log = RunLog(plan.report_dir, plan.log_prefix)
-    write_header(log, header(plan, processes), plan.model_path)
+def open_log(plan: Plan, settings: RunSettings) -> RunLog:
+    destination = plan.destination
+    with writing(destination.report_dir):
+        destination.report_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog(destination.report_dir, destination.log_prefix)
+    write_header(log, settings.header(), plan.restoration.model_path)
     return log
-
-
-def cost_volume_code(device: torch.device) -> str:
-    """Which code computed the cost volumes (known once the run has computed some)."""
-    return SELECTOR.describe() if device.type == "cuda" else "PyTorch"
 
 
 def begin_staging(plan: Plan) -> Staging:
     """The staging folder of this run (rank 0 only); refuses files that are no earlier run's outputs."""
-    with writing(plan.results_path.parent):
-        return Staging.begin(plan.results_path, plan.outputs, plan.option)
+    destination = plan.destination
+    with writing(destination.results_path.parent):
+        return Staging.begin(destination.results_path, destination.files, destination.option)
 
 
 def staged(plan: Plan, staging: Staging) -> Plan:
@@ -151,19 +91,22 @@ def staged(plan: Plan, staging: Staging) -> Plan:
     jobs = [
         dataclasses.replace(job, frames_dir=stage(job.frames_dir), video_out=stage(job.video_out)) for job in plan.jobs
     ]
-    return dataclasses.replace(
-        plan, jobs=jobs, showcase_dir=stage(plan.showcase_dir), results_path=staging.stage(plan.results_path)
+    destination = dataclasses.replace(
+        plan.destination,
+        showcase_dir=stage(plan.destination.showcase_dir),
+        results_path=staging.stage(plan.destination.results_path),
     )
+    return dataclasses.replace(plan, jobs=jobs, destination=destination)
 
 
 def finish_report(
-    log: RunLog, results: Results, finished: list[str], plan: Plan, processes: int, staging: Staging
+    log: RunLog, results: Results, finished: list[str], plan: Plan, settings: RunSettings, staging: Staging
 ) -> None:
     """The log's video and total lines, then results.json and the run's outputs committed into place."""
     write_summary(log, results, finished, complete=True)
-    settings = {**run_settings(plan, processes), "cost_volume": cost_volume_code(plan.device)}
-    with writing(plan.results_path):
-        staging.commit(results.to_json(settings))
+    document = results.to_json(settings.to_json(cost_volume_code(plan.execution.device)))
+    with writing(plan.destination.results_path):
+        staging.commit(document)
 
 
 @contextlib.contextmanager
@@ -180,9 +123,10 @@ def run_alone(args: argparse.Namespace) -> None:
     """The run in this process only."""
     make_demo_data(args)
     plan = make_plan(args)
-    model = load_model(plan.model_path, plan.device)
+    settings = run_settings(plan, processes=1)
+    model = load_plan_model(plan)
     staging = begin_staging(plan)
-    with discarded_on_failure(staging), open_log(plan, 1) as log:
+    with discarded_on_failure(staging), open_log(plan, settings) as log:
         report = Report(log)
         try:
             staged_plan = staged(plan, staging)
@@ -193,7 +137,7 @@ def run_alone(args: argparse.Namespace) -> None:
             log.write_error(f"error: {error}")
             raise
         try:
-            finish_report(log, report.results, report.finished, plan, 1, staging)
+            finish_report(log, report.results, report.finished, plan, settings, staging)
         except UserError as error:
             log.write_error(f"error: {error}")
             raise
@@ -230,12 +174,14 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     report: Report = Report()
     log: RunLog | None = None
     plan: Plan | None = None
+    settings: RunSettings | None = None
     staging: Staging | None = None
     try:
         if failure is not None:
             raise failure
         plan = make_plan(args, ranks.local_rank)
-        model = load_model(plan.model_path, plan.device)
+        settings = run_settings(plan, ranks.world_size)
+        model = load_plan_model(plan)
         if ranks.is_main:
             staging = begin_staging(plan)
     except Exception as error:  # every process must reach the exchanges below, whatever went wrong
@@ -244,13 +190,13 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     try:
         if failure is not None:
             raise failure
-        if plan is not None and token is not None:  # without a token rank 0 failed: its error is reported below
-            staging = staging or Staging.join(plan.results_path, token)
-            jobs = staged(plan, staging).jobs
-            mine = [jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
+        if plan is not None and settings is not None and token is not None:  # no token: rank 0 failed (see below)
+            staging = staging or Staging.join(plan.destination.results_path, token)
+            staged_plan = staged(plan, staging)
+            mine = [staged_plan.jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
             if ranks.is_main:
-                log = open_log(plan, ranks.world_size)
-            restore(staged(plan, staging), model, mine, report, progress=ranks.is_main)
+                log = open_log(plan, settings)
+            restore(staged_plan, model, mine, report, progress=ranks.is_main)
     except Exception as error:  # every process must reach the exchange below, whatever went wrong
         failure = error
     outcomes: list[Outcome] = group.all_gather(
@@ -263,7 +209,7 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
     if staging is None:  # rank 0 failed before it began (so errors holds its error)
         raise UserError(errors[0])
     with discarded_on_failure(staging):
-        if log is not None and plan is not None:  # rank 0 planned: every process's lines, in the plan's order
+        if log is not None and plan is not None and settings is not None:  # rank 0 planned: every process's lines
             with log:
                 order = [job.source.name for job in plan.jobs]
                 results = merge([outcome.results for outcome in outcomes], order)
@@ -275,7 +221,7 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
                     log.write_error(f"error: {errors[0]}")
                 else:
                     try:
-                        finish_report(log, results, finished, plan, ranks.world_size, staging)
+                        finish_report(log, results, finished, plan, settings, staging)
                     except UserError as error:
                         log.write_error(f"error: {error}")
                         raise

@@ -1,21 +1,13 @@
-"""Line plots of per-epoch logs, saved as PNG and PDF without a display (matplotlib's Agg canvas)."""
+"""Line plots of per-epoch logs, rendered as PNG and PDF bytes without a display (matplotlib's Agg canvas); the
+experiment folder writes them (logger/experiment.py)."""
 
 import io
-from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from utils.atomic import atomic_write_bytes
-
 PLOT_FORMATS = ("png", "pdf")
-
-
-def plot_series(path_stem: Path, title: str, ylabel: str, series: dict[str, list[float]]) -> None:
-    """Plot each series against epochs 1, 2, ... and write ``<path_stem>.png`` and ``.pdf`` atomically."""
-    for extension, data in render_series(title, ylabel, series).items():
-        atomic_write_bytes(path_stem.with_name(f"{path_stem.name}.{extension}"), data)
 
 
 def render_series(title: str, ylabel: str, series: dict[str, list[float]]) -> dict[str, bytes]:

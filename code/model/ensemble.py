@@ -8,25 +8,24 @@ backwards. Cost: one full model evaluation per transform, so 8x the plain run, 1
 reversal alone: ``transforms=(IDENTITY,)``). Memory on the device barely grows: the runs take turns, each keeping
 only its runner's few queued frames.
 
-Streaming. `SelfEnsemble` is a runner (``push(frame, tag) -> Restored | None``, model/streaming.py) made of one
-inner runner per transform, each fed its transformed frame; its outputs and tags come out exactly when the plain
+Streaming. `SelfEnsemble` is a runner (``push(frame, tag) -> Restored | None``, model/streaming.py), a `FanOut` with
+one inner runner per transform, each fed its transformed frame; its outputs and tags come out exactly when the plain
 runner's would. A caller makes it per video from the factory it already has::
 
     new_runner = lambda: SelfEnsemble(base_factory)            # base_factory: () -> StreamingRunner(model, step)
 
 Time reversal cannot stream forwards: the first output of the backward run is the video's last frame. It is done
-in two passes: `backward_outputs` runs the video backwards first and keeps each output (on the host by default: one
-restored frame per video frame, in float32), then `TimeReversal` wraps the forward runner and averages each forward
-output with the stored backward one of the same frame::
+in two passes: `backward_outputs` runs the video backwards first and keeps each output by its tag (on the host by
+default: one restored frame per video frame, in float32), then `TimeReversal` wraps the forward runner and averages
+each forward output with the stored backward one of the same tag::
 
-    backward = backward_outputs(new_runner(), with_border(frames_last_to_first, half), key=lambda tag: tag[0])
-    runner = TimeReversal(new_runner(), backward, key=lambda tag: tag[0])    # then push the frames forwards
+    backward = backward_outputs(new_runner(), with_border(reversed(indexed_frames), half, mode))
+    runner = TimeReversal(new_runner(), backward)              # then push the frames forwards, tagged alike
 
-``key`` maps a tag to the frame's identity (the pipeline's tags are (index, host frame, device frame)). The border
-padding commutes with reversal (`with_border` of the reversed frames is the reverse of `with_border` of the
-frames), so each pass pads as usual. Frames of a folder can be read backwards directly; a video file has to be
-decoded and its frames kept (uint8, on the host) to be fed backwards. `ensemble_video` does all of it for a list of
-frames (benchmarks, tests).
+The tag must say which frame a push is (the inference pipeline's tags are frame indices). Every border padding of
+model/streaming.py commutes with reversal (`with_border` of the reversed frames is the reverse of `with_border` of
+the frames), so each pass pads as usual. Frames of a folder can be read backwards directly; a video file has to be
+decoded and its frames kept (uint8, on the host) to be fed backwards.
 
 Non-square frames under a transposition have their height and width swapped, so a runner with CUDA graphs captures
 two shapes (model/acceleration.py keeps two).
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.streaming import Restored, Runner, with_border
+from model.streaming import FanOut, Restored, Runner
 
 logger = logging.getLogger(__name__)
 
@@ -106,66 +105,48 @@ def mean(images: Sequence[Tensor]) -> Tensor:
     return level[0] / count
 
 
-class SelfEnsemble:
+class SelfEnsemble(FanOut):
     """A runner that averages ``new_runner()``'s outputs over ``transforms`` of every frame (8x the model's work
     with the default `DIHEDRAL`). Outputs and tags come out exactly when the plain runner's would."""
+
+    parts_name = "ensemble's transforms"
 
     def __init__(self, new_runner: Callable[[], Runner], transforms: Sequence[Transform] = DIHEDRAL) -> None:
         if not transforms:
             raise ValueError("a self-ensemble needs at least one transform")
+        super().__init__(new_runner)
         self.transforms = tuple(transforms)
-        self.runners = [new_runner() for _ in self.transforms]
 
-    @property
-    def latency(self) -> int:
-        return self.runners[0].latency
+    def split(self, frame: Tensor) -> list[Tensor]:
+        """Every transformed copy of ``frame`` [B, C, H, W]."""
+        return [transform.apply(frame) for transform in self.transforms]
 
-    def push(self, frame: Tensor, tag: object = None) -> Restored | None:
-        """Push every transformed copy of ``frame`` [B, C, H, W]; returns the averaged output once one is complete."""
-        outputs = [
-            runner.push(transform.apply(frame), tag)
-            for transform, runner in zip(self.transforms, self.runners, strict=True)
-        ]
-        done = [output is not None for output in outputs]
-        if not any(done):
-            return None
-        if not all(done):
-            raise RuntimeError("the ensemble's runners went out of step (they must all have the same latency)")
-        images = [transform.invert(output.image) for transform, output in zip(self.transforms, outputs, strict=True)]
-        return Restored(outputs[0].tag, mean(images))
-
-
-def _identity(tag: object) -> Hashable:
-    return tag  # type: ignore[return-value]
+    def join(self, images: Sequence[Tensor]) -> Tensor:
+        """The outputs transformed back, averaged."""
+        return mean([transform.invert(image) for transform, image in zip(self.transforms, images, strict=True)])
 
 
 def backward_outputs(
-    runner: Runner,
-    frames_backwards: Iterable[tuple[Tensor, object]],
-    key: Callable[[object], Hashable] = _identity,
-    keep_on: torch.device | str | None = "cpu",
+    runner: Runner, frames_backwards: Iterable[tuple[Tensor, Hashable]], keep_on: torch.device | str | None = "cpu"
 ) -> dict[Hashable, Tensor]:
     """Run ``(frame, tag)`` pairs given last frame first (border-padded like the forward run) through ``runner``;
-    returns each output by ``key(tag)``, moved to ``keep_on`` (None: left where it is). Call under torch.no_grad."""
+    returns each output by its tag, moved to ``keep_on`` (None: left where it is). Call under torch.no_grad."""
     outputs: dict[Hashable, Tensor] = {}
     for frame, tag in frames_backwards:
         restored = runner.push(frame, tag)
         if restored is not None:
             image = restored.image if keep_on is None else restored.image.to(keep_on)
-            outputs[key(restored.tag)] = image
+            outputs[restored.tag] = image
     return outputs
 
 
 class TimeReversal:
     """A runner: each output of ``runner`` (pushed forwards) averaged with the stored output of the same frame from
-    the backward run (`backward_outputs`). Each stored output is released once used."""
+    the backward run (`backward_outputs`), matched by tag. Each stored output is released once used."""
 
-    def __init__(
-        self, runner: Runner, backward: Mapping[Hashable, Tensor], key: Callable[[object], Hashable] = _identity
-    ) -> None:
+    def __init__(self, runner: Runner, backward: Mapping[Hashable, Tensor]) -> None:
         self.runner = runner
         self.backward = dict(backward)
-        self.key = key
 
     @property
     def latency(self) -> int:
@@ -175,36 +156,7 @@ class TimeReversal:
         restored = self.runner.push(frame, tag)
         if restored is None:
             return None
-        name = self.key(restored.tag)
-        if name not in self.backward:
-            raise KeyError(f"no backward output for frame {name!r}: the backward run did not restore it")
-        other = self.backward.pop(name).to(device=restored.image.device, dtype=restored.image.dtype)
+        if restored.tag not in self.backward:
+            raise KeyError(f"no backward output for frame {restored.tag!r}: the backward run did not restore it")
+        other = self.backward.pop(restored.tag).to(device=restored.image.device, dtype=restored.image.dtype)
         return Restored(restored.tag, mean([restored.image, other]))
-
-
-def ensemble_video(
-    new_runner: Callable[[], Runner],
-    frames: Sequence[Tensor],
-    transforms: Sequence[Transform] = DIHEDRAL,
-    time_reversal: bool = False,
-    border: bool = True,
-) -> list[Tensor]:
-    """The ensembled outputs of a whole video in order (every frame with ``border``, else the frames with a full
-    window). ``new_runner`` makes a plain runner; the model runs len(transforms) times, twice that with
-    ``time_reversal``. Call under torch.no_grad."""
-
-    def runner() -> Runner:
-        return SelfEnsemble(new_runner, transforms)
-
-    half = new_runner().latency
-    tagged = [(frame, index) for index, frame in enumerate(frames)]
-    padded = list(with_border(tagged, half)) if border else tagged
-    forward: Runner = runner()
-    if time_reversal:
-        forward = TimeReversal(forward, backward_outputs(runner(), reversed(padded), keep_on=None))
-    outputs = []
-    for frame, index in padded:
-        restored = forward.push(frame, index)
-        if restored is not None:
-            outputs.append(restored.image)
-    return outputs

@@ -1,0 +1,182 @@
+"""The checks of a run's plan, one job each: a setting picked or refused with a `UserError` naming the option or
+the file (infer/planning.py calls them before anything is written)."""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from data.frames import BLUR_DIR, GT_DIR
+from model.checkpoint import read_checkpoint
+from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
+from model.tiling import DEFAULT_OVERLAP, Tiler
+from utils.errors import UserError
+from utils.image import cropped_size
+from utils.metrics import check_options, min_size
+from utils.precision import Precision, get_precision
+
+README_HINT = 'see README.md, section "Released weights and datasets"'
+RELEASED_N_STAGES = 2
+"""The released cascade (five frames): the number of stages of a checkpoint that does not record its own."""
+
+
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
+    """The device of ``--device``; on CUDA the GPU of this process's local rank (torchrun), cuda:0 alone."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: PyTorch sees no CUDA device here; use --device cpu (or auto)")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(
+            f"process {local_rank} of this machine has no GPU: PyTorch sees {torch.cuda.device_count()}; "
+            "start at most that many processes per machine, or pass --device cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
+    """``--precision``, or its default: fp32 on the CPU; on CUDA tf32 for evaluation (it leaves the published
+    totals unchanged at their printed precision) and fp16 for deblurring (the fastest setting measured with a PSNR
+    change under 0.01 dB)."""
+    if name is None:
+        name = "fp32" if device.type != "cuda" else "tf32" if evaluation else "fp16"
+    return get_precision(name, device)
+
+
+def pick_acceleration(args: argparse.Namespace, device: torch.device) -> tuple[bool, bool]:
+    """(cuda_graphs, compile): both apply to the streaming runner's per-stage step."""
+    if args.window and (args.compile or args.cuda_graphs):
+        flag = "--compile" if args.compile else "--cuda_graphs"
+        raise UserError(f"{flag} applies to the streaming runner's step; leave it out with --window")
+    if args.cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda_graphs: needs a CUDA device, and this run is on {device}; leave it out")
+    cuda_graphs = args.cuda_graphs if args.cuda_graphs is not None else device.type == "cuda" and not args.window
+    return cuda_graphs, args.compile
+
+
+def check_workers(workers: int) -> int:
+    if workers < 0:
+        raise UserError(f"--workers {workers}: give 0 (everything in the main thread) or more threads")
+    return workers
+
+
+def check_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(
+            f"model not found: {path}; put the released {path.name} there or pass --model_path "
+            f"({README_HINT}, and pretrain_models/README.md)"
+        )
+
+
+def pick_n_stages(path: Path, given: int | None) -> int:
+    """The stages T of the model for the checkpoint ``path``: the number it records (files written by training),
+    else ``--n_stages`` (``given``), else the released `RELEASED_N_STAGES`. A ``given`` number that contradicts
+    the record is refused."""
+    if given is not None and given < 1:
+        raise UserError(f"--n_stages {given}: give 1 or more (the released model has {RELEASED_N_STAGES})")
+    recorded = read_checkpoint(path)[1]
+    if recorded is None:
+        return RELEASED_N_STAGES if given is None else given
+    stages = (recorded - 1) // 2
+    if given is not None and given != stages:
+        raise UserError(
+            f"--n_stages {given}: {path} records n_sequence {recorded} (--n_stages {stages}); leave --n_stages out"
+        )
+    return stages
+
+
+def pick_border(given: bool | None, mode: str | None, default: bool) -> str | None:
+    """The border padding (one of `BORDER_MODES`), or None without ``--border`` (``default`` when neither
+    ``--border`` nor ``--no_border`` is given)."""
+    border = default if given is None else given
+    if mode is not None and mode not in BORDER_MODES:
+        raise UserError(f"--border_mode {mode}: unknown; use one of {', '.join(BORDER_MODES)}")
+    if not border:
+        if mode is not None:
+            raise UserError(f"--border_mode {mode}: pads the border frames, which this run leaves out; add --border")
+        return None
+    return mode or RELEASE_BORDER
+
+
+def frames_with_output(count: int, border_mode: str | None, name: str, n_stages: int) -> list[int]:
+    """Indices of the frames that get an output (every frame with a border); refuses videos too short for them."""
+    needed = frames_needed(n_stages, border_mode)
+    if count < needed:
+        if border_mode is None:
+            raise UserError(
+                f"{name}: has {count} frame(s); without --border a video needs at least {needed} "
+                f"({n_stages} stages; or pass --border to restore every frame)"
+            )
+        raise UserError(
+            f"{name}: has {count} frame(s); --border_mode {border_mode} needs at least {needed} ({n_stages} stages)"
+        )
+    if border_mode is not None:
+        return list(range(count))
+    return list(range(n_stages, count - n_stages))
+
+
+def check_size(name: str, size: tuple[int, int], crop: bool, scored: bool, crop_border: int) -> None:
+    """Frames must be at least the metrics' smallest size (``min_size(crop_border)``) when scored, else 4 x 4."""
+    height, width = size
+    if crop:
+        height, width = cropped_size(height, width, SIZE_MULTIPLE)
+    smallest = min_size(crop_border) if scored else SIZE_MULTIPLE
+    if min(height, width) < smallest:
+        raise UserError(f"{name}: frames of {size[1]}x{size[0]} are too small; at least {smallest}x{smallest} needed")
+
+
+def check_no_overwrite(inputs: list[Path], outputs: list[Path]) -> None:
+    """No output may replace an input file."""
+    resolved = {path.resolve() for path in inputs}
+    for path in outputs:
+        if path.resolve() in resolved:
+            raise UserError(f"{path}: this output would overwrite an input frame; choose another output folder")
+
+
+def check_folder_target(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: exists and is not a folder")
+
+
+def check_not_in_dataset(result_path: Path, data_path: Path, layout: str) -> None:
+    """Results inside the dataset's blur/ or gt/ (any other layout: inside the dataset) would be taken for videos
+    by every later run."""
+    if layout != "release":
+        if result_path == data_path or data_path in result_path.parents:
+            raise UserError(
+                f"--result_path {result_path}: is inside the {layout} dataset {data_path}, where every later run "
+                "would take it for a video; choose a folder outside it"
+            )
+        return
+    for name in (BLUR_DIR, GT_DIR):
+        folder = (data_path / name).resolve()
+        if result_path == folder or folder in result_path.parents:
+            raise UserError(
+                f"--result_path {result_path}: is inside the dataset's {name}/ folder, where every later run would "
+                f"take it for a video; choose a folder outside {folder}"
+            )
+
+
+def check_metrics(channel: str, crop_border: int) -> None:
+    try:
+        check_options(channel, crop_border)
+    except ValueError:
+        raise UserError(f"--crop_border {crop_border}: give a whole number of pixels, 0 or more") from None
+
+
+def pick_tiles(tile: int | None, overlap: int | None) -> int | None:
+    """``--tile_overlap`` (its default with ``--tile``, None without), after checking ``--tile`` and it: what
+    `model.tiling.Tiler` accepts, refused in one line otherwise."""
+    if tile is None:
+        if overlap is not None:
+            raise UserError("--tile_overlap goes with --tile; give --tile too or leave it out")
+        return None
+    overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
+        raise UserError(f"--tile {tile}: give a positive multiple of {SIZE_MULTIPLE} (e.g. 256)")
+    if overlap < 0 or overlap % SIZE_MULTIPLE or overlap >= tile:
+        raise UserError(
+            f"--tile_overlap {overlap}: give a multiple of {SIZE_MULTIPLE} from 0 to less than --tile {tile}"
+        )
+    Tiler(tile, overlap)  # the same rules; a change there should not go unnoticed here
+    return overlap

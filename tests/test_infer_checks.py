@@ -1,0 +1,134 @@
+"""The checks of a run's plan, one by one: the precision and acceleration defaults (on a CUDA device object: nothing
+runs on it), the number of stages, the border, the frames that get an output, sizes and tiles."""
+
+import argparse
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from infer.checks import (
+    RELEASED_N_STAGES,
+    check_size,
+    frames_with_output,
+    pick_acceleration,
+    pick_border,
+    pick_n_stages,
+    pick_precision,
+    pick_tiles,
+)
+from model.checkpoint import with_n_sequence
+from utils.errors import UserError
+
+CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("device", "evaluation", "expected"),
+    [(CUDA, True, "tf32"), (CUDA, False, "fp16"), (CPU, True, "fp32"), (CPU, False, "fp32")],
+)
+def test_the_default_precision_is_tf32_for_evaluation_and_fp16_for_deblurring_on_cuda(
+    device: torch.device, evaluation: bool, expected: str
+) -> None:
+    assert pick_precision(None, device, evaluation).name == expected
+
+
+def test_a_precision_given_is_taken_where_the_device_runs_it() -> None:
+    assert pick_precision("bf16", CUDA, evaluation=True).name == "bf16"
+    assert pick_precision("fp32", CUDA, evaluation=False).name == "fp32"
+    with pytest.raises(UserError, match="--precision fp16: needs a CUDA device"):
+        pick_precision("fp16", CPU, evaluation=False)
+
+
+def flags(**given: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"window": False, "compile": False, "cuda_graphs": None, **given})
+
+
+def test_cuda_graphs_are_on_by_default_on_cuda_for_the_streaming_runner_only() -> None:
+    assert pick_acceleration(flags(), CUDA) == (True, False)
+    assert pick_acceleration(flags(), CPU) == (False, False)
+    assert pick_acceleration(flags(window=True), CUDA) == (False, False)
+    assert pick_acceleration(flags(cuda_graphs=False, compile=True), CUDA) == (False, True)
+    with pytest.raises(UserError, match="--cuda_graphs: needs a CUDA device"):
+        pick_acceleration(flags(cuda_graphs=True), CPU)
+
+
+def checkpoint(path: Path, n_sequence: int | None) -> Path:
+    state = OrderedDict(weight=torch.zeros(1))
+    torch.save(state if n_sequence is None else with_n_sequence(state, n_sequence), path)
+    return path
+
+
+def test_the_stages_are_the_recorded_ones_else_the_given_else_the_released(tmp_path: Path) -> None:
+    recorded, plain = checkpoint(tmp_path / "t3.pt", 7), checkpoint(tmp_path / "plain.pt", None)
+    assert RELEASED_N_STAGES == 2
+    assert (pick_n_stages(recorded, None), pick_n_stages(recorded, 3)) == (3, 3)
+    assert (pick_n_stages(plain, None), pick_n_stages(plain, 1), pick_n_stages(plain, 4)) == (2, 1, 4)
+    with pytest.raises(UserError) as refused:
+        pick_n_stages(recorded, 2)
+    assert str(refused.value) == f"--n_stages 2: {recorded} records n_sequence 7 (--n_stages 3); leave --n_stages out"
+    with pytest.raises(UserError, match=r"^--n_stages 0: give 1 or more"):
+        pick_n_stages(plain, 0)
+
+
+def test_the_border_mode_is_release_by_default_and_only_with_a_border() -> None:
+    assert pick_border(None, None, default=True) == "release"
+    assert pick_border(True, "reflect", default=False) == "reflect"
+    assert pick_border(None, None, default=False) is None
+    assert pick_border(False, None, default=True) is None
+    with pytest.raises(UserError, match=r"^--border_mode replicate: pads the border frames, which this run leaves out"):
+        pick_border(None, "replicate", default=False)
+
+
+@pytest.mark.parametrize(
+    ("count", "mode", "stages", "expected"),
+    [
+        (7, None, 2, [2, 3, 4]),
+        (5, None, 2, [2]),
+        (3, None, 1, [1]),
+        (7, None, 3, [3]),
+        (2, "release", 2, [0, 1]),
+        (1, "replicate", 3, [0]),
+        (3, "reflect", 2, [0, 1, 2]),
+        (4, "reflect", 3, [0, 1, 2, 3]),
+    ],
+)
+def test_frames_with_output(count: int, mode: str | None, stages: int, expected: list[int]) -> None:
+    assert frames_with_output(count, mode, "v", stages) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "mode", "stages", "message"),
+    [
+        (4, None, 2, "v: has 4 frame(s); without --border a video needs at least 5 (2 stages"),
+        (6, None, 3, "v: has 6 frame(s); without --border a video needs at least 7 (3 stages"),
+        (1, "release", 2, "v: has 1 frame(s); --border_mode release needs at least 2 (2 stages)"),
+        (2, "reflect", 2, "v: has 2 frame(s); --border_mode reflect needs at least 3 (2 stages)"),
+        (0, "replicate", 1, "v: has 0 frame(s); --border_mode replicate needs at least 1 (1 stages)"),
+    ],
+)
+def test_videos_too_short_are_refused(count: int, mode: str | None, stages: int, message: str) -> None:
+    with pytest.raises(UserError) as refused:
+        frames_with_output(count, mode, "v", stages)
+    assert str(refused.value).startswith(message)
+
+
+def test_the_smallest_frame_is_the_metrics_after_the_crop_or_4_pixels() -> None:
+    check_size("v", (24, 20), crop=True, scored=True, crop_border=4)
+    with pytest.raises(UserError, match=r"^v: frames of 19x24 are too small; at least 19x19 needed"):
+        check_size("v", (24, 19), crop=True, scored=True, crop_border=4)  # 16 wide once cropped to 4s
+    check_size("v", (12, 12), crop=True, scored=True, crop_border=0)  # 11 = one SSIM window
+    check_size("v", (4, 4), crop=False, scored=False, crop_border=4)
+    with pytest.raises(UserError, match="at least 4x4"):
+        check_size("v", (3, 9), crop=False, scored=False, crop_border=4)
+
+
+def test_the_tile_overlap_defaults_to_32_with_tiles_only() -> None:
+    assert pick_tiles(None, None) is None
+    assert pick_tiles(64, None) == 32
+    assert pick_tiles(16, 8) == 8
+    with pytest.raises(UserError, match=r"^--tile_overlap goes with --tile"):
+        pick_tiles(None, 32)
+    with pytest.raises(UserError, match=r"^--tile_overlap 32: give a multiple of 4 from 0 to less than --tile 32"):
+        pick_tiles(32, None)

@@ -1,0 +1,32 @@
+"""inference.py's command line: what is left for the plan to decide (None) and the defaults it shows."""
+
+import pytest
+
+from infer.checks import RELEASED_N_STAGES
+from infer.options import DEFAULT_WORKERS, parse_args
+from model.tiling import DEFAULT_OVERLAP
+
+
+def test_settings_that_depend_on_the_run_are_left_to_the_plan() -> None:
+    args = parse_args([])
+    undecided = ("border", "border_mode", "n_stages", "tile_overlap", "gopro_blur", "precision", "cuda_graphs")
+    assert all(getattr(args, name) is None for name in (*undecided, "showcase", "tile", "self_ensemble"))
+    assert (args.default_data, args.metric_channel, args.crop_border, args.workers) == ("DVD", "rgb", 4, 4)
+    assert DEFAULT_WORKERS == 4 and args.save_image and not args.window
+
+
+def test_self_ensemble_alone_is_x8_and_border_modes_are_the_three() -> None:
+    assert parse_args(["--self_ensemble"]).self_ensemble == "x8"
+    assert parse_args(["--self_ensemble", "x16"]).self_ensemble == "x16"
+    for mode in ("release", "replicate", "reflect"):
+        assert parse_args(["--border_mode", mode]).border_mode == mode
+    with pytest.raises(SystemExit):
+        parse_args(["--border_mode", "mirror"])
+
+
+def test_the_help_shows_the_defaults_the_plan_uses(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_OVERLAP})" in text and f"(default {RELEASED_N_STAGES}, the released files')" in text
+    assert "(default 32)" in text and "(default 2, the released files')" in text

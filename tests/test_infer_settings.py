@@ -1,0 +1,105 @@
+"""The settings record of a run: one list, written as the log's header and as results.json's settings."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import evaluation_argv, make_dataset, save_seeded_weights
+from infer.options import parse_args
+from infer.planning import make_plan
+from infer.report import RELEASE_HEADER, RunLog, write_header
+from infer.settings import Setting, run_settings
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_seeded_weights(tmp_path_factory.mktemp("weights") / "model.pt", seed=2)
+
+
+def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
+    result = tmp_path / "result"
+    flags = ["--border", "--border_mode", "replicate", "--tile", "64", "--self_ensemble", "--workers", "2"]
+    settings = run_settings(make_plan(parse_args([*evaluation_argv(data, weights, result), *flags])), processes=3)
+    assert settings.header() == {
+        "save_image": "True",
+        "data_path": str(data),
+        "result_path": str(result),
+        "layout": "release",
+        "split": "None",
+        "gopro_blur": "blur",
+        "videos": "None",
+        "model_path": str(weights),
+        "n_seq": "5",
+        "border": "True",
+        "border_mode": "replicate",
+        "size_must_mode": "4",
+        "device": "cpu",
+        "device_name": "cpu",
+        "runner": "streaming",
+        "metric_channel": "rgb",
+        "crop_border": "4",
+        "self_ensemble": "x8 (the 8 flips and transpositions of every frame: 8x the model's time)",
+        "tile": "64 (overlap 32)",
+        "precision": "fp32",
+        "cuda_graphs": "False",
+        "compile": "False",
+        "workers": "2",
+        "processes": "3",
+    }
+    assert settings.to_json("PyTorch") == {
+        "layout": "release",
+        "split": None,
+        "gopro_blur": "blur",
+        "videos": None,
+        "n_seq": 5,
+        "border": True,
+        "border_mode": "replicate",
+        "device": "cpu",
+        "runner": "streaming",
+        "metric_channel": "rgb",
+        "crop_border": 4,
+        "self_ensemble": "x8",
+        "tile": 64,
+        "tile_overlap": 32,
+        "precision": "fp32",
+        "cuda_graphs": False,
+        "compile": False,
+        "workers": 2,
+        "processes": 3,
+        "cost_volume": "PyTorch",
+    }
+    names = [setting.name for setting in settings.settings]
+    assert len(names) == len(set(names))
+
+
+def test_the_log_header_has_the_release_s_lines_first_then_the_others_as_extra_lines(
+    tmp_path: Path, weights: Path
+) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 5}, height=22, width=26)
+    settings = run_settings(make_plan(parse_args(evaluation_argv(data, weights, tmp_path / "result"))), processes=1)
+    with RunLog(tmp_path) as log:
+        write_header(log, settings.header(), weights)
+    lines = log.path.read_text().splitlines()
+    assert [line.split(": ")[0] for line in lines[1 : 1 + len(RELEASE_HEADER)]] == list(RELEASE_HEADER)
+    assert lines[1:3] == ["save_image: True", "border: False"]
+    extras = lines[1 + len(RELEASE_HEADER) : -1]
+    assert all(line.startswith("+ ") for line in extras) and "+ border_mode: off" in extras
+    assert lines[-1] == f"Loading model from {weights}"
+
+
+def test_a_deblurring_run_logs_its_input_and_output_and_records_no_paths(tmp_path: Path, weights: Path) -> None:
+    folder = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26, gt=False) / "blur" / "a"
+    argv = ["--input", str(folder), "--output", str(tmp_path / "out"), "--model_path", str(weights), "--device", "cpu"]
+    settings = run_settings(make_plan(parse_args(argv)), processes=1)
+    header = settings.header()
+    assert (header["input"], header["output"], header["border_mode"]) == (str(folder), str(tmp_path / "out"), "release")
+    assert "save_image" not in header and "layout" not in header
+    recorded = settings.to_json("PyTorch")
+    assert not {"input", "output", "model_path", "layout"} & set(recorded)
+    assert (recorded["border"], recorded["tile"], recorded["tile_overlap"]) == (True, None, None)
+
+
+def test_a_setting_shows_its_value_unless_it_has_a_text() -> None:
+    assert Setting("tile", None).shown == "None"
+    assert Setting("tile", None, text="off").shown == "off"
