@@ -408,3 +408,12 @@ def test_a_direct_png_write_needs_no_rename_and_a_failed_one_leaves_nothing(
     with pytest.raises(OSError, match="No space left"):
         write_png(tmp_path / "y.png", rgb, direct=True)
     assert [path.name for path in tmp_path.iterdir()] == ["x.png"]  # the partial file removed
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".bmp"])
+def test_frames_are_read_into_arrays_the_caller_owns(tmp_path: Path, suffix: str) -> None:
+    """Writable and C-contiguous, as the video frames are: torch.from_numpy warns on a read-only array."""
+    rgb = np.random.default_rng(4).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / f"frame{suffix}")
+    image = read_rgb(tmp_path / f"frame{suffix}")
+    assert image.flags.writeable and image.flags.c_contiguous and image.shape == (6, 9, 3)

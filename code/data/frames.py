@@ -322,8 +322,9 @@ def _decode_deep_colour(image: Image.Image, header: FrameHeader, path: Path) -> 
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as H x W x 3 uint8 RGB, as a viewer shows it (the module's docstring says how); an
-    unreadable file is a `UserError` naming it. Warns of nothing: `check_same_size` does, from the headers."""
+    """Read an image file as H x W x 3 uint8 RGB (C-contiguous and writable), as a viewer shows it (the module's
+    docstring says how); an unreadable file is a `UserError` naming it. Warns of nothing: `check_same_size` does,
+    from the headers."""
     path = Path(path)
     with _opened(path) as image:
         header = _header(image)
@@ -333,7 +334,9 @@ def read_rgb(path: Path) -> np.ndarray:
             raise UserError(f"{path}: 16-bit {image.mode} images cannot be read; convert it to 8- or 16-bit RGB")
         else:
             rgb, orientation = _decode(image, header, path)
-    return np.ascontiguousarray(_orient(rgb, orientation))
+    rgb = _orient(rgb, orientation)
+    # Pillow's pixels are a read-only view of its buffer; callers own what they read (torch.from_numpy, in place)
+    return rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb, order="C")
 
 
 def write_png(path: Path, rgb: np.ndarray, direct: bool = False) -> None:
