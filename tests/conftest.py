@@ -8,6 +8,7 @@
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``).
 - runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
 - ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
+- ``inference_refused``: inference.py run as its command line runs it, refused: its one line.
 
 Where tests live and how they are named: tests/README.md.
 """
@@ -268,3 +269,22 @@ def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:
     argv += ["--n_stages", str(n_stages), "--n_feat", "32", "--n_resblock", "3", *flags]
     assert train_main.main(argv) == 0
     return root / "experiment" / f"stages_{n_stages}" / "model" / "model_latest.pt"
+
+
+# ----- the inference command refused
+
+
+def inference_refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run inference.py in this process as its command line does (`utils.errors.run_cli`): it must exit with status
+    2 and one line on stderr, ``error: ...``, and no traceback; returns the line without ``error: ``."""
+    from inference import main  # imported only by the tests that run it
+    from utils.errors import run_cli
+
+    capsys.readouterr()  # what earlier runs printed
+    with pytest.raises(SystemExit) as exit_status:
+        run_cli(lambda: main(argv))
+    assert exit_status.value.code == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0].removeprefix("error: ")

@@ -1,5 +1,6 @@
 """The checks of a run's plan, one by one: the precision and acceleration defaults (on a CUDA device object: nothing
-runs on it), the number of stages, the border, the frames that get an output, sizes and tiles."""
+runs on it), the number of stages, the border, the frames that get an output, sizes and tiles, the model file, and
+whose results a default place holds."""
 
 import argparse
 from collections import OrderedDict
@@ -10,6 +11,8 @@ import torch
 
 from infer.checks import (
     RELEASED_N_STAGES,
+    check_default_place,
+    check_model_file,
     check_size,
     frames_with_output,
     pick_acceleration,
@@ -19,6 +22,7 @@ from infer.checks import (
     pick_tiles,
 )
 from model.checkpoint import with_n_sequence
+from utils.committed import Unit
 from utils.errors import UserError
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
@@ -116,12 +120,17 @@ def test_videos_too_short_are_refused(count: int, mode: str | None, stages: int,
 
 def test_the_smallest_frame_is_the_metrics_after_the_crop_or_4_pixels() -> None:
     check_size("v", (24, 20), crop=True, scored=True, crop_border=4)
-    with pytest.raises(UserError, match=r"^v: frames of 19x24 are too small; at least 19x19 needed"):
+    with pytest.raises(UserError) as refused:
         check_size("v", (24, 19), crop=True, scored=True, crop_border=4)  # 16 wide once cropped to 4s
+    assert str(refused.value) == (
+        "v: frames of 19x24 are too small; at least 19x19 needed to be scored with --crop_border 4 (the border left "
+        "out on both sides and one SSIM window; these are 16x24 once cropped to multiples of 4)"
+    )
     check_size("v", (12, 12), crop=True, scored=True, crop_border=0)  # 11 = one SSIM window
     check_size("v", (4, 4), crop=False, scored=False, crop_border=4)
-    with pytest.raises(UserError, match="at least 4x4"):
+    with pytest.raises(UserError) as refused:
         check_size("v", (3, 9), crop=False, scored=False, crop_border=4)
+    assert str(refused.value) == "v: frames of 9x3 are too small; at least 4x4 needed by the model"
 
 
 def test_the_tile_overlap_defaults_to_32_with_tiles_only() -> None:
@@ -130,5 +139,52 @@ def test_the_tile_overlap_defaults_to_32_with_tiles_only() -> None:
     assert pick_tiles(16, 8) == 8
     with pytest.raises(UserError, match=r"^--tile_overlap goes with --tile"):
         pick_tiles(None, 32)
-    with pytest.raises(UserError, match=r"^--tile_overlap 32: give a multiple of 4 from 0 to less than --tile 32"):
+    with pytest.raises(UserError) as refused:  # the overlap is the default: the tile is what to change
         pick_tiles(32, None)
+    assert str(refused.value) == (
+        "--tile 32: not larger than the tiles' default overlap, 32 pixels; give a larger --tile, or --tile_overlap "
+        "below 32 (a multiple of 4)"
+    )
+    with pytest.raises(UserError, match=r"^--tile_overlap 32: give a multiple of 4 from 0 to less than --tile 32$"):
+        pick_tiles(32, 32)  # an overlap given is the one to blame
+
+
+def committed_results(folder: Path, meta: dict) -> Path:
+    """A results.json committed into ``folder`` with ``meta`` in its manifest, as a run of inference.py commits."""
+    folder.mkdir(parents=True)
+    with Unit.open(folder, "results.json") as unit:
+        stage = unit.begin()
+        stage.write("results.json", b"{}")
+        stage.commit(meta)
+    return folder / "results.json"
+
+
+def test_a_default_place_takes_results_of_the_input_it_holds_only(tmp_path: Path) -> None:
+    input_path = tmp_path / "a" / "frames"
+    check_default_place(tmp_path / "new", tmp_path / "new" / "results.json", input_path, "--output")  # nothing there
+    results = committed_results(tmp_path / "same", {"tool": "inference.py", "input": str(input_path)})
+    check_default_place(results.parent, results, input_path, "--output")
+    unrecorded = committed_results(tmp_path / "unrecorded", {"tool": "inference.py"})  # before inputs were recorded
+    with pytest.raises(UserError) as refused:
+        check_default_place(unrecorded.parent, unrecorded, input_path, "--output")
+    assert str(refused.value) == (
+        f"{unrecorded.parent}: the default place of this run's results holds results whose input is not recorded, "
+        f"and this run's input is {input_path}; give --output to put them elsewhere, or move the earlier results away"
+    )
+
+
+def test_a_model_path_that_is_no_file_is_named_for_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as refused:
+        check_model_file(tmp_path)
+    assert (
+        str(refused.value) == f"--model_path {tmp_path}: is a folder, not a checkpoint file; give the .pt file itself"
+    )
+    for name in ("c.pt", "a.pt", "b.pt", "d.pt", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(UserError, match=r"give the \.pt file itself \(it holds a\.pt, b\.pt, c\.pt and 1 more\)$"):
+        check_model_file(tmp_path)
+    with pytest.raises(UserError) as refused:
+        check_model_file(Path("/dev/null"))
+    assert str(refused.value) == (
+        "--model_path /dev/null: is not a regular file (a device, a pipe or a socket), not a checkpoint"
+    )

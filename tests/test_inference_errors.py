@@ -1,6 +1,9 @@
-"""inference.py refuses bad input with one line naming the problem, before writing anything."""
+"""inference.py refuses bad input with one line naming the flag or file and what is wrong, before writing anything;
+a run that fails on the way (a frame that does not decode, a full disk, an output that turns NaN or inf, Ctrl-C)
+stops with one line and leaves the earlier results as they were; names that are not UTF-8 go through a run."""
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +15,19 @@ from typing import IO
 import pytest
 import torch
 
-from conftest import INFERENCE, evaluation_argv, make_dataset, save_seeded_weights, sharp_frames, write_image
+from conftest import (
+    INFERENCE,
+    evaluation_argv,
+    inference_refused,
+    make_dataset,
+    mirror_frame,
+    save_seeded_weights,
+    sharp_frames,
+    write_frames,
+    write_image,
+)
 from data import frames as frames_module
+from data.video_io import VideoWriter
 from infer.report import Report
 from inference import main
 from model.checkpoint import CheckpointError
@@ -66,9 +80,12 @@ def tiny_frames(root: Path) -> None:
         (add_video, r"blur and gt videos differ \(only in blur/: w\)"),
         (garbage_frame, r"cannot read image .*00003\.png"),
         (resized_frame, "v: frames differ in size: 00000.png is 50x38, 00001.png is 50x40"),
-        (resized_gt, "v: blurred frames are 50x38, sharp frames 52x40"),
+        (resized_gt, r"blur/v: blurred frames are 50x38, but the sharp frames in .*gt/v are 52x40$"),
         (short_video, "v: has 4 frame.* without --border a video needs at least 5"),
-        (tiny_frames, "v: frames of 30x18 are too small"),
+        (
+            tiny_frames,
+            r"blur/v: frames of 30x18 are too small; at least 19x19 needed to be scored with --crop_border 4",
+        ),
     ],
 )
 def test_bad_datasets_are_refused_before_anything_is_written(
@@ -302,7 +319,7 @@ def test_input_mode_refuses_to_overwrite_its_input_and_conflicting_flags(tmp_pat
         write_image(folder / f"{index}.png", frame)
     common = ["--input", str(folder), "--model_path", str(weights), "--device", "cpu"]
     cases = [
-        (["--output", str(folder)], "would overwrite an input frame"),
+        (["--output", str(folder)], "is the input folder"),
         (["--output", str(tmp_path / "out.mp4")], "a video file, but the input is a folder of frames"),
         (["--no_save_image"], "--no_save_image"),
         (["--data_path", str(folder)], "leave out --data_path"),
@@ -354,3 +371,270 @@ def test_cli_runs_from_the_code_folder() -> None:
     completed = run_cli("inference.py", "--help", cwd=REPO_ROOT / "code")
     assert completed.returncode == 0
     assert "--default_data {DVD,GOPRO,DEMO}" in completed.stdout and "--no_border" in completed.stdout
+
+
+# ----- outputs that turn non-finite
+
+
+def poisoned_at(frame: int, value: float) -> Callable:
+    """A `runner_factory` for infer.pipeline whose runners give an output holding ``value`` (NaN or inf) at one pixel
+    for ``frame`` (an index), as a model that overflows there would; every other output is the model's own."""
+    from infer import runners
+    from model.streaming import Restored
+
+    def factory(*args: object) -> Callable:
+        new_runner = runners.runner_factory(*args)
+
+        class Poisoned:
+            def __init__(self) -> None:
+                self.inner = new_runner()
+                self.latency = self.inner.latency
+
+            def push(self, tensor: torch.Tensor, tag: object = None) -> Restored | None:
+                restored = self.inner.push(tensor, tag)
+                if restored is None or restored.tag != frame:
+                    return restored
+                image = restored.image.clone()
+                image[0, 1, 2, 3] = value
+                return Restored(restored.tag, image)
+
+        return Poisoned
+
+    return factory
+
+
+def clip_argv(folder: Path, weights: Path, output: Path) -> list[str]:
+    return ["--input", str(folder), "--output", str(output), "--model_path", str(weights), "--device", "cpu"]
+
+
+@pytest.mark.parametrize(("value", "workers"), [(float("nan"), "0"), (float("inf"), "2")])
+def test_an_output_that_turns_non_finite_stops_the_run_and_the_earlier_results_stay(
+    tmp_path: Path,
+    weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    value: float,
+    workers: str,
+) -> None:
+    from infer import pipeline
+
+    frames, out = tmp_path / "clip", tmp_path / "out"
+    write_frames(frames, 6)
+    assert main(clip_argv(frames, weights, out)) == 0
+    earlier = outputs(out)
+    monkeypatch.setattr(pipeline, "runner_factory", poisoned_at(3, value))
+    line = inference_refused([*clip_argv(frames, weights, out), "--workers", workers], capsys)
+    assert line == (
+        "clip: the output of frame 000003 holds NaN or inf values; nothing of it was written or scored. Likely cause: "
+        "the model overflowed on this frame, so the weights of --model_path (finite: they were checked when loaded) "
+        "are likely not of this model or damaged"
+    )
+    assert outputs(out) == earlier  # frames 0 to 2 were staged, and went with the staging folder
+    assert hidden_files(out) == [".results.json.manifest.json"]
+    logs = sorted(out.glob("inference_log_*.txt"))
+    assert logs[-1].read_text().splitlines()[-1] == f"error: {line}"
+    assert infer_threads() == []
+
+
+def test_the_command_line_stops_a_non_finite_run_with_status_2_and_one_line(tmp_path: Path, weights: Path) -> None:
+    frames, out = tmp_path / "clip", tmp_path / "out"
+    write_frames(frames, 5)
+    assert main(clip_argv(frames, weights, out)) == 0
+    earlier = outputs(out)
+    script = (
+        "import sys; sys.path.insert(0, 'code'); sys.path.insert(0, 'tests')\n"
+        "from infer import pipeline\n"
+        "from test_inference_errors import poisoned_at\n"
+        "pipeline.runner_factory = poisoned_at(1, float('nan'))\n"
+        "from inference import main\n"
+        "from utils.errors import run_cli\n"
+        f"run_cli(lambda: main({clip_argv(frames, weights, out)!r}))\n"
+    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: clip: the output of frame 000001 holds NaN or inf")
+    assert outputs(out) == earlier and hidden_files(out) == [".results.json.manifest.json"]
+
+
+def overflowing_weights(path: Path, bias: float) -> Path:
+    """Finite weights (the load's check passes) whose restoration net ends in a bias of ``bias``: the model's
+    outputs overflow any precision whose largest value is below it."""
+    state = torch.load(save_seeded_weights(path, seed=3), weights_only=True)
+    state["recons_net.outBlock.3.bias"].fill_(bias)
+    torch.save(state, path)
+    return path
+
+
+def test_weights_that_overflow_stop_the_run_at_the_first_frame(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    frames, out = tmp_path / "clip", tmp_path / "out"
+    write_frames(frames, 3)
+    weights = overflowing_weights(tmp_path / "huge.pt", 3e38)  # float32 holds it; what the model adds to it not
+    line = inference_refused(clip_argv(frames, weights, out), capsys)
+    assert line.startswith("clip: the output of frame 000000 holds NaN or inf values; nothing of it was written")
+    assert not (out / "results.json").exists() and hidden_files(out) == [] and not list(out.glob("*.png"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (float16 runs on the GPU only)")
+def test_a_float16_overflow_on_cuda_names_the_precision(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    frames, out = tmp_path / "clip", tmp_path / "out"
+    write_frames(frames, 3)
+    weights = overflowing_weights(tmp_path / "large.pt", 1e5)  # beyond float16's 65504, well within float32
+    argv = ["--input", str(frames), "--output", str(out), "--model_path", str(weights), "--device", "cuda"]
+    line = inference_refused(argv, capsys)  # --input on CUDA: fp16 by default
+    assert line == (
+        "clip: the output of frame 000000 holds NaN or inf values; nothing of it was written or scored. Likely cause: "
+        "float16 (--precision fp16, the default with --input on CUDA) holds values up to 65504 only and the model "
+        "overflowed it; run again with --precision bf16, tf32 or fp32"
+    )
+    assert not (out / "results.json").exists()
+    assert main([*argv, "--precision", "fp32"]) == 0  # the same weights in float32: white frames, but finite
+    assert len(list(out.glob("*.png"))) == 3
+
+
+# ----- the output folder and the input folder
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+def test_the_input_folder_is_refused_as_output_for_every_format(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture, suffix: str
+) -> None:
+    frames = tmp_path / "clip"
+    write_frames(frames, 3, suffix)
+    before = sorted(frames.iterdir())
+    line = inference_refused(clip_argv(frames, weights, frames), capsys)
+    assert line == (
+        f"--output {frames}: is the input folder; its outputs would lie among the frames and be read as frames by "
+        "every later run on it; choose another folder (one inside it will do)"
+    )
+    assert sorted(frames.iterdir()) == before
+
+
+def test_an_output_folder_inside_the_input_folder_or_around_it_leaves_later_runs_their_frames(
+    tmp_path: Path, weights: Path
+) -> None:
+    frames = tmp_path / "clip"
+    write_frames(frames, 3, ".jpg")
+    inside, around = frames / "deblurred", tmp_path
+    for output in (inside, around, inside):  # each run reads the three frames of clip/ only, whatever is around
+        assert main(clip_argv(frames, weights, output)) == 0
+        assert json.loads((output / "results.json").read_text())["frames"] == 3
+    assert sorted(path.name for path in inside.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]
+    assert sorted(path.name for path in around.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]
+
+
+# ----- names the file system allows that are not UTF-8
+
+
+def test_names_that_are_not_utf_8_go_through_a_run_from_the_frames_to_the_log_and_results(
+    tmp_path: Path, weights: Path
+) -> None:
+    folder = tmp_path / os.fsdecode(b"\xffclip")  # Linux allows any bytes but / and NUL
+    write_frames(tmp_path / "clip", 3)  # OpenCV's imwrite would crash on such a name: renamed after
+    for index in range(3):
+        (tmp_path / "clip" / f"{index:06d}.png").rename(tmp_path / "clip" / os.fsdecode(b"\xfe%d.png" % index))
+    (tmp_path / "clip").rename(folder)
+    output = tmp_path / os.fsdecode(b"out\xff")
+    completed = run_cli(str(INFERENCE), *clip_argv(folder, weights, output), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr and "error" not in completed.stderr
+    assert sorted(os.listdir(os.fsencode(output))) == [
+        b".results.json.manifest.json",
+        *sorted(os.fsencode(path.name) for path in output.glob("inference_log_*.txt")),
+        b"results.json",
+        b"\xfe0.png",
+        b"\xfe1.png",
+        b"\xfe2.png",
+    ]
+    (log,) = output.glob("inference_log_*.txt")
+    lines = log.read_text(encoding="utf-8").splitlines()  # UTF-8 throughout: the bytes are written as \xff
+    assert f"+ input: {tmp_path}/\\xffclip" in lines
+    assert any(line.startswith("> \\xffclip-\\xfe1 pre_time:") for line in lines)
+    document = json.loads((output / "results.json").read_text())
+    (video,) = document["videos"]
+    assert os.fsencode(video) == b"\xffclip"  # JSON's escapes of Python's surrogates: the very bytes, read back
+    assert sorted(os.fsencode(frame) for frame in document["videos"][video]["frames"]) == [b"\xfe0", b"\xfe1", b"\xfe2"]
+
+
+def test_a_dataset_s_video_named_in_bytes_that_are_not_utf_8_is_scored_and_shown(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5}, height=24, width=24)
+    name = os.fsdecode(b"\xffv")
+    for kind in ("blur", "gt"):
+        (data / kind / "v").rename(data / kind / name)
+    result = tmp_path / "result"
+    assert main([*evaluation_argv(data, weights, result), "--showcase"]) == 0
+    document = json.loads((result / "results.json").read_text())
+    assert list(document["videos"]) == [name] and document["frames"] == 1 and document["psnr"] > 0
+    assert (result / name / "00002.png").is_file()
+    assert sorted(path.name for path in (result / "showcase").iterdir()) == [f"{name}.gif", f"{name}_00002.png"]
+
+
+# ----- messages that name the flag or file and say what it is
+
+
+def test_messages_name_the_flag_and_what_the_file_is(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = make_dataset(tmp_path / "data", {"v": 5}, height=24, width=32)
+    frames, result = tmp_path / "clip", tmp_path / "result"
+    write_frames(frames, 3)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "model.pt").write_bytes(weights.read_bytes())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    (tmp_path / "taken.mp4").mkdir()
+    cases = [
+        (
+            [*clip_argv(frames, weights, tmp_path / "out"), "--tile", "4"],
+            "--tile 4: not larger than the tiles' default overlap, 32 pixels; give a larger --tile, or --tile_overlap "
+            "below 4 (a multiple of 4)",
+        ),
+        (
+            [*evaluation_argv(data, weights, result), "--crop_border", "1000"],
+            f"{data}/blur/v: frames of 32x24 are too small; at least 2011x2011 needed to be scored with "
+            "--crop_border 1000 (the border left out on both sides and one SSIM window)",
+        ),
+        (
+            evaluation_argv(data, models, result),
+            f"--model_path {models}: is a folder, not a checkpoint file; give the .pt file itself (it holds model.pt)",
+        ),
+        (
+            evaluation_argv(notes, weights, result),
+            f"--data_path {notes}: is a file, not a dataset folder; give the folder that holds blur/<video>/ and "
+            "gt/<video>/ (or GOPRO_Large, DVD or BSD as downloaded); a video file to deblur goes with --input",
+        ),
+        (
+            evaluation_argv(data, weights, notes),
+            f"--result_path {notes}: is a file, not a folder; the outputs go into a folder",
+        ),
+        (
+            clip_argv(frames, weights, notes),
+            f"--output {notes}: is a file, not a folder; the outputs go into a folder",
+        ),
+    ]
+    for argv, message in cases:
+        assert inference_refused(argv, capsys) == message
+    line = inference_refused(clip_argv(notes, weights, tmp_path / "out"), capsys)
+    assert line.startswith(f"--input {notes}: not a folder of frames, and ffmpeg cannot read it as a video (")
+    video = tmp_path / "clip.mp4"
+    with VideoWriter(video, (8, 8), fps=10.0) as writer:
+        for index in range(3):
+            writer.write(mirror_frame(0, index=index))
+    line = inference_refused(clip_argv(video, weights, tmp_path / "taken.mp4"), capsys)
+    assert line == (
+        f"--output {tmp_path / 'taken.mp4'}: is a folder, and a name ending in .mp4 is written as a video file; give "
+        "another name"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "clip",
+        "clip.mp4",
+        "data",
+        "models",
+        "notes.txt",
+        "taken.mp4",
+    ]

@@ -82,7 +82,7 @@ def test_a_phone_s_portrait_frames_come_out_upright_and_each_run_warns_once(
             )
         alpha = [message for message in caplog.messages if "alpha channel" in message]
         assert alpha == [
-            f"{frames.name}: 1 of 3 frames have an alpha channel, which is dropped (the stored colours are kept, "
+            f"{frames}: 1 of 3 frames have an alpha channel, which is dropped (the stored colours are kept, "
             f"transparent pixels included); first: {frames / '2.png'} (said once per run)"
         ]
         for index in range(3):

@@ -95,11 +95,13 @@ class FolderSource:
 
 
 def folder_source(name: str, paths: list[Path]) -> FolderSource:
-    """Check that ``paths`` (frames of the video ``name``) are readable images of one size with distinct stems."""
+    """Check that ``paths`` (frames of the video ``name``) are readable images of one size with distinct stems; the
+    errors name their folder."""
     if not paths:
         raise UserError(f"{name}: no frames (PNG, JPEG, BMP or TIFF)")
-    check_unique_stems(paths, name)
-    return FolderSource(name, list(paths), check_same_size(paths, name))
+    folder = str(paths[0].parent)
+    check_unique_stems(paths, folder)
+    return FolderSource(name, list(paths), check_same_size(paths, folder))
 
 
 def open_frame_folder(folder: Path) -> FolderSource:
@@ -162,15 +164,20 @@ def sample_bits(pixel_format: str) -> int:
     return bits if 8 < bits <= 32 else 8
 
 
-def open_video(path: Path) -> VideoSource:
-    """Read a video file's size and frame rate and count its frames (ffmpeg decodes it once, without the model)."""
+def open_video(path: Path, option: str | None = None) -> VideoSource:
+    """Read a video file's size and frame rate and count its frames (ffmpeg decodes it once, without the model).
+    A file ffmpeg cannot read is a `UserError` naming it (and ``option``, the flag that gave it, if any)."""
     try:
         reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         with contextlib.closing(reader):
             meta = next(reader)
         count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     except Exception as error:  # imageio-ffmpeg raises IOError, RuntimeError, StopIteration... for bad files
-        raise UserError(f"cannot read video {path}: {first_line(error)}") from None
+        if option is None:
+            raise UserError(f"cannot read video {path}: {first_line(error)}") from None
+        raise UserError(
+            f"{option} {path}: not a folder of frames, and ffmpeg cannot read it as a video ({first_line(error)})"
+        ) from None
     width, height = meta["size"]
     fps = float(meta.get("fps") or 0.0)
     warn_if_truncated(path, count, fps, float(meta.get("duration") or 0.0))
@@ -207,7 +214,9 @@ def open_input(path: Path) -> FolderSource | VideoSource:
         raise UserError(f"--input {path}: no such file or folder")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise UserError(f"--input {path}: a single image; give the folder of a video's frames or a video file")
-    return open_video(path)
+    if not path.is_file():
+        raise UserError(f"--input {path}: not a regular file (a device, a pipe or a socket); give a video file")
+    return open_video(path, "--input")
 
 
 class VideoWriter:

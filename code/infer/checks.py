@@ -10,6 +10,7 @@ from data.frames import BLUR_DIR, GT_DIR
 from model.checkpoint import read_checkpoint
 from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
 from model.tiling import DEFAULT_OVERLAP, Tiler
+from utils.committed import read_manifest
 from utils.errors import UserError
 from utils.image import cropped_size
 from utils.metrics import check_options, min_size
@@ -61,11 +62,40 @@ def check_workers(workers: int) -> int:
 
 
 def check_model_file(path: Path) -> None:
-    if not path.is_file():
+    """The checkpoint must be a regular file; anything else is named for what it is (a folder, a device...)."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        checkpoints = sorted(entry.name for entry in path.glob("*.pt") if entry.is_file())
+        holds = f" (it holds {shown_names(checkpoints)})" if checkpoints else ""
+        raise UserError(f"--model_path {path}: is a folder, not a checkpoint file; give the .pt file itself{holds}")
+    if path.exists():
+        raise UserError(f"--model_path {path}: is not a regular file (a device, a pipe or a socket), not a checkpoint")
+    raise UserError(
+        f"model not found: {path}; put the released {path.name} there or pass --model_path "
+        f"({README_HINT}, and pretrain_models/README.md)"
+    )
+
+
+def check_dataset_folder(data_path: Path) -> None:
+    """The dataset must be a folder; a missing one says where the released test sets go, a file what it is."""
+    if data_path.is_dir():
+        return
+    if data_path.exists():
         raise UserError(
-            f"model not found: {path}; put the released {path.name} there or pass --model_path "
-            f"({README_HINT}, and pretrain_models/README.md)"
+            f"--data_path {data_path}: is a file, not a dataset folder; give the folder that holds blur/<video>/ "
+            "and gt/<video>/ (or GOPRO_Large, DVD or BSD as downloaded); a video file to deblur goes with --input"
         )
+    raise UserError(
+        f"dataset not found: {data_path}; put the test set there as blur/<video>/<frames> and gt/<video>/<frames> "
+        f"or pass --data_path ({README_HINT}, and dataset/README.md)"
+    )
+
+
+def shown_names(names: list[str], limit: int = 3) -> str:
+    """Up to ``limit`` of ``names``, and how many more."""
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
 def pick_n_stages(path: Path, given: int | None) -> int:
@@ -116,26 +146,69 @@ def frames_with_output(count: int, border_mode: str | None, name: str, n_stages:
 
 
 def check_size(name: str, size: tuple[int, int], crop: bool, scored: bool, crop_border: int) -> None:
-    """Frames must be at least the metrics' smallest size (``min_size(crop_border)``) when scored, else 4 x 4."""
+    """Frames must be at least the metrics' smallest size (``min_size(crop_border)``, after the crop to multiples
+    of 4) when scored, else 4 x 4. ``name`` is the video's folder or file, for the error."""
     height, width = size
     if crop:
         height, width = cropped_size(height, width, SIZE_MULTIPLE)
     smallest = min_size(crop_border) if scored else SIZE_MULTIPLE
-    if min(height, width) < smallest:
-        raise UserError(f"{name}: frames of {size[1]}x{size[0]} are too small; at least {smallest}x{smallest} needed")
+    if min(height, width) >= smallest:
+        return
+    too_small = f"{name}: frames of {size[1]}x{size[0]} are too small; at least {smallest}x{smallest} needed"
+    if not scored:
+        raise UserError(f"{too_small} by the model")
+    cropped = (
+        f"; these are {width}x{height} once cropped to multiples of {SIZE_MULTIPLE}" if (height, width) != size else ""
+    )
+    raise UserError(
+        f"{too_small} to be scored with --crop_border {crop_border} (the border left out on both sides and one SSIM "
+        f"window{cropped})"
+    )
 
 
-def check_no_overwrite(inputs: list[Path], outputs: list[Path]) -> None:
-    """No output may replace an input file."""
+def check_no_overwrite(inputs: list[Path], outputs: list[Path], option: str) -> None:
+    """No output may replace an input file (``option`` picks where the outputs go)."""
     resolved = {path.resolve() for path in inputs}
     for path in outputs:
         if path.resolve() in resolved:
-            raise UserError(f"{path}: this output would overwrite an input frame; choose another output folder")
+            raise UserError(f"{option}: the output {path} would overwrite an input frame; choose another {option}")
+
+
+def check_not_input_folder(output: Path, input_folder: Path) -> None:
+    """Frames are never written into the folder they are read from, whatever their format: the PNG outputs would be
+    frames of every later run on that folder (beside JPEG inputs of the same names, which two frames may not share).
+    A folder inside the input folder, or around it, is fine: frames are read from the folder itself only."""
+    if output.resolve() == input_folder.resolve():
+        raise UserError(
+            f"--output {output}: is the input folder; its outputs would lie among the frames and be read as frames by "
+            "every later run on it; choose another folder (one inside it will do)"
+        )
+
+
+INPUT_META = "input"
+"""The key of the input (a resolved path) in the ``meta`` that each run records in its manifest."""
+
+
+def check_default_place(output: Path, results_path: Path, input_path: Path, option: str) -> None:
+    """A default output place (``option`` not given) holds the results of one input only: a run of another input
+    is refused rather than replacing them, a run of the same input replaces its own. The input of the results in
+    place is what their manifest's ``meta`` records (`INPUT_META`)."""
+    manifest = read_manifest(results_path.parent, results_path.name)
+    if manifest is None:
+        return
+    recorded = manifest.meta.get(INPUT_META)
+    if recorded == str(input_path):
+        return
+    whose = f"the results of {recorded}" if isinstance(recorded, str) else "results whose input is not recorded"
+    raise UserError(
+        f"{output}: the default place of this run's results holds {whose}, and this run's input is {input_path}; "
+        f"give {option} to put them elsewhere, or move the earlier results away"
+    )
 
 
 def check_folder_target(path: Path, option: str) -> None:
     if path.exists() and not path.is_dir():
-        raise UserError(f"{option} {path}: exists and is not a folder")
+        raise UserError(f"{option} {path}: is a file, not a folder; the outputs go into a folder")
 
 
 def check_not_in_dataset(result_path: Path, data_path: Path, layout: str) -> None:
@@ -171,9 +244,15 @@ def pick_tiles(tile: int | None, overlap: int | None) -> int | None:
         if overlap is not None:
             raise UserError("--tile_overlap goes with --tile; give --tile too or leave it out")
         return None
-    overlap = DEFAULT_OVERLAP if overlap is None else overlap
     if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
         raise UserError(f"--tile {tile}: give a positive multiple of {SIZE_MULTIPLE} (e.g. 256)")
+    if overlap is None:
+        if tile <= DEFAULT_OVERLAP:
+            raise UserError(
+                f"--tile {tile}: not larger than the tiles' default overlap, {DEFAULT_OVERLAP} pixels; give a larger "
+                f"--tile, or --tile_overlap below {tile} (a multiple of {SIZE_MULTIPLE})"
+            )
+        overlap = DEFAULT_OVERLAP
     if overlap < 0 or overlap % SIZE_MULTIPLE or overlap >= tile:
         raise UserError(
             f"--tile_overlap {overlap}: give a multiple of {SIZE_MULTIPLE} from 0 to less than --tile {tile}"

@@ -1,9 +1,11 @@
 """An output's way from the runner to the disk and the report, in three steps:
 
-1. `queue_output` (main thread): the restored frame's conversion to uint8, its metrics (on CUDA) and its copies to
-   the host are queued on the device; the `QueuedOutput` holds them and the marker of when they are done.
-2. `write_and_score` (a worker, or the main thread without workers): waits for those copies, writes the PNG and,
-   on the CPU, scores the frame: a `WrittenOutput`.
+1. `queue_output` (main thread): the restored frame's check for NaN and inf, its conversion to uint8, its metrics
+   (on CUDA) and their copies to the host are queued on the device; the `QueuedOutput` holds them and the marker of
+   when they are done. Nothing waits for the device here, not even the check.
+2. `write_and_score` (a worker, or the main thread without workers): waits for those copies, stops the run if the
+   output was not finite (`NonFiniteOutput`: nothing of it is written or scored), writes the PNG and, on the CPU,
+   scores the frame: a `WrittenOutput`.
 3. `VideoOutputs.add` (main thread, in order): the frame's times and scores go to the report, its image to the
    output video file and the showcase, and the progress bar moves; `VideoOutputs.close` ends the video after its
    last output (the video file renamed into place, the showcase pictures written, the report told).
@@ -16,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import torch
 from torch import Tensor
 from tqdm import tqdm
 
@@ -23,15 +26,36 @@ from data.frames import write_png
 from data.video_io import VideoSource, VideoWriter
 from infer.conversion import FramePreparer
 from infer.planning import Job, Metrics
-from infer.report import FrameTimes, Report
+from infer.report import FrameTimes, Report, printable
 from infer.transfer import Ready, Transfer
 from utils.atomic import writing
+from utils.errors import UserError
 from utils.metrics import FrameScores, score_frame
 from utils.metrics_device import score_frame_tensor
 from utils.showcase import ShowcaseWriter
 
 FALLBACK_FPS = 25.0
 """The frame rate of an output video whose input says none."""
+OVERFLOW_CAUSES = {
+    "fp16": "float16 (--precision fp16, the default with --input on CUDA) holds values up to 65504 only and the model "
+    "overflowed it; run again with --precision bf16, tf32 or fp32",
+}
+"""The likely cause of a non-finite output, by precision; `LIKELY_CAUSE` for the others."""
+LIKELY_CAUSE = (
+    "the model overflowed on this frame, so the weights of --model_path (finite: they were checked when loaded) are "
+    "likely not of this model or damaged"
+)
+
+
+class NonFiniteOutput(UserError):
+    """A restored frame holds NaN or inf: the run stops before anything of it is written or scored."""
+
+    def __init__(self, video: str, frame: str, precision: str) -> None:
+        cause = OVERFLOW_CAUSES.get(precision, LIKELY_CAUSE)
+        super().__init__(
+            f"{video}: the output of frame {frame} holds NaN or inf values; nothing of it was written or scored. "
+            f"Likely cause: {cause}"
+        )
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,8 @@ class QueuedOutput:
     frame: str
     image: Tensor
     """H x W x 3 uint8 on the host."""
+    finite: Tensor
+    """Whether the restored frame is finite everywhere (a bool scalar on the host)."""
     blurred: np.ndarray
     sharp: np.ndarray | None
     scores: Tensor | None
@@ -68,6 +94,19 @@ class WrittenOutput:
     """The worker's seconds for writing and scoring it."""
 
 
+@dataclass(frozen=True)
+class DeviceOutput:
+    """What `queue_output` queued: host tensors, complete once ``ready`` is."""
+
+    image: Tensor
+    """H x W x 3 uint8."""
+    finite: Tensor
+    """A bool scalar: whether the restored frame was finite everywhere."""
+    scores: Tensor | None
+    """[4] float64 (scored on the device), or None."""
+    ready: Ready
+
+
 def queue_output(
     restored: Tensor,
     prepare: FramePreparer,
@@ -75,9 +114,10 @@ def queue_output(
     sharp_host: Tensor | None,
     transfer: Transfer,
     metrics: Metrics | None,
-) -> tuple[Tensor, Tensor | None, Ready]:
-    """Queue the output's conversion to uint8, its metrics (``metrics``: scored on the device) and its copies to
-    the host; returns the host image, the host scores (or None) and the marker of those copies."""
+) -> DeviceOutput:
+    """Queue the output's check for NaN and inf, its conversion to uint8, its metrics (``metrics``: scored on the
+    device) and their copies to the host, with the marker of those copies."""
+    finite = torch.isfinite(restored).all()  # stays on the device: read by the worker, after the copy
     image = prepare.output(restored)
     scores = None
     if sharp_host is not None and metrics is not None:
@@ -85,12 +125,15 @@ def queue_output(
         scores = transfer.to_host(
             score_frame_tensor(image, blurred, sharp, channel=metrics.channel, crop_border=metrics.crop_border)
         )
-    return transfer.to_host(image), scores, transfer.ready()
+    return DeviceOutput(transfer.to_host(image), transfer.to_host(finite), scores, transfer.ready())
 
 
-def write_and_score(output: QueuedOutput, transfer: Transfer, metrics: Metrics) -> WrittenOutput:
-    """A worker's part: wait for the copies, write the PNG, score the frame (unless the device did)."""
+def write_and_score(output: QueuedOutput, transfer: Transfer, metrics: Metrics, precision: str) -> WrittenOutput:
+    """A worker's part: wait for the copies, check that the output was finite (`NonFiniteOutput` if not; the run
+    computed in ``precision``), write the PNG, score the frame (unless the device did)."""
     output.ready.wait()
+    if not bool(output.finite):
+        raise NonFiniteOutput(output.video, output.frame, precision)
     forward = transfer.seconds(output.model_spans)
     started = time.perf_counter()
     image = output.image.numpy()
@@ -126,7 +169,9 @@ class VideoOutputs:
             fps = source.fps if isinstance(source, VideoSource) and source.fps > 0 else FALLBACK_FPS
             with writing(job.video_out):
                 self.writer = self.open.enter_context(VideoWriter(job.video_out, source.size, fps))
-        bar = tqdm(total=len(job.targets), desc=self.name, unit="frame", dynamic_ncols=True, disable=not progress)
+        bar = tqdm(
+            total=len(job.targets), desc=printable(self.name), unit="frame", dynamic_ncols=True, disable=not progress
+        )
         self.bar = self.open.enter_context(bar)
 
     def add(self, output: QueuedOutput, written: WrittenOutput, total: float) -> None:

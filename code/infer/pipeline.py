@@ -3,8 +3,9 @@ thread, and workers write and score the outputs while the model goes on with the
 
 A frame's way, per video (`Pipeline.video`): `VideoInput` (infer/inputs.py) reads it ahead, prepares it and pads
 the border; the main thread pushes it through the video's runner (infer/runners.py), tagged with its index; when
-the runner hands back an output, `queue_output` (infer/outputs.py) queues its conversion, metrics and copies on the
-device and a worker (infer/workers.py) writes and scores it (`write_and_score`); in order, in the main thread,
+the runner hands back an output, `queue_output` (infer/outputs.py) queues its check for NaN and inf, conversion,
+metrics and copies on the device and a worker (infer/workers.py) writes and scores it (`write_and_score`; a
+non-finite output stops the run there, unwritten); in order, in the main thread,
 `VideoOutputs` passes it to the report (infer/report.py), the output video file and the showcase. With no workers
 there is no thread at all: each step runs in the main thread, in turn. The arithmetic of the frames is that of
 utils/image.py, so the outputs are the same with any number of workers.
@@ -123,7 +124,7 @@ class Pipeline:
                 sharp = frames.sharp(index)
                 waited += time.perf_counter() - started
                 blurred_host, blurred = frames.take(index)
-                image, scores, ready = queue_output(
+                queued = queue_output(
                     restored.image,
                     prepare,
                     blurred,
@@ -135,17 +136,19 @@ class Pipeline:
                 output = QueuedOutput(
                     video=job.source.name,
                     frame=name,
-                    image=image,
+                    image=queued.image,
+                    finite=queued.finite,
                     blurred=blurred_host.numpy(),
                     sharp=None if sharp is None else sharp.numpy(),
-                    scores=scores,
-                    ready=ready,
+                    scores=queued.scores,
+                    ready=queued.ready,
                     model_spans=spans,
                     pre=waited,
                     path=None if job.frames_dir is None else job.frames_dir / f"{name}.png",
                 )
+                precision = self.plan.execution.precision.name
                 self.work.submit(
-                    functools.partial(write_and_score, output, self.transfer, self.plan.metrics),
+                    functools.partial(write_and_score, output, self.transfer, self.plan.metrics, precision),
                     functools.partial(self._complete, outputs, output),
                 )
                 waited, spans = 0.0, []

@@ -18,12 +18,15 @@ from data.frames import check_same_size
 from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
 from infer.checks import (
-    README_HINT,
+    INPUT_META,
+    check_dataset_folder,
+    check_default_place,
     check_folder_target,
     check_metrics,
     check_model_file,
     check_no_overwrite,
     check_not_in_dataset,
+    check_not_input_folder,
     check_size,
     check_workers,
     frames_with_output,
@@ -178,6 +181,9 @@ class Destination:
     """Every file the run will make (frames, showcase pictures, the video), where it goes once committed."""
     option: str
     """The option that picks where the outputs go, for errors."""
+    meta: dict[str, str]
+    """What the run records in its manifest (``{"input": <the resolved input>}``, `checks.INPUT_META`), read by
+    `checks.check_default_place`."""
 
 
 @dataclass(frozen=True)
@@ -231,11 +237,7 @@ def plan_evaluation(
     showcase = preset.showcase if args.showcase is None else args.showcase
     if args.output:
         raise UserError("--output goes with --input; evaluation writes to --result_path")
-    if not data_path.is_dir():
-        raise UserError(
-            f"dataset not found: {data_path}; put the test set there as blur/<video>/<frames> and gt/<video>/<frames> "
-            f"or pass --data_path ({README_HINT}, and dataset/README.md)"
-        )
+    check_dataset_folder(data_path)
     layout = detect_layout(data_path) if args.layout == AUTO else args.layout
     only = [name.strip() for name in args.videos.split(",") if name.strip()] if args.videos else None
     gopro_blur = args.gopro_blur or GOPRO_BLUR
@@ -249,15 +251,16 @@ def plan_evaluation(
     jobs, inputs, files = [], [], []
     for video in videos:
         source = folder_source(video.name, video.blur)
+        folder = video.blur[0].parent  # named in the errors
         if video.gt is not None:
-            gt_size = check_same_size(video.gt, f"{video.name} (gt)")
+            gt_size = check_same_size(video.gt, str(video.gt[0].parent))
             if gt_size != source.size:
                 raise UserError(
-                    f"{video.name}: blurred frames are {source.size[1]}x{source.size[0]}, "
-                    f"sharp frames {gt_size[1]}x{gt_size[0]}"
+                    f"{folder}: blurred frames are {source.size[1]}x{source.size[0]}, but the sharp frames in "
+                    f"{video.gt[0].parent} are {gt_size[1]}x{gt_size[0]}"
                 )
-        check_size(video.name, source.size, crop=True, scored=video.gt is not None, crop_border=metrics.crop_border)
-        targets = frames_with_output(len(source), restoration.border_mode, video.name, restoration.n_stages)
+        check_size(str(folder), source.size, crop=True, scored=video.gt is not None, crop_border=metrics.crop_border)
+        targets = frames_with_output(len(source), restoration.border_mode, str(folder), restoration.n_stages)
         frames_dir = result_path / video.name if args.save_image else None
         jobs.append(Job(source, video.gt, targets, frames_dir, None))
         inputs += video.blur + (video.gt or [])
@@ -267,7 +270,9 @@ def plan_evaluation(
         if showcase:
             names = [source.frame_names[index] for index in targets]
             files += [result_path / SHOWCASE_DIR / name for name in ShowcaseWriter.file_names(video.name, names)]
-    check_no_overwrite(inputs, files)
+    check_no_overwrite(inputs, files, "--result_path")
+    if args.result_path is None:
+        check_default_place(result_path, result_path / RESULTS_NAME, data_path, "--result_path")
     return Plan(
         task=Evaluation(
             data_path=data_path,
@@ -289,6 +294,7 @@ def plan_evaluation(
             showcase_dir=result_path / SHOWCASE_DIR if showcase else None,
             files=tuple(files),
             option="--result_path",
+            meta={INPUT_META: str(data_path)},
         ),
     )
 
@@ -321,15 +327,18 @@ def plan_input(
     input_path = Path(args.input).expanduser().resolve()
     source = open_input(input_path)
     restoration = plan_restoration(args, model_path, border_default=True, crop=False)
-    check_size(source.name, source.size, crop=False, scored=False, crop_border=metrics.crop_border)
-    targets = frames_with_output(len(source), restoration.border_mode, source.name, restoration.n_stages)
+    check_size(str(input_path), source.size, crop=False, scored=False, crop_border=metrics.crop_border)
+    targets = frames_with_output(len(source), restoration.border_mode, str(input_path), restoration.n_stages)
     output = Path(args.output).expanduser().resolve() if args.output else default_output(source)
 
     if is_video_path(output):
         if not isinstance(source, VideoSource):
             raise UserError(f"--output {output}: a video file, but the input is a folder of frames; give a folder")
         if output.is_dir():
-            raise UserError(f"--output {output}: exists and is a folder")
+            raise UserError(
+                f"--output {output}: is a folder, and a name ending in {output.suffix} is written as a video file; "
+                "give another name"
+            )
         if output == source.path:
             raise UserError(f"--output {output}: is the input video; choose another file")
         job = Job(source, None, targets, None, output)
@@ -341,8 +350,11 @@ def plan_input(
         job = Job(source, None, targets, output, None)
         files = [output / f"{source.frame_names[index]}.png" for index in targets]
         if isinstance(source, FolderSource):
-            check_no_overwrite(source.paths, files)
+            check_not_input_folder(output, input_path)
+            check_no_overwrite(source.paths, files, "--output")
         report_dir, results_path, log_prefix = output, output / RESULTS_NAME, LOG_PREFIX
+    if args.output is None:
+        check_default_place(output, results_path, input_path, "--output")
     return Plan(
         task=Deblurring(input=input_path, output=output),
         jobs=[job],
@@ -356,6 +368,7 @@ def plan_input(
             showcase_dir=None,
             files=tuple(files),
             option="--output",
+            meta={INPUT_META: str(input_path)},
         ),
     )
 

@@ -204,6 +204,15 @@ def total_lines(results: Results) -> list[str]:
     ]
 
 
+def printable(text: str) -> str:
+    """``text`` with the bytes of file names that are not UTF-8 (Python's surrogate escapes) written as ``\\xff``, so
+    that the log and the terminal take any name the file system allows."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name gives
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class RunLog:
     """A log file of its own for this run (``<prefix>_<date>_<time>.txt``, never an existing one), echoed to stdout.
 
@@ -227,6 +236,7 @@ class RunLog:
 
     def write(self, line: str) -> None:
         """Write ``line`` and echo it; a failed write (a full disk) is a `UserError` naming the log."""
+        line = printable(line)
         with writing(self.path):
             self.file.write(line + "\n")
         tqdm.write(line)

@@ -79,7 +79,7 @@ def begin_staging(plan: Plan) -> Staging:
     """The staging folder of this run (rank 0 only); refuses files that are no earlier run's outputs."""
     destination = plan.destination
     with writing(destination.results_path.parent):
-        return Staging.begin(destination.results_path, destination.files, destination.option)
+        return Staging.begin(destination.results_path, destination.files, destination.option, destination.meta)
 
 
 def staged(plan: Plan, staging: Staging) -> Plan:
