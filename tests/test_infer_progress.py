@@ -90,6 +90,13 @@ def record_of_another_video(stage: Stage) -> None:
     (stage.progress / "video-000001.json").write_bytes((stage.progress / "video-000000.json").read_bytes())
 
 
+def named_otherwise(stage: Stage) -> None:
+    path = stage.progress / "video-000001.json"
+    document = json.loads(path.read_bytes())
+    document["video"] = "z"  # all else b's
+    path.write_text(json.dumps(document))
+
+
 def other_frames(stage: Stage) -> None:
     path = stage.progress / "video-000001.json"
     document = json.loads(path.read_bytes())
@@ -116,7 +123,8 @@ def not_a_number(stage: Stage) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage", [corrupt_record, record_of_another_video, other_frames, file_changed, file_gone, not_a_number]
+    "damage",
+    [corrupt_record, record_of_another_video, named_otherwise, other_frames, file_changed, file_gone, not_a_number],
 )
 def test_a_record_that_does_not_hold_is_never_trusted(
     stage: Stage, damage: object, caplog: pytest.LogCaptureFixture
