@@ -21,10 +21,11 @@ the staging folder holds (the files of unfinished videos, partial files, records
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from infer.planning import Plan
 from infer.report import METRICS, FrameTimes, VideoResults, json_number
@@ -44,6 +45,10 @@ UNCHECKED = ("workers", "processes", "result_path", "output")
 log record the last start's): the outputs are the same with any number of workers or processes, and where the
 results go is where the stopped run is found (a result folder moved whole, its staging folder with it, goes on)."""
 TIMES = ("pre", "forward", "post", "total")
+T = TypeVar("T")
+R = TypeVar("R")
+DIGEST_THREADS = 8
+"""Threads that read back and hash files (recording a video, checking records on resume)."""
 
 
 def file_digest(path: Path) -> str:
@@ -247,16 +252,29 @@ def parse_video(document: object, video: PlannedVideo) -> tuple[VideoResults, di
     return results, checked
 
 
-def files_match(root: Path, files: dict[str, tuple[int, str]]) -> bool:
-    """Whether every file is in the staging folder ``root`` as recorded (size, then SHA-256)."""
-    for relative, (size, digest) in files.items():
-        path = root / relative
-        try:
-            if not path.is_file() or path.is_symlink() or path.stat().st_size != size or file_digest(path) != digest:
-                return False
-        except OSError:
-            return False
-    return True
+def file_entry(path: Path) -> tuple[int, str]:
+    """The size and SHA-256 of the file ``path``; an `OSError` is a one-line `WriteError` naming it."""
+    with writing(path):
+        return path.stat().st_size, file_digest(path)
+
+
+def in_threads(function: Callable[[T], R], items: list[T]) -> list[R]:
+    """``function`` of every item, in threads (for reading and hashing files: hashlib lets go of the GIL, so a
+    video's files take a fraction of the time they would one after the other)."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(DIGEST_THREADS, len(items))) as pool:
+        return list(pool.map(function, items))
+
+
+def as_recorded(path: Path, entry: tuple[int, str]) -> bool:
+    """Whether ``path`` is a regular file of the recorded size and SHA-256 (a link never is)."""
+    try:
+        return (
+            path.is_file() and not path.is_symlink() and path.stat().st_size == entry[0] and file_entry(path) == entry
+        )
+    except OSError:
+        return False
 
 
 class Recorder:
@@ -269,11 +287,7 @@ class Recorder:
 
     def __call__(self, name: str, results: VideoResults) -> None:
         index, video = self.videos[name]
-        files = {}
-        for relative in video.files:
-            path = self.root / relative
-            with writing(path):
-                files[relative] = (path.stat().st_size, file_digest(path))
+        files = dict(zip(video.files, in_threads(file_entry, [self.root / name for name in video.files]), strict=True))
         document = video_document(video, results, files)
         data = (json.dumps(document) + "\n").encode("utf-8")
         atomic.atomic_write_bytes(self.progress / video_record_name(index), data)
@@ -283,17 +297,21 @@ def keep_finished(stage: Stage, run: RunRecord) -> dict[str, VideoResults]:
     """The trusted records' videos (name: results, in plan order) of the staging folder ``stage`` of ``run``;
     everything else it holds is removed (see the module docstring)."""
     progress = stage.progress
-    kept: dict[str, VideoResults] = {}
-    kept_records, kept_files = {RUN}, set()
+    recorded: list[tuple[Path, PlannedVideo, tuple[VideoResults, dict[str, tuple[int, str]]] | None]] = []
     for index, video in enumerate(run.videos):
         path = progress / video_record_name(index)
         if not path.is_file() or path.is_symlink():
             continue
         try:
-            parsed = parse_video(json.loads(path.read_bytes().decode("utf-8")), video)
+            recorded.append((path, video, parse_video(json.loads(path.read_bytes().decode("utf-8")), video)))
         except (OSError, ValueError):
-            parsed = None
-        if parsed is None or not files_match(stage.root, parsed[1]):
+            recorded.append((path, video, None))
+    checks = [(stage.root / name, entry) for _, _, parsed in recorded if parsed for name, entry in parsed[1].items()]
+    held = dict(zip([path for path, _ in checks], in_threads(lambda check: as_recorded(*check), checks), strict=True))
+    kept: dict[str, VideoResults] = {}
+    kept_records, kept_files = {RUN}, set()
+    for path, video, parsed in recorded:
+        if parsed is None or not all(held[stage.root / relative] for relative in parsed[1]):
             logger.warning("%s: %s is not as its record says; it is restored again", stage.root, video.name)
             continue
         kept[video.name] = parsed[0]
