@@ -165,7 +165,7 @@ def stop(staging: Staging, log: RunLog | None = None, error: BaseException | Non
     log) or removed, then the error's line in the log."""
     kept = staging.stop()
     if kept:
-        line = stopped_line(kept, staging.planned, staging.root)
+        line = stopped_line(kept, staging.total_videos, staging.root)
         logger.warning("%s", line.removeprefix(EXTRA))
         if log is not None:
             log.write_error(line)

@@ -68,7 +68,7 @@ class Staging:
         """The folders `begin` made, removed again by `discard` if they are left empty."""
         self.kept: dict[str, VideoResults] = {}
         """With ``--resume``: the videos an earlier start of this run finished (in the plan's order)."""
-        self.planned = 0
+        self.total_videos = 0
         """How many videos the run records (`begin`'s ``run``)."""
 
     @classmethod
@@ -124,7 +124,7 @@ class Staging:
         staging = cls(folder, results_name, stage.token, unit, meta)
         staging.made = made
         staging.kept = kept
-        staging.planned = 0 if run is None else len(run.videos)
+        staging.total_videos = 0 if run is None else len(run.videos)
         return staging
 
     @classmethod
@@ -177,7 +177,8 @@ class Staging:
 
 def continued(unit: Unit, run: RunRecord) -> str | None:
     """The token of the stopped run of ``unit`` that ``run`` continues (the one with the most finished videos, of
-    those that recorded what they run), None if there is none; a `UserError` if its settings differ."""
+    those that recorded what they run), None if there is none; a `UserError` if its settings differ (unless it
+    finished no video: then there is nothing to keep, and it is removed as without ``--resume``)."""
     candidates = []
     for token in unit.uncommitted:
         stage = Stage(unit, token)
@@ -188,6 +189,8 @@ def continued(unit: Unit, run: RunRecord) -> str | None:
         return None
     finished, token, earlier = max(candidates, key=lambda candidate: candidate[0])
     differences = run.differences(earlier)
+    if differences and not finished:
+        return None
     if differences:
         raise UserError(
             f"--resume: {unit.folder} holds a run that was stopped with {finished} of its {len(earlier.videos)} "
