@@ -9,11 +9,18 @@
 - runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
 - ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
 - ``inference_refused``: inference.py run as its command line runs it, refused: its one line.
+- ``hooked_inference``: inference.py in a subprocess (alone or under torchrun) that says which videos each process
+  restores and kills itself at a chosen point (``inference_hook_environment``).
 
 Where tests live and how they are named: tests/README.md.
 """
 
 import json
+import os
+import re
+import signal
+import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -288,3 +295,99 @@ def inference_refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
     return errors[0].removeprefix("error: ")
+
+
+# ----- inference with test hooks: killed at a chosen point, alone or under torchrun
+
+INFERENCE_HOOK_VARIABLE = "CDVD_TSP_TEST_INFERENCE_HOOK"
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a rendezvous of torchrun launches)."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def inference_hook_environment(hook: dict | None = None, **variables: str) -> dict[str, str]:
+    """The environment for `hooked_inference` with ``hook`` (see `run_hooked_inference`), one intra-op thread."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **variables}
+    if hook is not None:
+        environment[INFERENCE_HOOK_VARIABLE] = json.dumps(hook)
+    return environment
+
+
+def hooked_inference(folder: Path) -> Path:
+    """Write ``folder/hooked_inference.py`` and return its path: inference.py with the hooks of
+    `run_hooked_inference`, to run instead of code/inference.py (alone or under torchrun)."""
+    script = Path(folder) / "hooked_inference.py"
+    paths = [str(Path(__file__).resolve().parent), str(INFERENCE.parent)]
+    script.write_text(f"import sys\nsys.path[:0] = {paths!r}\nimport conftest\nconftest.run_hooked_inference()\n")
+    return script
+
+
+def restored_videos(stderr: str, rank: int | None = None) -> list[str]:
+    """The videos a hooked run says it restored (of process ``rank``, or of every process), in order."""
+    found = re.findall(r"test hook: rank (\d+) restores (\S+)\n", stderr)  # a progress bar may be on the line too
+    return [video for who, video in found if rank is None or int(who) == rank]
+
+
+def run_hooked_inference() -> None:
+    """inference.py's command (test code, never the project's) that prints ``test hook: rank R restores V`` as
+    each video starts, and, with the hook in `INFERENCE_HOOK_VARIABLE` (JSON), SIGKILLs itself at a point:
+    ``at`` ``"record"`` right after the ``count``-th video record is written (infer/progress.py), ``"frame"`` right
+    after the ``count``-th frame is reported, ``"record_write"`` half-way through writing the ``count``-th record
+    (half its bytes in the temporary file). ``rank`` and ``attempt`` (torchrun's restart count) limit it to one
+    process and one attempt (default 0 each)."""
+    from infer import pipeline, progress, report
+    from inference import main
+    from utils import atomic
+    from utils.errors import run_cli
+
+    hook = json.loads(os.environ.get(INFERENCE_HOOK_VARIABLE, "null"))
+    rank = int(os.environ.get("RANK", "0"))
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    count = [0]
+
+    def kill(what: str) -> None:
+        print(f"test hook: SIGKILL {what}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def counted() -> bool:
+        count[0] += 1
+        return count[0] == hook["count"]
+
+    real_video, real_record = pipeline.Pipeline.video, progress.Recorder.__call__
+    real_frame, real_write = report.Report.frame, atomic.write_file
+
+    def video(self: pipeline.Pipeline, job: object) -> None:
+        print(f"test hook: rank {rank} restores {job.source.name}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+        real_video(self, job)  # type: ignore[arg-type]
+
+    def record(self: progress.Recorder, name: str, results: object) -> None:
+        real_record(self, name, results)  # type: ignore[arg-type]
+        if counted():
+            kill(f"after the record of {name}")
+
+    def frame(self: report.Report, video: str, name: str, *args: object) -> None:
+        real_frame(self, video, name, *args)  # type: ignore[arg-type]
+        if counted():
+            kill(f"after frame {video}-{name}")
+
+    def write_file(path: Path, data: bytes) -> None:
+        if Path(path).name.startswith(".video-") and counted():
+            Path(path).write_bytes(data[: len(data) // 2])
+            kill(f"half-way through writing {Path(path).name}")
+        real_write(path, data)
+
+    pipeline.Pipeline.video = video  # type: ignore[method-assign]
+    if hook is not None and (hook.get("rank", 0), hook.get("attempt", 0)) == (rank, attempt):
+        if hook["at"] == "record":
+            progress.Recorder.__call__ = record  # type: ignore[method-assign]
+        elif hook["at"] == "frame":
+            report.Report.frame = frame  # type: ignore[method-assign]
+        elif hook["at"] == "record_write":
+            atomic.write_file = write_file
+        else:
+            raise ValueError(f"no hook point {hook['at']!r}")
+    run_cli(lambda: main(sys.argv[1:]))

@@ -15,6 +15,8 @@ from infer.report import (
     RunLog,
     frame_line,
     merge,
+    resumed_line,
+    stopped_line,
     total_lines,
     video_lines,
     write_header,
@@ -149,3 +151,29 @@ def test_header_puts_the_release_settings_first_in_its_order(tmp_path: Path) -> 
         f"{EXTRA}layout: gopro",
         f"Loading model from {Path('m.pt')}",
     ]
+
+
+def test_a_finished_video_is_recorded_and_a_kept_one_is_reported_as_if_restored_now(tmp_path: Path) -> None:
+    recorded: list[tuple[str, list[str]]] = []
+    with RunLog(tmp_path, "resumed") as log:
+        report = Report(log, recorder=lambda name, video: recorded.append((name, list(video.frames))))
+        report.frame("a", "1", scores(21.0), TIMES)
+        report.video_finished("a")
+        earlier = Results()  # b, finished by an earlier start: its record's scores and times
+        earlier.add("b", "1", scores(22.0), FrameTimes(9.0, 8.0, 7.0, 6.0))
+        earlier.add("b", "2", scores(23.0), FrameTimes(5.0, 4.0, 3.0, 2.0))
+        report.keep("b", earlier.video("b"))
+        write_summary(log, report.results, report.finished, complete=True)
+    assert recorded == [("a", ["1"])]  # b is not recorded again
+    assert report.finished == ["a", "b"] and report.results.video("b") == earlier.video("b")
+    lines = log.path.read_text().splitlines()
+    assert lines[2] == "> b-1 PSNR=22.0, SSIM=0.22 pre_time:9.0s, forward_time:8.0s, post_time:7.0s, total_time:6.0s"
+    assert lines[-1] == "+ Total input AVG-PSNR=21.0, AVG-SSIM=0.11, frames=3, seconds_per_frame=3.583"
+    assert resumed_line(1, 3) == (
+        "+ resumed: 1 of 3 videos were finished by an earlier start of this run and are kept (their lines are that "
+        "start's)"
+    )
+    assert stopped_line(2, 5, Path("r/.results.json.staging-0123456789ab")) == (
+        f"+ stopped: 2 of 5 videos are finished and kept in {Path('r/.results.json.staging-0123456789ab')}; run the "
+        "same command with --resume to continue"
+    )

@@ -1,5 +1,6 @@
 """The parts of a whole run that are its own (the run end to end: tests/test_inference*.py): the model built for
-the plan's number of stages, and the plan's outputs moved into the staging folder while the log stays."""
+the plan's number of stages, the plan's outputs moved into the staging folder while the log stays, and the videos
+a resumed run keeps reported where they come in the plan, the others restored."""
 
 from pathlib import Path
 
@@ -7,9 +8,11 @@ import pytest
 import torch
 
 from conftest import evaluation_argv, make_dataset, save_seeded_weights, seeded_model
+from infer import pipeline
 from infer.options import parse_args
-from infer.planning import make_plan
-from infer.run import load_model, staged
+from infer.planning import Job, make_plan
+from infer.report import Report, RunLog
+from infer.run import load_model, load_plan_model, restore, staged
 from model.checkpoint import CheckpointError, with_n_sequence
 
 CPU = torch.device("cpu")
@@ -49,3 +52,36 @@ def test_every_output_is_staged_and_the_log_is_not(tmp_path: Path) -> None:
     assert moved.destination.report_dir == result  # the log is never staged
     assert moved.destination.files == plan.destination.files  # where they go once committed
     assert (moved.restoration, moved.execution, moved.task) == (plan.restoration, plan.execution, plan.task)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_a_kept_video_is_reported_where_it_comes_and_only_the_others_are_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 3, "b": 3, "c": 3}, height=22, width=26)
+    weights = tmp_path / "t1.pt"
+    torch.save(with_n_sequence(seeded_model(1, n_sequence=3).state_dict(), 3), weights)
+    argv = [*evaluation_argv(data, weights, tmp_path / "result"), "--border", "--no_save_image", "--workers", "0"]
+    plan = make_plan(parse_args(argv))
+    model = load_plan_model(plan)
+    whole = Report()
+    restore(plan, model, plan.jobs, whole)
+
+    restored: list[str] = []
+    real = pipeline.Pipeline.video
+
+    def video(self: pipeline.Pipeline, job: Job) -> None:
+        restored.append(job.source.name)
+        real(self, job)
+
+    monkeypatch.setattr(pipeline.Pipeline, "video", video)
+    with RunLog(tmp_path, "resumed") as log:
+        report = Report(log)
+        restore(plan, model, plan.jobs, report, kept={"b": whole.results.video("b")})  # b alone finished before
+    assert restored == ["a", "c"]
+    assert (
+        report.finished == ["a", "b", "c"] and report.results.to_json()["videos"] == whole.results.to_json()["videos"]
+    )
+    assert report.results.video("b") == whole.results.video("b")  # its times too: those of its start
+    frames = [line.split(" ")[1] for line in log.path.read_text().splitlines() if line.startswith("> ")]
+    assert frames == [f"{name}-0000{index}" for name in "abc" for index in range(3)]  # the plan's order

@@ -1,8 +1,9 @@
 """inference.py under torchrun: the videos are shared among the processes and rank 0 writes the one log and the
-one results.json, equal to a one-process run's; a process that fails makes every process stop, none waits forever."""
+one results.json, equal to a one-process run's, on one node or two; a process that fails makes every process stop,
+none waits forever, and the videos finished are kept for --resume; a process killed is restarted by torchrun
+(--max-restarts) with the same command, whose --resume continues the run."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -11,9 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset, save_seeded_weights
+from conftest import (
+    free_port,
+    hooked_inference,
+    inference_hook_environment,
+    make_dataset,
+    restored_videos,
+    save_seeded_weights,
+)
+from infer.ranks import ProcessGroup
 from inference import main
 from utils import committed
+from utils.distributed import SHARED_STORE_SWITCH, Ranks
+from utils.errors import UserError
 from utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -27,18 +38,34 @@ TIMEOUT = 180
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("torchrun")
+    hooked_inference(root)
     return make_dataset(root / "data", VIDEOS, height=36, width=48), save_seeded_weights(root / "model.pt", seed=5)
+
+
+@pytest.fixture(scope="module")
+def one(dataset: tuple[Path, Path]) -> Path:
+    """The run in one process."""
+    data, weights = dataset
+    assert main(argv(data, weights, data.parent / "one")) == 0
+    return data.parent / "one"
 
 
 def argv(data: Path, weights: Path, result: Path) -> list[str]:
     return ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def torchrun(
+    *args: str,
+    launcher: tuple[str, ...] = ("--standalone", "--nproc_per_node", "2"),
+    script: str = "code/inference.py",
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    environment = env or inference_hook_environment()
     return subprocess.run(
-        [*command, "code/inference.py", *args],
+        [*TORCHRUN, *launcher, script, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -52,6 +79,10 @@ def only_log(folder: Path) -> list[str]:
     return log.read_text().splitlines()
 
 
+def newest_log(folder: Path) -> list[str]:
+    return sorted(folder.glob("inference_log_*.txt"))[-1].read_text().splitlines()
+
+
 def without_times(lines: list[str]) -> list[str]:
     """The frame, video and total lines without their times."""
     lines = [line for line in lines if line.startswith(("> ", "# "))]
@@ -62,30 +93,97 @@ def comparable(report: dict) -> dict:
     return {key: value for key, value in report.items() if key not in {"seconds_per_frame", "model_seconds_per_frame"}}
 
 
-def test_two_processes_give_the_results_of_one(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+def assert_results_of_one(result: Path, one: Path, processes: int = 2) -> None:
+    """The scores, frames, log lines and files of ``result`` are those of the one-process run ``one``."""
+    one_results = json.loads((one / "results.json").read_text())
+    results = json.loads((result / "results.json").read_text())
+    assert (one_results["settings"]["processes"], results["settings"]["processes"]) == (1, processes)
+    results["settings"]["processes"] = 1
+    assert comparable(results) == comparable(one_results)  # every score exactly, the videos and frames in order
+    assert list(results["videos"]) == ["v1", "v2", "v3"] and results["frames"] == 2 + 1 + 3
+
+    assert without_times(newest_log(result)) == without_times(only_log(one))
+    assert f"+ processes: {processes}" in newest_log(result)
+    frames = sorted(path.relative_to(one) for path in one.rglob("*.png"))
+    assert frames == sorted(path.relative_to(result) for path in result.rglob("*.png"))
+    for frame in frames:
+        assert (one / frame).read_bytes() == (result / frame).read_bytes()
+    # every process wrote into rank 0's staging folder, committed as one run: nothing staged is left, no lock
+    manifest = committed.read_manifest(result, "results.json")
+    assert manifest is not None and sorted(manifest.files - {"results.json"}) == [frame.as_posix() for frame in frames]
+    assert sorted(path.name for path in result.rglob(".*")) == [".results.json.manifest.json"]
+
+
+def test_two_processes_give_the_results_of_one(dataset: tuple[Path, Path], one: Path, tmp_path: Path) -> None:
     data, weights = dataset
-    assert main(argv(data, weights, tmp_path / "one")) == 0
     completed = torchrun(*argv(data, weights, tmp_path / "two"))
     assert completed.returncode == 0, completed.stderr[-3000:]
-
-    one = json.loads((tmp_path / "one" / "results.json").read_text())
-    two = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert (one["settings"]["processes"], two["settings"]["processes"]) == (1, 2)
-    two["settings"]["processes"] = 1
-    assert comparable(two) == comparable(one)  # every score exactly, the videos and frames in the plan's order
-    assert list(two["videos"]) == ["v1", "v2", "v3"] and two["frames"] == 2 + 1 + 3
-
-    assert without_times(only_log(tmp_path / "two")) == without_times(only_log(tmp_path / "one"))
-    assert "+ processes: 2" in only_log(tmp_path / "two")
+    assert_results_of_one(tmp_path / "two", one)
     assert completed.stdout.count("# Total") == 1  # only rank 0 reports
-    frames = sorted(path.relative_to(tmp_path / "one") for path in (tmp_path / "one").rglob("*.png"))
-    assert frames == sorted(path.relative_to(tmp_path / "two") for path in (tmp_path / "two").rglob("*.png"))
-    for frame in frames:
-        assert (tmp_path / "one" / frame).read_bytes() == (tmp_path / "two" / frame).read_bytes()
-    # every process wrote into rank 0's staging folder, committed as one run: nothing staged is left, no lock
-    manifest = committed.read_manifest(tmp_path / "two", "results.json")
-    assert manifest is not None and sorted(manifest.files - {"results.json"}) == [frame.as_posix() for frame in frames]
-    assert sorted(path.name for path in (tmp_path / "two").rglob(".*")) == [".results.json.manifest.json"]
+
+
+def test_two_nodes_give_the_results_of_one_process(dataset: tuple[Path, Path], one: Path, tmp_path: Path) -> None:
+    """Two torchrun launches of one process each (as on two machines), joined by a c10d rendezvous on localhost,
+    writing into one result folder (which two machines would share)."""
+    data, weights = dataset
+    rendezvous = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d"]
+    rendezvous += ["--rdzv_endpoint", f"localhost:{free_port()}", "--rdzv_id", "two_nodes"]
+    nodes = [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                *rendezvous,
+                "--node_rank",
+                str(node),
+                "code/inference.py",
+                *argv(data, weights, tmp_path / "r"),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=inference_hook_environment(),
+        )
+        for node in (0, 1)
+    ]
+    finished = [node.communicate(timeout=TIMEOUT) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "".join(err for _, err in finished)[-3000:]
+    assert_results_of_one(tmp_path / "r", one)
+    assert [out.count("# Total") for out, _ in finished] == [1, 0]  # rank 0 (node 0) reports
+
+
+def test_a_killed_process_is_restarted_and_its_resume_ends_with_the_results_of_one(
+    dataset: tuple[Path, Path], one: Path, tmp_path: Path
+) -> None:
+    """torchrun --max-restarts 1 ... --resume: rank 1 is SIGKILLed right after it recorded its first video (v1);
+    torchrun restarts both processes with the same command, which keeps v1 and shares out the others anew."""
+    data, weights = dataset
+    hook = {"at": "record", "count": 1, "rank": 1, "attempt": 0}
+    completed = torchrun(
+        *argv(data, weights, tmp_path / "r"),
+        "--resume",
+        launcher=("--standalone", "--nproc_per_node", "2", "--max-restarts", "1"),
+        script=str(data.parent / "hooked_inference.py"),
+        env=inference_hook_environment(hook, **{SHARED_STORE_SWITCH: "1"}),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "test hook: SIGKILL after the record of v1" in completed.stderr and "exitcode: -9" in completed.stderr
+    restored = restored_videos(completed.stderr)
+    assert restored.count("v1") == 1 and restored.count("v2") == 2  # v1 kept; v2, begun by rank 1, done again
+    log = newest_log(tmp_path / "r")
+    resumed = [line for line in log if line.startswith("+ resumed: ")]
+    assert len(resumed) == 1 and resumed[0].split(" videos were")[0] in ("+ resumed: 1 of 3", "+ resumed: 2 of 3")
+    assert_results_of_one(tmp_path / "r", one)
+
+
+def test_torchrun_restarts_need_a_store_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun's shared rendezvous store keeps the first start's keys: restarted processes would look for the
+    first start's processes. Refused in one line before the process joins its group."""
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    message = f"torchrun --max-restarts 1: launch torchrun with {SHARED_STORE_SWITCH}=1 (and --standalone or"
+    with pytest.raises(UserError, match=re.escape(message)):
+        ProcessGroup(Ranks(rank=0, local_rank=0, world_size=2))  # would wait for a second process if it joined
 
 
 def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[Path, Path], tmp_path: Path) -> None:
@@ -107,6 +205,11 @@ def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[P
     assert "2" in statuses and set(statuses) <= {"2", str(-signal.SIGTERM)}
     assert "UserError" not in completed.stderr
     assert not (tmp_path / "result" / "results.json").exists()
-    assert sorted(path.name for path in (tmp_path / "result").rglob(".*")) == []  # the failed run's staging removed
     log = only_log(tmp_path / "result")
     assert log[-1] == errors[0] and "# Video:v3" in "\n".join(log)  # rank 0's own video finished
+    # and is kept for --resume, in the staging folder (unlocked), which only the finished video's files are sure of
+    (staging,) = (tmp_path / "result").glob(".results.json.staging-*")
+    kept = f"stopped: 1 of 3 videos are finished and kept in {staging}; run the same command with --resume to continue"
+    assert log[-2] == f"+ {kept}" and f"WARNING: {kept}" in completed.stderr
+    assert sorted(path.name for path in (staging / ".progress").iterdir()) == ["run.json", "video-000002.json"]
+    assert sorted(path.name for path in (tmp_path / "result").glob(".*")) == [staging.name]

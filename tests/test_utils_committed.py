@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from utils import atomic, committed, locking
-from utils.committed import CommitError, ManifestError, Unit
+from utils.committed import CommitError, ManifestError, Stage, Unit
 from utils.paths import REPO_ROOT
 
 KEY = "results.json"
@@ -273,6 +273,9 @@ def test_a_parent_that_is_a_link_or_a_file_is_refused_and_nothing_outside_is_wri
         (".results.json.manifest.json", "a name this project keeps for its own records"),
         (".results.json.staging-0123456789ab/a.png", "a name this project keeps for its own records"),
         (".manifest.json", "a name this project keeps for its own records"),
+        (".progress/video-000000.json", "a name this project keeps for its own records"),
+        (".progress", "a name this project keeps for its own records"),
+        ("v/.progress/a.png", None),  # only a staging folder's own progress folder is kept out
         ("a/b.png", None),
         (".clip_deblurred.mp4", None),  # hidden, but not the unit's own
         ("v/00002.png", None),
@@ -432,6 +435,57 @@ def test_an_uncommitted_staging_folder_is_removed_or_handed_back_to_continue(tmp
         continued.commit({"continued": True})
     assert_exactly(folder, LATER)
     assert committed.read_manifest(folder, KEY).meta == {"continued": True}  # type: ignore[union-attr]
+
+
+def test_the_progress_folder_is_kept_with_an_uncommitted_stage_and_never_committed(tmp_path: Path) -> None:
+    folder = tmp_path / "unit"
+    prepared(folder, "replace")
+    unit = Unit.open(folder, KEY)
+    stage = unit.begin()
+    stage.progress.mkdir()
+    (stage.progress / "video-000000.json").write_bytes(b"what the writer keeps")
+    stage.write("a/2.png", LATER["a/2.png"])
+    os.close(unit.lock.descriptor)  # killed: the lock is released, the staging folder stays
+    unit.lock.descriptor = -1
+
+    with Unit.open(folder, KEY, keep_uncommitted=True) as reopened:
+        continued = reopened.begin(stage.token)
+        assert continued.progress == stage.progress
+        assert (continued.progress / "video-000000.json").read_bytes() == b"what the writer keeps"
+        assert continued.staged_files() == ["a/2.png"]  # the progress folder is no file of the commit
+        for relative, data in LATER.items():
+            continued.write(relative, data)
+        manifest = continued.commit()
+    assert sorted(manifest.files) == sorted(LATER)
+    assert_exactly(folder, LATER)  # the progress folder went with the staging folder
+
+
+def test_a_kept_uncommitted_staging_folder_can_be_discarded_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "unit"
+    prepared(folder, "replace")
+    tokens = []
+    for _ in range(2):
+        unit = Unit.open(folder, KEY, keep_uncommitted=True)
+        stage = Stage(unit, committed.new_token())  # a new staging folder beside the one kept
+        stage.write("a/2.png", LATER["a/2.png"])
+        tokens.append(stage.token)
+        os.close(unit.lock.descriptor)
+        unit.lock.descriptor = -1
+    with Unit.open(folder, KEY, keep_uncommitted=True) as reopened:
+        assert reopened.uncommitted == sorted(tokens)
+        reopened.discard(tokens[0])
+        assert reopened.uncommitted == [tokens[1]] and reopened.discarded == [tokens[0]]
+        assert committed.staging_tokens(folder, KEY) == [tokens[1]]
+        with pytest.raises(ValueError, match="no uncommitted staging folder"):
+            reopened.discard(tokens[0])
+    assert_exactly(copy_of(folder, tmp_path / "copy"), EARLIER)
+
+
+def copy_of(folder: Path, copy: Path) -> Path:
+    """``folder`` copied, then opened once (its uncommitted staging folders removed)."""
+    shutil.copytree(folder, copy)
+    Unit.open(copy, KEY).close()
+    return copy
 
 
 def test_two_names_in_one_folder_never_meet(tmp_path: Path) -> None:

@@ -105,6 +105,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="no CUDA graphs")
     parser.add_argument("--compile", action="store_true", help="torch.compile the streaming runner's step")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run that was stopped before its end in the same place, with the same settings: the "
+        "videos it finished are kept; with none to continue, the run starts",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=DEFAULT_WORKERS,

@@ -88,6 +88,8 @@ class Job:
     """Indices of the frames that get an output."""
     frames_dir: Path | None
     video_out: Path | None
+    files: tuple[Path, ...] = ()
+    """Every file this video makes (frames, showcase pictures, the video), where it goes once committed."""
 
 
 @dataclass(frozen=True)
@@ -262,14 +264,16 @@ def plan_evaluation(
         check_size(str(folder), source.size, crop=True, scored=video.gt is not None, crop_border=metrics.crop_border)
         targets = frames_with_output(len(source), restoration.border_mode, str(folder), restoration.n_stages)
         frames_dir = result_path / video.name if args.save_image else None
-        jobs.append(Job(source, video.gt, targets, frames_dir, None))
         inputs += video.blur + (video.gt or [])
+        video_files = []
         if frames_dir is not None:
             check_folder_target(frames_dir, "--result_path")
-            files += [frames_dir / f"{source.frame_names[index]}.png" for index in targets]
+            video_files += [frames_dir / f"{source.frame_names[index]}.png" for index in targets]
         if showcase:
             names = [source.frame_names[index] for index in targets]
-            files += [result_path / SHOWCASE_DIR / name for name in ShowcaseWriter.file_names(video.name, names)]
+            video_files += [result_path / SHOWCASE_DIR / name for name in ShowcaseWriter.file_names(video.name, names)]
+        jobs.append(Job(source, video.gt, targets, frames_dir, None, tuple(video_files)))
+        files += video_files
     check_no_overwrite(inputs, files, "--result_path")
     if args.result_path is None:
         check_default_place(result_path, result_path / RESULTS_NAME, data_path, "--result_path")
@@ -341,14 +345,14 @@ def plan_input(
             )
         if output == source.path:
             raise UserError(f"--output {output}: is the input video; choose another file")
-        job = Job(source, None, targets, None, output)
         files = [output]
+        job = Job(source, None, targets, None, output, tuple(files))
         report_dir, stem = output.parent, output.stem
         results_path, log_prefix = report_dir / f"{stem}_{RESULTS_NAME}", f"{stem}_{LOG_PREFIX}"
     else:
         check_folder_target(output, "--output")
-        job = Job(source, None, targets, output, None)
         files = [output / f"{source.frame_names[index]}.png" for index in targets]
+        job = Job(source, None, targets, output, None, tuple(files))
         if isinstance(source, FolderSource):
             check_not_input_folder(output, input_path)
             check_no_overwrite(source.paths, files, "--output")

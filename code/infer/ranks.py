@@ -5,6 +5,10 @@ others wait (`barrier`), and at the end every process hands its results, or its 
 talk through gloo (Python objects; on GPU machines too). The group is left when the process exits, after every
 process has gathered and rank 0 has reported: a process that ended sooner would make torchrun stop the others,
 perhaps before rank 0 had printed its error.
+
+With ``--resume`` rank 0 also tells the others which videos an earlier start finished (the same broadcast as the
+staging folder's token). torchrun's restarts (``--max-restarts``) need ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+(utils/distributed.py, `check_restarts_can_meet`).
 """
 
 import atexit
@@ -13,7 +17,7 @@ import logging
 
 import torch.distributed as dist
 
-from utils.distributed import Ranks
+from utils.distributed import Ranks, check_restarts_can_meet
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,8 @@ class ProcessGroup:
     """The gloo group of a torchrun run; joined on creation, left at exit (see the module's docstring)."""
 
     def __init__(self, ranks: Ranks) -> None:
+        """Join the group (`UserError` first for torchrun restarts that could not meet, see utils/distributed.py)."""
+        check_restarts_can_meet()
         self.ranks = ranks
         self.gathered = False
         dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=WAIT_LIMIT)

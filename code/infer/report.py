@@ -15,12 +15,16 @@ in the release; JSON has no infinity, so results.json writes it as the string "i
 With several processes (torchrun) each one keeps its videos' `Results`; `merge` puts them together in the plan's
 order and rank 0 writes the log lines from them (`write_videos`), so the log and results.json are those of a run in
 one process.
+
+A resumed run (``--resume``, infer/progress.py) writes a new log, whose frame lines are those of the whole run: the
+videos an earlier start finished are reported from their records (`Report.keep`: their scores and that start's
+times), in the plan's order among the others, after one `EXTRA` line saying so (`resumed_line`).
 """
 
 import contextlib
 import math
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -276,16 +280,34 @@ def write_header(log: RunLog, settings: dict[str, object], model_path: Path | No
         log.write(f"Loading model from {model_path}")
 
 
+def resumed_line(kept: int, total: int) -> str:
+    """The log's line of a resumed run, before its frame lines."""
+    return (
+        f"{EXTRA}resumed: {kept} of {total} videos were finished by an earlier start of this run and are kept "
+        "(their lines are that start's)"
+    )
+
+
+def stopped_line(kept: int, total: int, where: Path) -> str:
+    """The log's line of a run that stopped before its end having finished videos (its staging folder kept)."""
+    return (
+        f"{EXTRA}stopped: {kept} of {total} videos are finished and kept in {where}; run the same command with "
+        "--resume to continue"
+    )
+
+
 class Report:
     """Where completed frames go, in order: into `Results` and, when a log is given, straight into the log (the
-    video averages are written at the end, as the release does: `write_summary`).
+    video averages are written at the end, as the release does: `write_summary`); each finished video is handed to
+    ``recorder`` (infer/progress.py's `Recorder`: its record for ``--resume``) before it counts as finished.
 
     A process of a torchrun run has no log here: rank 0 writes every process's lines after the run (`write_videos`).
     """
 
-    def __init__(self, log: RunLog | None = None) -> None:
+    def __init__(self, log: RunLog | None = None, recorder: Callable[[str, VideoResults], None] | None = None) -> None:
         self.results = Results()
         self.log = log
+        self.recorder = recorder
         self.finished: list[str] = []
         """The videos whose every output was reported."""
 
@@ -295,6 +317,14 @@ class Report:
             write_frame(self.log, video, frame, scores, times)
 
     def video_finished(self, video: str) -> None:
+        if self.recorder is not None:
+            self.recorder(video, self.results.video(video))
+        self.finished.append(video)
+
+    def keep(self, video: str, results: VideoResults) -> None:
+        """A video an earlier start of the run finished (from its record): reported as if restored now."""
+        for frame, scores in results.frames.items():
+            self.frame(video, frame, scores, results.times[frame])
         self.finished.append(video)
 
 

@@ -7,14 +7,21 @@ process. Whatever fails in a process, it still takes part in that exchange, so n
 
 Every output is written into a staging folder (infer/staging.py) and committed as a whole when the run succeeds:
 an earlier run's results in the same place stay untouched until then. Rank 0 makes the staging folder and tells
-the others where it is; it commits, or removes it if any process failed.
+the others where it is; it commits, or, if any process failed, keeps it for ``--resume`` when it holds finished
+videos and removes it otherwise.
+
+Each finished video is recorded in the staging folder by the process that restored it (infer/progress.py). With
+``--resume`` a stopped run of the same settings is continued: the videos it finished are not restored again but
+reported from their records where they come in the plan (`restore`); under torchrun the others are shared out
+anew among the processes.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +30,21 @@ import torch
 from infer.checks import RELEASED_N_STAGES
 from infer.pipeline import Pipeline
 from infer.planning import Execution, Job, Plan, make_demo_data, make_plan, shard
+from infer.progress import Recorder, RunRecord, planned_videos
 from infer.ranks import ProcessGroup
-from infer.report import Report, Results, RunLog, merge, write_header, write_summary, write_videos
+from infer.report import (
+    EXTRA,
+    Report,
+    Results,
+    RunLog,
+    VideoResults,
+    merge,
+    resumed_line,
+    stopped_line,
+    write_header,
+    write_summary,
+    write_videos,
+)
 from infer.settings import RunSettings, cost_volume_code, run_settings
 from infer.staging import Staging
 from model.cdvd_tsp import CDVD_TSP
@@ -59,27 +79,49 @@ def on_device(execution: Execution) -> Iterator[None]:
         yield
 
 
-def restore(plan: Plan, model: CDVD_TSP, jobs: list[Job], report: Report, progress: bool = True) -> None:
-    """Restore ``jobs``, reporting every output and the end of every video in order."""
-    with on_device(plan.execution), torch.inference_mode(), Pipeline(model, plan, report, progress) as pipeline:
-        for job in jobs:
-            pipeline.video(job)
+def restore(
+    plan: Plan,
+    model: CDVD_TSP,
+    jobs: list[Job],
+    report: Report,
+    progress: bool = True,
+    kept: Mapping[str, VideoResults] | None = None,
+) -> None:
+    """Restore ``jobs``, reporting every output and the end of every video in order; a video in ``kept`` (finished
+    by an earlier start of a resumed run) is reported from its record where it comes, not restored."""
+    kept = kept or {}
+    with on_device(plan.execution), torch.inference_mode():
+        for finished, group in itertools.groupby(jobs, key=lambda job: job.source.name in kept):
+            if finished:
+                for job in group:
+                    report.keep(job.source.name, kept[job.source.name])
+                continue
+            with Pipeline(model, plan, report, progress) as pipeline:
+                for job in group:
+                    pipeline.video(job)
 
 
-def open_log(plan: Plan, settings: RunSettings) -> RunLog:
+def open_log(plan: Plan, settings: RunSettings, kept: int = 0) -> RunLog:
+    """The run's log with its header (and, for a resumed run, the line that says so)."""
     destination = plan.destination
     with writing(destination.report_dir):
         destination.report_dir.mkdir(parents=True, exist_ok=True)
         log = RunLog(destination.report_dir, destination.log_prefix)
     write_header(log, settings.header(), plan.restoration.model_path)
+    if kept:
+        log.write(resumed_line(kept, len(plan.jobs)))
     return log
 
 
-def begin_staging(plan: Plan) -> Staging:
-    """The staging folder of this run (rank 0 only); refuses files that are no earlier run's outputs."""
+def begin_staging(plan: Plan, settings: RunSettings, resume: bool) -> Staging:
+    """The staging folder of this run (rank 0 only), or with ``resume`` the stopped run's it continues; refuses
+    files that are no earlier run's outputs, and a stopped run of other settings to continue."""
     destination = plan.destination
+    run = RunRecord.of(plan, settings)
     with writing(destination.results_path.parent):
-        return Staging.begin(destination.results_path, destination.files, destination.option, destination.meta)
+        return Staging.begin(
+            destination.results_path, destination.files, destination.option, destination.meta, run=run, resume=resume
+        )
 
 
 def staged(plan: Plan, staging: Staging) -> Plan:
@@ -110,13 +152,27 @@ def finish_report(
 
 
 @contextlib.contextmanager
-def discarded_on_failure(staging: Staging) -> Iterator[None]:
-    """Remove the staging folder if the run fails (a committed one is left to be finished by the next run)."""
+def stopped_on_failure(staging: Staging) -> Iterator[None]:
+    """End the staging folder if the run fails (`Staging.stop`: kept for --resume if it holds finished videos; a
+    committed one is left to be finished by the next run)."""
     try:
         yield
     except BaseException:
-        staging.discard()
+        stop(staging)
         raise
+
+
+def stop(staging: Staging, log: RunLog | None = None, error: BaseException | None = None) -> None:
+    """End a run that failed or was interrupted: its staging folder kept for --resume (said on stderr and in the
+    log) or removed, then the error's line in the log."""
+    kept = staging.stop()
+    if kept:
+        line = stopped_line(kept, staging.total_videos, staging.root)
+        logger.warning("%s", line.removeprefix(EXTRA))
+        if log is not None:
+            log.write_error(line)
+    if log is not None and isinstance(error, UserError):
+        log.write_error(f"error: {error}")
 
 
 def run_alone(args: argparse.Namespace) -> None:
@@ -125,16 +181,16 @@ def run_alone(args: argparse.Namespace) -> None:
     plan = make_plan(args)
     settings = run_settings(plan, processes=1)
     model = load_plan_model(plan)
-    staging = begin_staging(plan)
-    with discarded_on_failure(staging), open_log(plan, settings) as log:
-        report = Report(log)
+    staging = begin_staging(plan, settings, args.resume)
+    with stopped_on_failure(staging), open_log(plan, settings, len(staging.kept)) as log:
+        report = Report(log, Recorder(staging.root, planned_videos(plan)))
         try:
             staged_plan = staged(plan, staging)
-            restore(staged_plan, model, staged_plan.jobs, report)
-        except UserError as error:
+            restore(staged_plan, model, staged_plan.jobs, report, kept=staging.kept)
+        except BaseException as error:  # an error, or Ctrl-C
             with contextlib.suppress(UserError):  # the error in flight is the one to report
                 write_summary(log, report.results, report.finished, complete=False)
-            log.write_error(f"error: {error}")
+            stop(staging, log, error)
             raise
         try:
             finish_report(log, report.results, report.finished, plan, settings, staging)
@@ -183,19 +239,23 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
         settings = run_settings(plan, ranks.world_size)
         model = load_plan_model(plan)
         if ranks.is_main:
-            staging = begin_staging(plan)
+            staging = begin_staging(plan, settings, args.resume)
     except Exception as error:  # every process must reach the exchanges below, whatever went wrong
         failure = error
-    token = group.broadcast(None if staging is None else staging.token)  # where rank 0 put the staging folder
+    # where rank 0 put the staging folder, and the videos an earlier start finished (with --resume)
+    begun = group.broadcast(None if staging is None else (staging.token, list(staging.kept)))
     try:
         if failure is not None:
             raise failure
-        if plan is not None and settings is not None and token is not None:  # no token: rank 0 failed (see below)
+        if plan is not None and settings is not None and begun is not None:  # None: rank 0 failed (see below)
+            token, kept = begun
             staging = staging or Staging.join(plan.destination.results_path, token)
             staged_plan = staged(plan, staging)
-            mine = [staged_plan.jobs[index] for index in shard(plan.jobs, ranks.world_size)[ranks.rank]]
+            todo = [job for job in staged_plan.jobs if job.source.name not in kept]
+            mine = [todo[index] for index in shard(todo, ranks.world_size)[ranks.rank]]
+            report.recorder = Recorder(staging.root, planned_videos(plan))
             if ranks.is_main:
-                log = open_log(plan, settings)
+                log = open_log(plan, settings, len(kept))
             restore(staged_plan, model, mine, report, progress=ranks.is_main)
     except Exception as error:  # every process must reach the exchange below, whatever went wrong
         failure = error
@@ -208,17 +268,17 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
 
     if staging is None:  # rank 0 failed before it began (so errors holds its error)
         raise UserError(errors[0])
-    with discarded_on_failure(staging):
+    with stopped_on_failure(staging):
         if log is not None and plan is not None and settings is not None:  # rank 0 planned: every process's lines
             with log:
                 order = [job.source.name for job in plan.jobs]
-                results = merge([outcome.results for outcome in outcomes], order)
+                results = merge([Results(dict(staging.kept)), *(outcome.results for outcome in outcomes)], order)
                 write_videos(log, results)
-                finished = [name for outcome in outcomes for name in outcome.finished]
+                finished = [*staging.kept, *(name for outcome in outcomes for name in outcome.finished)]
                 if errors:
                     with contextlib.suppress(UserError):  # the error in flight is the one to report
                         write_summary(log, results, finished, complete=False)
-                    log.write_error(f"error: {errors[0]}")
+                    stop(staging, log, UserError(errors[0]))
                 else:
                     try:
                         finish_report(log, results, finished, plan, settings, staging)

@@ -12,9 +12,13 @@ make are removed, results.json lands last.
 Before anything is written, `Staging.begin` refuses (one line naming the file and the option to change) an output
 that would replace anything the manifest does not list: a results.json that this project did not write, or wrote
 before it kept manifests; a photo with a frame's name; another method's frames; a folder or a link where a file
-goes. A run that fails removes its staging folder; a run that is killed leaves it, and the next run into the place
-finishes it (committed: rolled forward) or removes it. The unit is locked while a run lives, so a second run into
-the same place is refused.
+goes. The unit is locked while a run lives, so a second run into the same place is refused.
+
+A run that does not end (an error, Ctrl-C) keeps its staging folder if it has finished a video (`Staging.stop`),
+else removes it; a killed run leaves it. The next run into the place finishes a committed one (rolls it forward);
+an uncommitted one it continues with ``--resume`` where the settings are the same (infer/progress.py: the finished
+videos are kept, the rest is removed; other settings are refused in one line naming them), and removes otherwise,
+with a warning that says how many finished videos ``--resume`` would have kept.
 """
 
 import contextlib
@@ -24,6 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from infer import progress
+from infer.progress import RunRecord
+from infer.report import VideoResults
 from utils import atomic, committed
 from utils.committed import Stage, Unit
 from utils.errors import UserError
@@ -59,22 +66,35 @@ class Staging:
         self.meta = {"tool": TOOL, **(meta or {})}
         self.made: list[Path] = []
         """The folders `begin` made, removed again by `discard` if they are left empty."""
+        self.kept: dict[str, VideoResults] = {}
+        """With ``--resume``: the videos an earlier start of this run finished (in the plan's order)."""
+        self.total_videos = 0
+        """How many videos the run records (`begin`'s ``run``)."""
 
     @classmethod
     def begin(
-        cls, results_path: Path, planned: Iterable[Path], option: str, meta: dict[str, Any] | None = None
+        cls,
+        results_path: Path,
+        planned: Iterable[Path],
+        option: str,
+        meta: dict[str, Any] | None = None,
+        run: RunRecord | None = None,
+        resume: bool = False,
     ) -> "Staging":
         """Make the staging folder of a new run writing ``results_path`` and the files ``planned``; ``meta`` goes
-        into the manifest of its commit (with ``"tool": "inference.py"``).
+        into the manifest of its commit (with ``"tool": "inference.py"``); ``run`` is recorded in it
+        (infer/progress.py), so that ``--resume`` can continue it.
 
-        Leftovers of killed runs into the place are finished or removed first; a live run into it, or a planned
-        file that exists and is no output of the earlier run, is refused (``option`` names the flag to change).
+        Leftovers of killed runs into the place are finished or removed first; with ``resume`` a stopped run of
+        ``run`` is continued instead (`kept`: its finished videos). A live run into the place, a planned file that
+        exists and is no output of the earlier run (``option`` names the flag to change), or, with ``resume``, a
+        stopped run of other settings is refused.
         """
         folder, results_name = results_path.parent, results_path.name
         made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
         atomic.make_folders(folder)
         try:
-            unit = Unit.open(folder, results_name)
+            unit = Unit.open(folder, results_name, keep_uncommitted=True)
         except committed.Busy:
             remove_empty(made)
             raise UserError(
@@ -87,17 +107,24 @@ class Staging:
         try:
             if unit.finished:
                 logger.warning("%s: finished the commit of an earlier run that was stopped while committing", folder)
-            for token in unit.discarded:
-                leftover = committed.staging_path(folder, results_name, token)
-                logger.warning("%s: removed the outputs of an earlier run that was stopped before it ended", leftover)
             check_outputs(unit, [results_path, *planned], option)
-            stage = unit.begin()
+            token = continued(unit, run) if resume and run is not None else None
+            for other in list(unit.uncommitted):
+                if other != token:
+                    warn_removal(Stage(unit, other), run, resume)
+                    unit.discard(other)
+            stage = unit.begin(token)
+            if token is None and run is not None:
+                progress.start(stage, run)
+            kept = {} if token is None or run is None else progress.keep_finished(stage, run)
         except BaseException:
             unit.close()
             remove_empty(made)
             raise
         staging = cls(folder, results_name, stage.token, unit, meta)
         staging.made = made
+        staging.kept = kept
+        staging.total_videos = 0 if run is None else len(run.videos)
         return staging
 
     @classmethod
@@ -129,10 +156,67 @@ class Staging:
         self.close()
         remove_empty(self.made)
 
+    def stop(self) -> int:
+        """End a run that did not succeed: its staging folder is kept for ``--resume`` if it holds finished videos
+        (returns how many), else removed (`discard`). Only the process that began the run stops it."""
+        if self.unit is None:
+            return 0
+        stage = self._stage()
+        finished = 0 if stage.committed else progress.finished_count(stage)
+        if finished:
+            self.close()
+        else:
+            self.discard()
+        return finished
+
     def close(self) -> None:
         if self.unit is not None:
             self.unit.close()
             self.unit = None
+
+
+def continued(unit: Unit, run: RunRecord) -> str | None:
+    """The token of the stopped run of ``unit`` that ``run`` continues (the one with the most finished videos, of
+    those that recorded what they run), None if there is none; a `UserError` if its settings differ (unless it
+    finished no video: then there is nothing to keep, and it is removed as without ``--resume``)."""
+    candidates = []
+    for token in unit.uncommitted:
+        stage = Stage(unit, token)
+        earlier = progress.read_run(stage.progress)
+        if earlier is not None:
+            candidates.append((progress.finished_count(stage), token, earlier))
+    if not candidates:
+        return None
+    finished, token, earlier = max(candidates, key=lambda candidate: candidate[0])
+    differences = run.differences(earlier)
+    if differences and not finished:
+        return None
+    if differences:
+        raise UserError(
+            f"--resume: {unit.folder} holds a run that was stopped with {finished} of its {len(earlier.videos)} "
+            f"videos finished, with other settings: {'; '.join(differences)}; run with its settings to continue it, "
+            "or without --resume to start again (which removes it)"
+        )
+    return token
+
+
+def warn_removal(stage: Stage, run: RunRecord | None, resume: bool) -> None:
+    """Say that the uncommitted staging folder ``stage`` goes, and what ``--resume`` would have kept of it."""
+    earlier = progress.read_run(stage.progress)
+    finished = progress.finished_count(stage)
+    if earlier is None or not finished:
+        logger.warning("%s: removed the outputs of an earlier run that was stopped before it ended", stage.root)
+        return
+    same = run is not None and not run.differences(earlier)
+    hint = "; --resume would have kept them" if same and not resume else ""
+    logger.warning(
+        "%s: removed the outputs of an earlier run that was stopped before it ended, with %d of its %d videos "
+        "finished%s",
+        stage.root,
+        finished,
+        len(earlier.videos),
+        hint,
+    )
 
 
 def check_outputs(unit: Unit, paths: list[Path], option: str) -> None:

@@ -27,10 +27,11 @@ that the tool records with each commit (which tool, from which input, which epoc
 `read_manifest` without opening the unit, e.g. to tell whether a folder holds results of the same input.
 
 **A commit** (`Stage.commit`) takes every regular file in the staging folder (but the folder's own two records
-below), the key file among them. The files are written there directly (`Stage.write`, or a writer's own ``direct``
-mode): they need no temporary file and rename of their own, since nobody reads them before the commit and an
-uncommitted staging folder is removed whole. They are as durable as their writer makes them (`Stage.write` flushes
-each file; the PNG frames are not flushed); the commit flushes the staging folder's entries and the manifest.
+below, and its progress folder), the key file among them. The files are written there directly (`Stage.write`,
+or a writer's own ``direct`` mode): they need no temporary file and rename of their own, since nobody reads them
+before the commit and an uncommitted staging folder is removed whole. They are as durable as their writer makes
+them (`Stage.write` flushes each file; the PNG frames are not flushed); the commit flushes the staging folder's
+entries and the manifest.
 
 1. every staged file is checked against the folder (`Unit.obstacle`): nothing but files of the last commit may be
    replaced, no folder or link stands in the way; a failure is a `CommitError` and changes nothing;
@@ -48,14 +49,19 @@ Roll forward is idempotent: it moves only files still in the staging folder, rem
 new one is still staged, and removes replaced files only while ``.replaces.json`` exists; repeated after a kill at
 any instant it ends in the same folder.
 
+**The progress folder** of a staging folder, ``.progress/``, holds what its writer keeps about the work in progress
+(`Stage.progress`: inference records there each video it has finished, so that a killed run can be continued). It
+is never committed: `Stage.staged_files` leaves it out, no unit may own a file under that name, and it goes with
+the staging folder (removed at the end of the roll forward, or with an uncommitted staging folder).
+
 **Opening** a unit (`Unit.open`) locks it, then reads its manifest and cleans up what a killed process left: a
 staging folder whose token is the manifest's ``commit`` was committed and is rolled forward; any other staging
 folder was never committed and is removed, or, with ``keep_uncommitted``, handed to the caller
-(`Unit.uncommitted`, continued with `Unit.begin` ``(token)``, whose `Stage.staged_files` says what is there): that
-is how a killed run can be continued instead of started again. `Unit.begin` makes a new staging folder;
-`Stage.discard` removes one that is not committed (a failed run; a committed one is left for the next open to
-finish). A unit may commit as often as it likes while open (training: once an epoch; ``keep`` keeps the files a
-commit does not rewrite), so a commit can also save work in progress.
+(`Unit.uncommitted`, continued with `Unit.begin` ``(token)``, whose `Stage.staged_files` says what is there, or
+removed with `Unit.discard`): that is how a killed run can be continued instead of started again. `Unit.begin`
+makes a new staging folder; `Stage.discard` removes one that is not committed (a failed run; a committed one is
+left for the next open to finish). A unit may commit as often as it likes while open (training: once an epoch;
+``keep`` keeps the files a commit does not rewrite), so a commit can also save work in progress.
 
 **The lock** is ``flock`` on ``.<name>.lock`` (utils/locking.py), held from `Unit.open` to `Unit.close`: the
 kernel releases it when a process dies, so a killed holder never leaves a stale lock, and a second live process is
@@ -95,6 +101,8 @@ STAGED_MANIFEST = ".manifest.json"
 """In a staging folder: the manifest of the commit being made, renamed over the folder's manifest to commit."""
 REPLACES = ".replaces.json"
 """In a staging folder: the last commit's files that the commit removes (only while rolling forward)."""
+PROGRESS = ".progress"
+"""In a staging folder: the writer's records of its work in progress, never committed (see the module docstring)."""
 TOKEN = re.compile(r"[0-9a-f]{12}")
 WRITE_POINTS = ("write_file", "rename", "remove_file", "remove_tree", "make_folders", "remove_folder")
 """The functions of utils.atomic that every write, rename and removal of this module goes through."""
@@ -160,7 +168,7 @@ def name_problem(relative: object, name: str) -> str | None:
     parts = relative.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "not a plain relative path inside the folder"
-    if parts[0].startswith(f".{name}.") or relative in (STAGED_MANIFEST, REPLACES):
+    if parts[0].startswith(f".{name}.") or relative in (STAGED_MANIFEST, REPLACES) or parts[0] == PROGRESS:
         return "a name this project keeps for its own records"
     return None
 
@@ -469,6 +477,14 @@ class Unit:
             return Obstacle(target, f"exists and is not listed by {manifest_path(self.folder, self.name)}", True)
         return None
 
+    def discard(self, token: str) -> None:
+        """Remove one of the uncommitted staging folders kept by `open`."""
+        if token not in self.uncommitted:
+            raise ValueError(f"no uncommitted staging folder {token} of {self.name} in {self.folder}")
+        atomic.remove_tree(staging_path(self.folder, self.name, token))
+        self.uncommitted.remove(token)
+        self.discarded.append(token)
+
     def begin(self, token: str | None = None) -> "Stage":
         """A new staging folder (the uncommitted ones kept by `open` are removed), or, with ``token``, the kept
         uncommitted one to continue."""
@@ -530,17 +546,25 @@ class Stage:
             atomic.make_folders(target.parent)
         atomic.write_file(target, data)
 
+    @property
+    def progress(self) -> Path:
+        """The staging folder's progress folder (not made here; never committed)."""
+        return self.root / PROGRESS
+
     def staged_files(self) -> list[str]:
-        """The files written into the staging folder (relative paths, sorted); its own records left out."""
+        """The files written into the staging folder (relative paths, sorted); its own records and its progress
+        folder left out."""
         names = []
         for directory, folders, files in os.walk(self.root):
+            if Path(directory) == self.root and PROGRESS in folders:
+                folders.remove(PROGRESS)  # not walked into: never committed
             for entry in [*folders, *files]:
                 path = Path(directory, entry)
                 relative = path.relative_to(self.root).as_posix()
                 mode = os.lstat(path).st_mode
                 if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                     raise CommitError(f"{path}: not a regular file; a staging folder holds only files")
-                if stat.S_ISREG(mode) and relative not in (STAGED_MANIFEST, REPLACES):
+                if stat.S_ISREG(mode) and relative not in (STAGED_MANIFEST, REPLACES, PROGRESS):
                     names.append(relative)
         return sorted(names)
 
