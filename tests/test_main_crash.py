@@ -71,13 +71,9 @@ def start(argv: list[str], save: str, *flags: str) -> int:
 
 
 def resume(argv: list[str], save: str, *flags: str) -> int:
-    """Continue the run as the docs say: --resume, or the same command again where it has no checkpoint yet."""
-    runs = argv[argv.index("--experiment_dir") + 1]
-    try:
-        return train_main.main(["--experiment_dir", runs, "--save", save, "--resume", *flags])
-    except UserError as error:
-        assert "start it again with the same command without --resume" in str(error)
-        return start(argv, save, *flags)
+    """Continue the run as the docs say: the command that started it, with --resume (which starts it again where it
+    had not committed yet)."""
+    return start(argv, save, "--resume", *flags)
 
 
 @pytest.fixture(scope="module")
@@ -280,13 +276,15 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(argv: list[str],
     (run / ".state.pt.staging-0123456789ab" / "model").mkdir(parents=True)  # its uncommitted epoch 0
     (run / ".state.pt.staging-0123456789ab" / "state.pt").write_bytes(b"half")
     (run / ".commit").mkdir()  # and what the previous version left
-    with pytest.raises(UserError, match=r"holds no checkpoint yet .* start it again with the same command without"):
-        train_main.main(["--experiment_dir", str(space / "runs"), "--save", "early", "--resume"])
+    shutil.copytree(run, space / "runs" / "early_resumed", copy_function=os.link)
     assert start(argv, "early") == 0
     assert_same_run(run, full)
-    with pytest.raises(UserError, match=r"holds results \(and no state\.pt to resume\); choose another --save, or"):
-        (run / "state.pt").unlink()
-        start(argv, "early")
+    assert resume(argv, "early_resumed") == 0  # --resume starts it too: one command line for every start
+    assert_same_run(space / "runs" / "early_resumed", full)
+    (run / "state.pt").unlink()
+    for flags in ((), ("--resume",)):  # a folder of results without a run is refused, with --resume too
+        with pytest.raises(UserError, match=r"holds results \(and no state\.pt to resume\); choose another --save"):
+            start(argv, "early", *flags)
 
 
 def previous_version(run: Path, epoch_1: Path, epoch_2: Path, kill: str | None) -> None:
