@@ -173,8 +173,9 @@ def test_an_existing_run_is_never_overwritten(data: list[str], experiments: Path
     foreign = experiments / "foreign"
     (foreign / "model").mkdir(parents=True)
     (foreign / "model" / "notes.txt").write_text("someone else's")
+    # --resume starts a run only where nothing is in the way
     with pytest.raises(UserError, match=r"foreign already holds results \(and no state\.pt to resume\)"):
-        train(data, experiments, "foreign", "--resume")  # --resume starts a run only where nothing is in the way
+        train(data, experiments, "foreign", "--resume", "--epochs", "1")
     assert (uninterrupted / "state.pt").read_bytes() == before
     assert sorted(path.name for path in foreign.rglob("*")) == ["model", "notes.txt"]
 

@@ -9,6 +9,7 @@ what a stop must keep). torchrun's stops and restarts: tests/test_main_torchrun.
 """
 
 import json
+import random
 import re
 import shutil
 import signal
@@ -17,12 +18,14 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
 import main as train_main
 from conftest import TINY_TRAINING, assert_same_training, hooked_training, hooks_environment, make_dataset
 from data.videodata import VideoData
+from trainer.randomness import capture_rng_state
 from trainer.step import TrainStep
 from trainer.trainer import Trainer
 from utils import committed
@@ -79,12 +82,15 @@ def reference(argv: list[str]) -> Iterator[tuple[Path, list[tuple[int, int]]]]:
     yield run_dir(argv, "reference"), read
 
 
-def signal_after_step(monkeypatch: pytest.MonkeyPatch, step: int, number: int) -> None:
-    """Send ``number`` to this process right after the ``step``-th optimisation step (counting from 1)."""
+def signal_after_step(monkeypatch: pytest.MonkeyPatch, step: int, number: int, draw: bool = False) -> None:
+    """Send ``number`` to this process right after the ``step``-th optimisation step (counting from 1); with
+    ``draw``, each step also draws from the global generators (as a model with dropout would)."""
     real, done = TrainStep.optimise, []
 
     def optimise(self: TrainStep, total: torch.Tensor) -> None:
         real(self, total)
+        if draw:
+            random.random(), numpy.random.rand(), torch.rand(1)
         done.append(step)
         if len(done) == step:
             signal.raise_signal(number)
@@ -101,6 +107,11 @@ def stop(argv: list[str], save: str, hook: Callable[[pytest.MonkeyPatch], None])
     return stopped.value
 
 
+def tuple_of(value: object) -> object:
+    """Python's generator state as `random.getstate` gives it (a saved copy may hold lists)."""
+    return tuple(tuple_of(item) for item in value) if isinstance(value, list | tuple) else value
+
+
 def state_of(run: Path) -> dict:
     return torch.load(run / "state.pt", weights_only=True)
 
@@ -111,8 +122,9 @@ def manifest(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def stopped_in_epoch_2(argv: list[str], reference: tuple) -> Path:
-    """A run stopped by SIGTERM during the first step of epoch 2 (the fourth step); left as the stop left it."""
-    stopped = stop(argv, "sigterm", lambda patch: signal_after_step(patch, 4, signal.SIGTERM))
+    """A run stopped by SIGTERM during the first step of epoch 2 (the fourth step); left as the stop left it. Its
+    steps draw from the global generators, so that where it left them differs from where a new process has them."""
+    stopped = stop(argv, "sigterm", lambda patch: signal_after_step(patch, 4, signal.SIGTERM, draw=True))
     run = run_dir(argv, "sigterm")
     assert stopped.message == f"SIGTERM in epoch 2 after batch 1 of 3: {run} {KEPT}; {RESUME}"
     assert stopped.status == 143
@@ -132,7 +144,18 @@ def test_sigterm_stops_after_the_step_it_came_in_and_resume_is_exact(
     assert (run / "log.txt").read_text().splitlines()[-1].startswith("[2/6]\tLoss : [total: ")  # epoch 2's first
 
     read = read_training_samples(monkeypatch)
+    continued_with = []
+    real_continue = Trainer.continue_epoch
+
+    def continue_epoch(self: Trainer, progress: object) -> None:
+        continued_with.append(capture_rng_state())  # the global generators where the stopped run left them
+        real_continue(self, progress)
+
+    monkeypatch.setattr(Trainer, "continue_epoch", continue_epoch)
     assert train(argv, "sigterm_resumed") == 0
+    saved, restored = state["ranks"][0]["rng"], continued_with[0]
+    assert restored["python"] == tuple_of(saved["python"]) and torch.equal(restored["torch"], saved["torch"])
+    assert torch.equal(restored["numpy"]["keys"], saved["numpy"]["keys"])
     epoch_2 = [index for epoch, index in full_read if epoch == 2]
     assert read == [(2, index) for index in epoch_2[2:]]  # the first batch (2 samples) skipped, not even read
     assert_same_training(run, full)
