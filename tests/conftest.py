@@ -7,7 +7,7 @@
 - ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``);
 - training stopped on purpose: ``hooked_training`` (main.py with signals at chosen steps and commits),
-  ``hooks_environment``.
+  ``hooks_environment``; ``assert_same_training`` (a resumed run ends as the uninterrupted one).
 
 Where tests live and how they are named: tests/README.md.
 """

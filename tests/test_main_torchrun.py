@@ -69,7 +69,7 @@ def launch(launcher: list[str], script: str, arguments: list[str], env: dict | N
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=600)
+    out, err = process.communicate(timeout=300)
     return process.returncode, out, err
 
 
@@ -112,19 +112,31 @@ def test_two_processes_train_and_only_rank_0_writes(space: Path, reference: tupl
     assert (space / "runs" / "ddp_check" / "log.txt").read_text().strip().splitlines()[-1] == ddp_line
 
 
-def test_a_worker_killed_mid_epoch_is_restarted_and_the_run_ends_as_uninterrupted(
+def test_a_worker_killed_or_signalled_is_restarted_and_the_run_ends_as_uninterrupted(
     space: Path, reference: tuple[Path, str]
 ) -> None:
-    """torchrun --max-restarts 1 ... --resume: rank 1 is SIGKILLed after the first step of epoch 2; torchrun
-    restarts both processes with the same command, which continues from epoch 1's commit."""
-    env = {**hooks_environment({"at": "step", "count": 4, "signal": "SIGKILL", "rank": 1, "attempt": 0}), **RESTARTABLE}
-    launcher = ["--standalone", "--nproc_per_node", "2", "--max-restarts", "1"]
+    """torchrun --max-restarts 2 ... --resume: rank 1 is SIGKILLed after the first step of epoch 2, and torchrun
+    restarts both processes with the same command, which continues from epoch 1's commit; in that attempt rank 0
+    alone gets SIGTERM after its second step: both stop after the third (the vote), commit and exit 143, and
+    torchrun, with a restart left, starts them again, to continue from that step."""
+    kill = {"at": "step", "count": 4, "signal": "SIGKILL", "rank": 1, "attempt": 0}
+    term = {"at": "step", "count": 2, "signal": "SIGTERM", "rank": 0, "attempt": 1}
+    env = {**hooks_environment(kill, term), **RESTARTABLE}
+    launcher = ["--standalone", "--nproc_per_node", "2", "--max-restarts", "2"]
     status, out, err = finish(launch(launcher, str(space / "hooked_training.py"), argv(space, "restarted"), env))
     assert status == 0, err[-3000:]
-    assert "test hook: SIGKILL to self at step 4" in err and "exitcode: -9" in err  # killed, and seen dead
     run = space / "runs" / "restarted"
-    assert (run / "log.txt").read_text().count("Continue from epoch 1...") == 1  # the restart resumed
-    assert out.count("Epoch   2 with Lr") == 2  # epoch 2 began twice: killed in it, then run again whole
+    assert "test hook: SIGKILL to self at step 4" in err and "exitcode: -9" in err  # killed, and seen dead
+    assert "test hook: SIGTERM to self at step 2" in err
+    assert sorted(re.findall(r"test hook: rank \d exits with \d+", err)) == [
+        *["test hook: rank 0 exits with 0", "test hook: rank 0 exits with 143"],
+        *["test hook: rank 1 exits with 0", "test hook: rank 1 exits with 143"],
+    ]  # the attempt stopped by SIGTERM, then the last one
+    assert re.findall(r"stopped: SIGTERM [^:]*", err) == ["stopped: SIGTERM in epoch 2 after batch 3 of 3"]
+    log = (run / "log.txt").read_text()
+    assert log.count("Continue from epoch 1...") == 1  # the restart after the kill: from epoch 1's commit
+    assert log.count("Continue from epoch 1, inside epoch 2 after batch 3 (stopped by SIGTERM)...") == 1
+    assert out.count("Epoch   2 with Lr") == 2  # epoch 2 began twice: killed in it, then run again
     assert_same_training(run, reference[0])
 
 

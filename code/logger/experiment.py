@@ -23,7 +23,10 @@ moves into place (`Experiment.prepare`). So after any start the files are all th
 then `read_state` and `check_folder` read the committed state.pt wherever it is. A new run commits "epoch 0" (its
 initial state, only state.pt) before it trains, so a run killed in its first epoch is continued with --resume like
 any other; one killed before that has left nothing but leftovers (`holds_only_leftovers`), and starting it again
-with the same command works.
+with the same command works, with or without --resume (which starts a run where none has committed).
+
+A run stopped by a signal commits the point it reached inside an epoch (`Experiment.save_progress`): state.pt only,
+which holds the weights and everything else --resume needs; the files of the last complete epoch stay as they are.
 
 A folder of this project's previous version (``state.pt`` and no manifest; each epoch staged in ``.commit/`` and
 committed by renaming ``.commit/state.pt``) is adopted by the first start that opens it: its ``.commit/`` is finished
