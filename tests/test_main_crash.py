@@ -4,9 +4,9 @@ A short run (tiny model and frames, 2 epochs, one step each) is recorded once wi
 of `utils.atomic` hooked (those of the epoch's commit, utils/committed.py, and of log.txt): at each of them the hook
 takes a snapshot of the folder (hard links: every file is replaced by a rename, never rewritten in place, so a link
 keeps the old content), with the file being written cut in half. A snapshot is what a process killed at that instant
-leaves on disk. Each one is then continued with the command that started it plus --resume (which starts it again where it
-had not committed yet) through the epoch it interrupted, and must then hold the files of an uninterrupted run of
-that many epochs, byte for byte. (Resuming a run killed in epoch 1 through epoch 1 only, not 2, halves the test's
+leaves on disk. Each one is then continued with the command that started it plus --resume (which starts it again
+where it had not committed yet) through the epoch it interrupted, and must then hold the files of an uninterrupted
+run of that many epochs, byte for byte. (Resuming a run killed in epoch 1 through epoch 1 only, not 2, halves the test's
 time; that a run resumed after epoch 1 ends as an uninterrupted one is what the kills in epoch 2 check.) One more
 run is really killed (os._exit in a subprocess), a full disk is simulated (ENOSPC from the writes), and folders of
 the project's previous version (no manifest) are resumed.
