@@ -198,7 +198,7 @@ class Trainer:
     def begin_epoch(self, epoch: int) -> Progress:
         """Set up ``epoch`` from its start: its samples and order, HEM's seed, its first log line."""
         args, runtime = self.args, self.runtime
-        start_epoch(self.train_batches, epoch, 0, derived_seed(args.seed, epoch, runtime.rank))
+        start_epoch(self.train_batches, epoch, 0, self._worker_seed(epoch))
         self.loss.reseed(derived_seed(args.seed, epoch, runtime.rank))
         self.experiment.write_log(f"Epoch {epoch:3d} with Lr {decimal.Decimal(self.learning_rate()):.2e}")
         return Progress(epoch, 0, [0.0] * len(self.loss.names))
@@ -206,8 +206,11 @@ class Trainer:
     def continue_epoch(self, progress: Progress) -> None:
         """Set up the rest of ``progress.epoch`` after its first ``progress.batches`` (HEM's generators were
         restored with the state)."""
-        epoch = progress.epoch
-        start_epoch(self.train_batches, epoch, progress.batches, derived_seed(self.args.seed, epoch, self.runtime.rank))
+        start_epoch(self.train_batches, progress.epoch, progress.batches, self._worker_seed(progress.epoch))
+
+    def _worker_seed(self, epoch: int) -> int:
+        """The seed of the data-loading workers of ``epoch`` in this process (a stream apart from HEM's)."""
+        return derived_seed(self.args.seed, epoch, self.runtime.rank, 1)
 
     def train_epoch(self, progress: Progress, vote: StopVote) -> int:
         """Train the rest of ``progress.epoch``, updating ``progress``; returns the signal's number if the processes
