@@ -1,7 +1,12 @@
 """Train, fine-tune or validate CDVD-TSP: ``python code/main.py [options]`` (``--help`` lists them).
 
 One process trains on one device (or several through --n_GPUs and DataParallel); under
-``torchrun --nproc_per_node N code/main.py ...`` N processes train with DistributedDataParallel.
+``torchrun --nproc_per_node N code/main.py ...`` N processes train with DistributedDataParallel, on one node or many.
+
+``--resume`` continues the run in the folder, or starts it where none has committed yet, so that the same command
+serves the first start and every restart (torchrun --max-restarts, a requeued job). SIGTERM and SIGUSR1 stop
+training at the next step boundary, having committed the point reached, with exit status 128 + the signal's number
+(143, 138); outside training (setting up, --test_only) they interrupt the command as Ctrl-C does (docs/training.md).
 """
 
 import argparse
@@ -23,6 +28,7 @@ from trainer.randomness import seed_everything, use_deterministic_algorithms
 from trainer.runtime import Runtime, start_runtime, stop_runtime
 from trainer.trainer import Trainer
 from utils.errors import UserError, run_cli
+from utils.signals import StopRequests
 
 logger = logging.getLogger(__name__)
 
@@ -41,25 +47,46 @@ def configure_logging(is_main: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM and SIGUSR1 interrupt as Ctrl-C does, except while training (Trainer.fit records them and stops at a
+    # step boundary)
+    with StopRequests(raise_in_main=True):
+        return start(argv)
+
+
+def start(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
-    check_folder(args.run_dir, args.resume, args.test_only, args.pre_train_path is not None)
+    continues = check_folder(args.run_dir, args.resume, args.test_only, args.pre_train_path is not None)
     # a resumed run's options (the device among them) come from its checkpoint, before anything is set up
-    state = read_state(args.run_dir) if args.resume else None
+    state = read_state(args.run_dir) if continues else None
     restored = apply_saved_options(args, state["options"]) if state else []
     runtime = start_runtime(args.cpu, args.n_GPUs)
     configure_logging(runtime.is_main)
     for warning in option_warnings(args) if runtime.is_main else []:
         logger.warning("warning: %s", warning)
+    if args.resume and not state:
+        logger.info("--resume: %s holds no run yet; starting it (the same command continues it)", args.run_dir)
     try:
         return run(args, runtime, state, restored)
     finally:
         stop_runtime(runtime)
 
 
+def checkpoint_position(state: dict[str, Any] | None) -> list[int]:
+    """Which commit a process read: (-1, -1) for none, else (epoch, batches done inside the next epoch)."""
+    if state is None:
+        return [-1, -1]
+    return [state["epoch"], state["inside"]["batches"] if state.get("inside") else 0]
+
+
 def run(args: argparse.Namespace, runtime: Runtime, state: dict[str, Any] | None, restored: list[str]) -> int:
     """Everything after the options and the processes are set up; ``state`` is the checkpoint to resume from."""
     if args.batch_size % runtime.world_size:
         raise UserError(f"--batch_size {args.batch_size} does not split over {runtime.world_size} processes")
+    if not runtime.same_everywhere(checkpoint_position(state)):
+        raise UserError(
+            f"the processes read different commits of {args.run_dir}: it must be one folder that every node sees "
+            "(a shared file system)"
+        )
     experiment = Experiment(args.run_dir, writes=runtime.is_main)
     # rank 0 locks the folder, finishes or undoes a checkpoint that a killed run left half-made and deletes its
     # temporary files, before any process reads the folder
@@ -82,8 +109,8 @@ def train_or_validate(
         use_deterministic_algorithms()
     seed_everything(args.seed)
 
-    model = build_model(args, weights_follow=args.resume or args.test_only or args.pre_train_path is not None)
-    if args.pre_train_path is not None and not args.resume:
+    model = build_model(args, weights_follow=bool(state) or args.test_only or args.pre_train_path is not None)
+    if args.pre_train_path is not None and not state:
         # training may start from a model trained on windows of another length; validating one may not
         load_weights(model, args.pre_train_path, other_n_sequence=not args.test_only)
     elif args.test_only:
@@ -97,10 +124,11 @@ def train_or_validate(
 
     experiment.open(state.get("log_lines") if state else None)
     trainer = Trainer(args, runtime, model, Loss(args.loss), train_set, test_set, experiment)
-    first_epoch = trainer.restore(state) + 1 if state else 1
+    last_epoch, progress = trainer.restore(state) if state else (0, None)
+    first_epoch = progress.epoch if progress else last_epoch + 1
     if not state and not args.test_only:
         trainer.save(0)  # the run's initial state: from here on --resume continues it, even inside epoch 1
-    if first_epoch == 1:
+    if last_epoch == 0 and progress is None:
         # the model, as the release's log.txt began; here once per run (a resume from epoch 0 has dropped them)
         experiment.write_log(f"{model}\n{model_summary(model)}", show=False)
         logger.info(model_summary(model))
@@ -108,14 +136,20 @@ def train_or_validate(
     if args.test_only:
         trainer.test()
         return 0
-    if state:
-        experiment.write_log(f"Continue from epoch {first_epoch - 1}...")
-        if restored:
-            experiment.write_log(f"options taken from the run being resumed: {', '.join(restored)}")
+    if progress:
+        experiment.write_log(
+            f"Continue from epoch {last_epoch}, inside epoch {progress.epoch} after batch {progress.batches} "
+            f"(stopped by {progress.resumed_after})..."
+        )
+    elif state:
+        experiment.write_log(f"Continue from epoch {last_epoch}...")
+    if state and restored:
+        experiment.write_log(f"options taken from the run being resumed: {', '.join(restored)}")
     if args.epochs and first_epoch > args.epochs:
         experiment.write_log(f"the run has finished its {args.epochs} epochs; raise --epochs to train longer")
         return 0
-    trainer.fit(first_epoch)
+    with StopRequests() as requests:  # from here on a stop signal is honoured at the next step boundary
+        trainer.fit(first_epoch, requests, progress)
     return 0
 
 

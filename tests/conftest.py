@@ -10,7 +10,9 @@
 - ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
 - ``inference_refused``: inference.py run as its command line runs it, refused: its one line.
 - ``hooked_inference``: inference.py in a subprocess (alone or under torchrun) that says which videos each process
-  restores and kills itself at a chosen point (``inference_hook_environment``).
+  restores and kills itself at a chosen point (``inference_hook_environment``);
+- training stopped on purpose: ``hooked_training`` (main.py with signals at chosen steps and commits),
+  ``hooks_environment``; ``assert_same_training`` (a resumed run ends as the uninterrupted one).
 
 Where tests live and how they are named: tests/README.md.
 """
@@ -391,3 +393,114 @@ def run_hooked_inference() -> None:
         else:
             raise ValueError(f"no hook point {hook['at']!r}")
     run_cli(lambda: main(sys.argv[1:]))
+
+
+# ----- training runs stopped on purpose (signals, kills)
+
+HOOKS_VARIABLE = "CDVD_TSP_TEST_HOOKS"
+HOOK_POINTS = ("step", "commit", "progress commit")
+
+
+def hooks_environment(*hooks: dict) -> dict[str, str]:
+    """The environment for `hooked_training` with ``hooks`` (see there)."""
+    return {**os.environ, HOOKS_VARIABLE: json.dumps(list(hooks))}
+
+
+def hooked_training(folder: Path) -> Path:
+    """Write ``folder/hooked_training.py`` and return its path: main.py with the hooks of `run_hooked_training`, to
+    run instead of main.py (alone or under torchrun)."""
+    script = Path(folder) / "hooked_training.py"
+    paths = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "code")]
+    script.write_text(f"import sys\nsys.path[:0] = {paths!r}\nimport conftest\nconftest.run_hooked_training()\n")
+    return script
+
+
+def run_hooked_training() -> None:
+    """main.py's command with test hooks read from `HOOKS_VARIABLE` (a JSON list; test code, never the project's).
+
+    A hook sends ``signal`` (a name: ``"SIGTERM"``) ``to`` this process (``"self"``, the default) or its parent
+    (``"parent"``: torchrun's agent) right after this process's ``count``-th optimisation step (``at: "step"``),
+    or just before its ``count``-th commit point (``"commit"``) or its ``count``-th commit of a point inside an
+    epoch (``"progress commit"``). ``rank`` and ``attempt`` (torchrun's restart count) limit it to one process or
+    one attempt; with ``wait`` the process waits there until a signal reaches its handler (one torchrun forwards).
+    Its last line on stderr is ``test hook: rank <rank> exits with <status>``.
+    """
+    import signal
+    import sys
+    import time
+
+    torch.set_num_threads(1)  # as the tests' own runs (single_thread): the same sums in the same order
+    import main
+    from trainer.step import TrainStep
+    from utils import atomic, signals
+
+    rank = int(os.environ.get("RANK", "0"))
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    hooks = [
+        hook
+        for hook in json.loads(os.environ.get(HOOKS_VARIABLE, "[]"))
+        if hook.get("rank", rank) == rank and hook.get("attempt", attempt) == attempt
+    ]
+    counts = dict.fromkeys(HOOK_POINTS, 0)
+    received: list[int] = []
+    real_handle, real_optimise, real_rename = signals.StopRequests._handle, TrainStep.optimise, atomic.rename
+
+    def handle(self: signals.StopRequests, number: int, frame: object) -> None:
+        received.append(number)
+        real_handle(self, number, frame)
+
+    def fire(point: str) -> None:
+        counts[point] += 1
+        for hook in hooks:
+            if hook["at"] == point and hook["count"] == counts[point]:
+                to = hook.get("to", "self")
+                print(f"test hook: {hook['signal']} to {to} at {point} {counts[point]}", file=sys.stderr, flush=True)
+                seen = len(received)
+                os.kill(os.getppid() if to == "parent" else os.getpid(), getattr(signal, hook["signal"]))
+                deadline = time.monotonic() + 60
+                while hook.get("wait") and len(received) == seen and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+    def optimise(self: TrainStep, total: torch.Tensor) -> None:
+        real_optimise(self, total)
+        fire("step")
+
+    def rename(source: Path, target: Path) -> None:
+        if Path(target).name == ".state.pt.manifest.json":
+            fire("commit")
+            if "inside" in json.loads(Path(source).read_text())["meta"]:
+                fire("progress commit")
+        real_rename(source, target)
+
+    signals.StopRequests._handle, TrainStep.optimise, atomic.rename = handle, optimise, rename
+    try:
+        main.run_cli(lambda: main.main(sys.argv[1:]))
+    except SystemExit as end:
+        print(f"test hook: rank {rank} exits with {end.code}", file=sys.stderr, flush=True)
+        raise
+
+
+RESUMED_START_LINES = ("Continue from", "options taken from", "the run has finished")
+"""The log lines a resumed start adds (nothing else in log.txt tells a resumed run from an uninterrupted one)."""
+TRAINING_RESULTS = ("model/model_latest.pt", "model/model_best.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt")
+
+
+def assert_same_training(run: Path, reference: Path) -> None:
+    """``run`` (stopped and resumed) holds what the uninterrupted ``reference`` holds: the same files, the weights,
+    optimizer state and logs byte for byte, the same history, and the same log lines but for those a resumed start
+    adds (`RESUMED_START_LINES`)."""
+
+    def files(folder: Path) -> set[str]:
+        return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+    def lines(folder: Path) -> list[str]:
+        text = (folder / "log.txt").read_text()
+        return [line for line in text.splitlines() if not line.startswith(RESUMED_START_LINES)]
+
+    assert files(run) == files(reference)  # nothing missing, no staging folder, lock or temporary file left
+    different = [name for name in TRAINING_RESULTS if (run / name).read_bytes() != (reference / name).read_bytes()]
+    assert not different, f"{different} differ from {reference}"
+    state, reference_state = (torch.load(folder / "state.pt", weights_only=True) for folder in (run, reference))
+    assert "inside" not in state and state["epoch"] == reference_state["epoch"]
+    assert state["history"] == reference_state["history"]
+    assert lines(run) == lines(reference)

@@ -1,18 +1,11 @@
 """The process group of a torchrun run, in one process (a group of one): what the processes tell each other."""
 
-import socket
-
 import pytest
 import torch.distributed as dist
 
+from conftest import free_port
 from infer.ranks import ProcessGroup
 from utils.distributed import Ranks
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_group_of_one_broadcasts_and_gathers_its_own_values_and_leaves(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,11 +1,14 @@
 """The loss spec parser and HEM (docs/faithfulness.md §8) on hand-made cases."""
 
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from loss import Loss, parse_loss_spec
 from loss.hem import HEM
+from utils.atomic import torch_bytes
 from utils.errors import UserError
 
 
@@ -130,3 +133,23 @@ def test_weighted_sum_and_logged_values() -> None:
     assert torch.allclose(total, values[-1])
     mse_total, mse_values = Loss("3*MSE")(x, y)
     assert torch.allclose(mse_total, 3 * F.mse_loss(x, y)) and mse_values.shape == (1,)
+
+
+def test_hem_random_state_continues_the_masks_where_they_were() -> None:
+    """A commit inside an epoch saves HEM's generator as it is; a fresh loss continues the same masks from it."""
+    x = torch.zeros(2, 12, 10, 10)  # no residual: only the random pixels are in the masks
+    loss = Loss("1*L1+2*HEM")
+    loss.reseed(11)
+    first = loss.functions[1].mask(x, x)  # the epoch's first step draws its mask
+    state = loss.random_state()
+    assert state[0] is None and state[1]["seed"] == 11
+    expected = [loss.functions[1].mask(x, x) for _ in range(2)]  # what the uninterrupted run draws next
+    assert not torch.equal(expected[0], first)
+
+    resumed = Loss("1*L1+2*HEM")
+    resumed.reseed(11)  # a reseed alone starts the epoch over: it repeats the first mask
+    assert torch.equal(resumed.functions[1].mask(x, x), first)
+    resumed.set_random_state(torch.load(io.BytesIO(torch_bytes(state)), weights_only=True))  # as state.pt holds it
+    assert all(torch.equal(resumed.functions[1].mask(x, x), mask) for mask in expected)
+    with pytest.raises(ValueError, match="2 random states for a loss of 1 terms"):
+        Loss("1*L1").set_random_state(state)

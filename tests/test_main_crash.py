@@ -4,9 +4,9 @@ A short run (tiny model and frames, 2 epochs, one step each) is recorded once wi
 of `utils.atomic` hooked (those of the epoch's commit, utils/committed.py, and of log.txt): at each of them the hook
 takes a snapshot of the folder (hard links: every file is replaced by a rename, never rewritten in place, so a link
 keeps the old content), with the file being written cut in half. A snapshot is what a process killed at that instant
-leaves on disk. Each one is then continued with --resume (or, killed before the run's first commit, started again
-with the same command) through the epoch it interrupted, and must then hold the files of an uninterrupted run of
-that many epochs, byte for byte. (Resuming a run killed in epoch 1 through epoch 1 only, not 2, halves the test's
+leaves on disk. Each one is then continued with the command that started it plus --resume (which starts it again
+where it had not committed yet) through the epoch it interrupted, and must then hold the files of an uninterrupted
+run of that many epochs, byte for byte. (Resuming a run killed in epoch 1 through epoch 1 only, not 2, halves the test's
 time; that a run resumed after epoch 1 ends as an uninterrupted one is what the kills in epoch 2 check.) One more
 run is really killed (os._exit in a subprocess), a full disk is simulated (ENOSPC from the writes), and folders of
 the project's previous version (no manifest) are resumed.
@@ -71,13 +71,9 @@ def start(argv: list[str], save: str, *flags: str) -> int:
 
 
 def resume(argv: list[str], save: str, *flags: str) -> int:
-    """Continue the run as the docs say: --resume, or the same command again where it has no checkpoint yet."""
-    runs = argv[argv.index("--experiment_dir") + 1]
-    try:
-        return train_main.main(["--experiment_dir", runs, "--save", save, "--resume", *flags])
-    except UserError as error:
-        assert "start it again with the same command without --resume" in str(error)
-        return start(argv, save, *flags)
+    """Continue the run as the docs say: the command that started it, with --resume (which starts it again where it
+    had not committed yet)."""
+    return start(argv, save, "--resume", *flags)
 
 
 @pytest.fixture(scope="module")
@@ -280,13 +276,15 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(argv: list[str],
     (run / ".state.pt.staging-0123456789ab" / "model").mkdir(parents=True)  # its uncommitted epoch 0
     (run / ".state.pt.staging-0123456789ab" / "state.pt").write_bytes(b"half")
     (run / ".commit").mkdir()  # and what the previous version left
-    with pytest.raises(UserError, match=r"holds no checkpoint yet .* start it again with the same command without"):
-        train_main.main(["--experiment_dir", str(space / "runs"), "--save", "early", "--resume"])
+    shutil.copytree(run, space / "runs" / "early_resumed", copy_function=os.link)
     assert start(argv, "early") == 0
     assert_same_run(run, full)
-    with pytest.raises(UserError, match=r"holds results \(and no state\.pt to resume\); choose another --save, or"):
-        (run / "state.pt").unlink()
-        start(argv, "early")
+    assert resume(argv, "early_resumed") == 0  # --resume starts it too: one command line for every start
+    assert_same_run(space / "runs" / "early_resumed", full)
+    (run / "state.pt").unlink()
+    for flags in ((), ("--resume",)):  # a folder of results without a run is refused, with --resume too
+        with pytest.raises(UserError, match=r"holds results \(and no state\.pt to resume\); choose another --save"):
+            start(argv, "early", *flags)
 
 
 def previous_version(run: Path, epoch_1: Path, epoch_2: Path, kill: str | None) -> None:

@@ -175,6 +175,7 @@ def test_save_images_is_off_by_default_unlike_the_release() -> None:
         (["--batch_size", "0"], "--batch_size 0"),
         (["--n_frames_per_video", "4"], "shorter than one window of 5 frames"),
         (["--test_only", "--resume"], "exclude each other"),
+        (["--save", ".", "--resume"], "--resume needs the run's name (--save NAME or --load NAME), not '.'"),
         (["--save", "a/b"], "must be a folder name"),
         (["--beta1", "1"], "--beta1 1.0"),
         (["--flow_lr=-1e-6"], "--flow_lr -1e-06: must be 0 (frozen flow net) or more"),
@@ -200,6 +201,16 @@ def test_resume_takes_the_run_options_and_refuses_a_changed_one(tmp_path, monkey
     assert (longer.epochs, longer.n_threads, longer.lr) == (9, 1, 2e-4)
     with pytest.raises(UserError, match=re.escape("--lr 0.001 differs from the run being resumed")):
         apply_saved_options(parse_args(["--resume", "--lr", "1e-3"]), saved)
+
+
+def test_resume_accepts_the_whole_command_that_started_the_run(tmp_path) -> None:
+    """torchrun's restarts repeat the first start's command line, --resume included: every option it gives has the
+    value the run saved, so none is refused and none is reported as taken from the run."""
+    command = ["--patch_size", "64", "--lr", "2e-4", "--dir_data", str(tmp_path / "d"), "--save", "run", "--resume"]
+    saved = run_options(parse_args(command))
+    restart = parse_args(command)
+    assert apply_saved_options(restart, saved) == []
+    assert (restart.patch_size, restart.lr, restart.train_dir) == (64, 2e-4, tmp_path / "d")
 
 
 def test_cli_reports_a_bad_option_in_one_line_from_the_code_folder() -> None:

@@ -23,7 +23,10 @@ moves into place (`Experiment.prepare`). So after any start the files are all th
 then `read_state` and `check_folder` read the committed state.pt wherever it is. A new run commits "epoch 0" (its
 initial state, only state.pt) before it trains, so a run killed in its first epoch is continued with --resume like
 any other; one killed before that has left nothing but leftovers (`holds_only_leftovers`), and starting it again
-with the same command works.
+with the same command works, with or without --resume (which starts a run where none has committed).
+
+A run stopped by a signal commits the point it reached inside an epoch (`Experiment.save_progress`): state.pt only,
+which holds the weights and everything else --resume needs; the files of the last complete epoch stay as they are.
 
 A folder of this project's previous version (``state.pt`` and no manifest; each epoch staged in ``.commit/`` and
 committed by renaming ``.commit/state.pt``) is adopted by the first start that opens it: its ``.commit/`` is finished
@@ -95,27 +98,23 @@ class History:
         return cls(values["loss_names"], values["loss"], values["psnr_stage1"], values["psnr"])
 
 
-def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> None:
-    """Refuse to start where a run's results would be overwritten (read-only; safe to call in every process).
+def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> bool:
+    """Refuse to start where a run's results would be overwritten; True where the start continues the run in
+    ``root`` (read-only; safe to call in every process).
 
     A folder that holds files is used only to continue its run (--resume) or to validate its best model
-    (--test_only without --pre_train, which adds to log.txt and result/).
+    (--test_only without --pre_train, which adds to log.txt and result/). --resume where no run has committed yet
+    (no folder, or one holding only what a run stopped before its first commit leaves) starts the run, so that one
+    command line serves its first start and every restart.
     """
-    if resume:
-        if committed_state(root) is not None:
-            return
-        if root.is_dir() and holds_only_leftovers(root):
-            raise UserError(
-                f"--resume: {root} holds no checkpoint yet (its run stopped before it began training); "
-                "start it again with the same command without --resume"
-            )
-        raise UserError(f"--resume: {root} holds no run to resume (no {STATE_FILE}); start it without --resume")
+    if resume and committed_state(root) is not None:
+        return True
     if not root.exists():
-        return
+        return False
     if not root.is_dir():
         raise UserError(f"{root} exists and is not a folder; choose another --save")
     if holds_only_leftovers(root) or (test_only and not pre_train):
-        return
+        return False
     if committed_state(root) is not None:
         raise UserError(f"{root} already holds a run; continue it with --resume, or choose another --save")
     raise UserError(
@@ -309,23 +308,46 @@ class Experiment:
         ``weights`` and ``optimizer`` are None for epoch 0 (the run's initial state: state.pt only). A `WriteError`
         while staging removes what was staged; the folder keeps the previous epoch, intact.
         """
+        files = self._epoch_files(weights, optimizer, history, epoch, is_best, keep_epoch)
+        self._commit(state, files, {"tool": TOOL, "epoch": epoch}, f"the checkpoint of epoch {epoch}", epoch - 1)
+
+    def save_progress(self, state: dict[str, Any], epoch: int, batches: int) -> None:
+        """Commit a point inside ``epoch``, after ``batches`` batches: state.pt only (it holds the weights and all the
+        rest); the files of the last complete epoch (model_latest.pt, the logs, the plots) stay as they are."""
+        meta = {"tool": TOOL, "epoch": epoch - 1, "inside": {"epoch": epoch, "batches": batches}}
+        self._commit(state, iter(()), meta, f"the point after batch {batches} of epoch {epoch}", None)
+
+    def _commit(
+        self,
+        state: dict[str, Any],
+        files: Iterator[tuple[str, bytes]],
+        meta: dict[str, Any],
+        what: str,
+        kept_epoch: int | None,
+    ) -> None:
+        """Stage ``files`` and state.pt and commit them; the last commit's files not staged again stay."""
         if not self.writes:
             return
         assert self.unit is not None, "Experiment.open comes first"
         stage = self.unit.begin()
         try:
-            for name, data in self._epoch_files(weights, optimizer, history, epoch, is_best, keep_epoch):
+            for name, data in files:
                 stage.write(name, data)
             stage.write(STATE_FILE, torch_bytes({**state, "log_lines": len(self.log_lines)}))
-            stage.commit({"tool": TOOL, "epoch": epoch}, keep=self.unit.files)  # earlier epochs' files stay
+            stage.commit(meta, keep=self.unit.files)  # earlier commits' files stay
         except BaseException as error:
             if stage.committed:
-                detail = f"the checkpoint of epoch {epoch} is committed; the next start moves the rest into place"
+                detail = f"{what} is committed; the next start moves the rest into place"
             else:
                 with contextlib.suppress(OSError):
                     stage.discard()
-                kept = f"{self.root} keeps epoch {epoch - 1}, --resume continues from it" if epoch else "nothing kept"
-                detail = f"the checkpoint of epoch {epoch} was not written; {kept}"
+                if kept_epoch is None:
+                    kept = f"{self.root} keeps its last commit, --resume continues from it"
+                elif kept_epoch >= 0:
+                    kept = f"{self.root} keeps epoch {kept_epoch}, --resume continues from it"
+                else:
+                    kept = "nothing kept"
+                detail = f"{what} was not written; {kept}"
             if isinstance(error, atomic.WriteError):
                 error.message += f" ({detail})"
             raise

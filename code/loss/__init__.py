@@ -1,6 +1,7 @@
 """Training losses from the release's spec strings, e.g. ``'1*L1+2*HEM'``: a weighted sum of named terms."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +59,18 @@ class Loss(nn.Module):
         for function in self.functions:
             if isinstance(function, HEM):
                 function.reseed(seed)
+
+    def random_state(self) -> list[dict[str, Any] | None]:
+        """The random state of each term (HEM's generators; None for the others), for `set_random_state`."""
+        return [function.random_state() if isinstance(function, HEM) else None for function in self.functions]
+
+    def set_random_state(self, states: list[dict[str, Any] | None]) -> None:
+        """Continue every term's random part from `random_state` (of a loss with the same terms)."""
+        if len(states) != len(self.functions):
+            raise ValueError(f"{len(states)} random states for a loss of {len(self.functions)} terms")
+        for function, state in zip(self.functions, states, strict=True):
+            if isinstance(function, HEM):
+                function.set_random_state(state)
 
     def forward(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         weighted = [

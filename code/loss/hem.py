@@ -1,5 +1,7 @@
 """Hard example mining loss (HEM), as the released training computed it (docs/faithfulness.md §8)."""
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,6 +28,23 @@ class HEM(nn.Module):
         self.seed = seed
         for generator in self._generators.values():
             generator.manual_seed(seed)
+
+    def random_state(self) -> dict[str, Any]:
+        """Where the random part of the masks is: the seed and each device's generator state (for a commit inside an
+        epoch; `set_random_state` continues from it)."""
+        return {
+            "seed": self.seed,
+            "generators": {str(device): generator.get_state() for device, generator in self._generators.items()},
+        }
+
+    def set_random_state(self, state: dict[str, Any]) -> None:
+        """Continue the masks from `random_state`: the next masks are those the saved module would have drawn."""
+        self.seed = state["seed"]
+        self._generators = {}
+        for name, generator_state in state["generators"].items():
+            device = torch.device(name)
+            self._generators[device] = torch.Generator(device=device)
+            self._generators[device].set_state(generator_state)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:

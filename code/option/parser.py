@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from option.template import DEFAULT_TEMPLATE, TEMPLATES, template_defaults
+from utils.errors import UserError
 
 MODELS = ("CDVD_TSP",)
 AMP_MODES = ("off", "bf16", "fp16")
@@ -136,7 +137,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     add(logging_group, "--save_middle_models", action="store_true", help="also keep model/model_<epoch>.pt")
     add(logging_group, "--load", default=NO_VALUE, help="experiment to continue: the same as --save NAME --resume")
-    add(logging_group, "--resume", action="store_true", help="continue the run in <save> from its last complete epoch")
+    add(
+        logging_group,
+        "--resume",
+        action="store_true",
+        help="continue the run in <save> from its last commit (an epoch, or the step where a signal stopped it); "
+        "where the folder holds no run yet, start it: one command line for the first start and every restart",
+    )
     add(logging_group, "--print_every", type=int, default=100, help="batches between the log lines of an epoch")
     add(
         logging_group,
@@ -170,5 +177,7 @@ def read_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.load != NO_VALUE:
         args.save, args.resume = args.load, True
     if args.save == NO_VALUE:
+        if args.resume:
+            raise UserError("--resume needs the run's name (--save NAME or --load NAME), not '.' (a new time stamp)")
         args.save = datetime.now().strftime("%Y%m%d_%H%M%S")
     return args

@@ -1,14 +1,17 @@
-"""Where training runs: the device, and (under torchrun) this process's rank in a DistributedDataParallel group."""
+"""Where training runs: the device, and (under torchrun) this process's rank in a DistributedDataParallel group;
+what the processes agree on (sums, a stop at the same step)."""
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from utils.distributed import Ranks
+from utils.distributed import Ranks, check_restarts_can_meet
 from utils.errors import UserError
+from utils.signals import StopRequests
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +37,71 @@ class Runtime(Ranks):
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item())
 
+    def same_everywhere(self, values: list[int]) -> bool:
+        """Whether every process holds the same ``values`` (integers)."""
+        if not self.distributed:
+            return True
+        both = torch.tensor([*values, *(-value for value in values)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+        highest, lowest = both[: len(values)], -both[len(values) :]
+        return bool(torch.equal(highest, lowest))
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every process's ``value`` (picklable), in rank order, in rank 0; None in the others."""
+        if not self.distributed:
+            return [value]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, gathered, dst=0)
+        return gathered
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+
+class StopVote:
+    """Agrees on a stop: every process stops at the same step boundary, as soon as one has a stop request.
+
+    `poll` is called at every step boundary by every process. One process alone stops where it polls. Under torchrun
+    each poll starts an all_reduce (MAX) of this process's request (its signal's number, 0 for none) without waiting
+    for it, and the next poll takes its result: the processes stop together one step after the first request, and
+    no step waits on the others for it (the reduction ran during the step, on the CPU through gloo, in its own
+    process group, so CUDA streams and the training's collectives are not involved). ``at_once`` waits for the
+    answer instead (after an epoch's last step and before its first, where the processes meet anyway).
+    """
+
+    def __init__(self, runtime: Runtime, requests: StopRequests) -> None:
+        self.requests = requests
+        self.group = dist.new_group(backend="gloo") if runtime.distributed else None
+        self._pending: tuple[Any, Tensor] | None = None
+
+    def _local(self) -> int:
+        return self.requests.signal_number or 0
+
+    def _answer(self) -> int:
+        """The result of the vote started at the last poll (0 if none is pending)."""
+        if self._pending is None:
+            return 0
+        work, vote = self._pending
+        self._pending = None
+        work.wait()
+        return int(vote.item())
+
+    def poll(self, at_once: bool = False) -> int:
+        """The signal's number (the same in every process) if the processes stop here, else 0."""
+        if self.group is None:
+            return self._local()
+        agreed = self._answer()
+        if agreed:
+            return agreed
+        vote = torch.tensor([self._local()], dtype=torch.int64)
+        work = dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        self._pending = (work, vote)
+        return self._answer() if at_once else 0
+
+    def close(self) -> None:
+        """Wait for the vote in flight (every process calls this at the same point)."""
+        self._answer()
 
 
 def start_runtime(cpu: bool, n_gpus: int) -> Runtime:
@@ -60,6 +125,7 @@ def start_runtime(cpu: bool, n_gpus: int) -> Runtime:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world_size > 1:
+        check_restarts_can_meet()
         dist.init_process_group(backend="gloo" if cpu else "nccl", rank=rank, world_size=world_size)
         logger.info("process %d of %d on %s", rank, world_size, device)
     return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size)

@@ -1,9 +1,18 @@
-"""The training loop: epochs of optimisation, validation after each, and a resumable checkpoint after each."""
+"""The training loop: epochs of optimisation, validation after each, and a resumable checkpoint after each.
+
+A stop request (SIGTERM, SIGUSR1: utils/signals.py) stops training at the next step boundary, the same one in every
+process (`trainer.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
+optimizer, scheduler, loss scaler, every random state of every process, the batches done and each process's
+running loss sums, the log lines) and `Stopped` ends the command; --resume continues from that step as if nothing
+had happened.
+"""
 
 import argparse
 import decimal
 import math
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +20,7 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import StepLR
 from tqdm import tqdm
 
-from data.loaders import train_loader, validation_loader
+from data.loaders import batches_per_epoch, start_epoch, train_loader, validation_loader
 from data.videodata import VideoData
 from logger.experiment import Experiment, History
 from loss import Loss
@@ -20,16 +29,31 @@ from model.checkpoint import load_into, with_n_sequence
 from option import run_options
 from trainer.model_setup import freeze_flow_net_if_asked, make_optimizer, wrap_model
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
-from trainer.runtime import Runtime
+from trainer.runtime import Runtime, StopVote
 from trainer.step import TrainStep
 from trainer.validation import float_psnr, window_images
-from utils.errors import UserError
+from utils.errors import Stopped, UserError
+from utils.signals import StopRequests, signal_name
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+"""Version 2 keeps each process's random states (``ranks``) and may hold a point inside an epoch (``inside``);
+version 1 (one ``rng`` for all processes, epoch boundaries only) is read too."""
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the run stops with its last good checkpoint intact."""
+
+
+@dataclass
+class Progress:
+    """Where training is inside an epoch: the batches done (the same in every process) and this process's running
+    sums of the loss terms over them."""
+
+    epoch: int
+    batches: int
+    sums: list[float]
+    resumed_after: str = ""
+    """The signal that stopped the run at this point, when it was resumed from it (for the log)."""
 
 
 class Trainer:
@@ -70,9 +94,14 @@ class Trainer:
 
     # ----- resumable state -----
 
-    def state(self, epoch: int) -> dict[str, Any]:
-        """Everything a resumed run needs to continue after ``epoch`` exactly as if it had not stopped."""
-        return {
+    def state(self, epoch: int, progress: Progress | None = None, signal_number: int = 0) -> dict[str, Any]:
+        """Everything a resumed run needs to continue after ``epoch`` (or at ``progress``, inside the next one)
+        exactly as if it had not stopped. Every process calls it (their own states are gathered); rank 0's is
+        the one written."""
+        own: dict[str, Any] = {"rng": capture_rng_state(), "device": str(self.runtime.device)}
+        if progress is not None:
+            own |= {"loss_rng": self.loss.random_state(), "sums": progress.sums, "batches": progress.batches}
+        state = {
             "format": STATE_FORMAT,
             "epoch": epoch,
             "options": run_options(self.args),
@@ -80,58 +109,134 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.step.scaler.state_dict(),
-            "rng": capture_rng_state(),
+            "ranks": self.runtime.gather(own),
             "history": self.history.to_dict(),
         }
+        if progress is not None:
+            signal = signal_name(signal_number)
+            state["inside"] = {"epoch": progress.epoch, "batches": progress.batches, "signal": signal}
+        return state
 
-    def restore(self, state: dict[str, Any]) -> int:
-        """Load a `state`; returns the epoch it was taken after."""
-        if state.get("format") != STATE_FORMAT:
-            raise UserError(f"{self.experiment.state_path}: unknown state format {state.get('format')}")
-        load_into(self.model, state["model"], str(self.experiment.state_path))
+    def restore(self, state: dict[str, Any]) -> tuple[int, Progress | None]:
+        """Load a `state`; returns the epoch it was taken after and, for a point inside the next epoch, where."""
+        path = self.experiment.state_path
+        if state.get("format") not in (1, STATE_FORMAT):
+            raise UserError(f"{path}: unknown state format {state.get('format')}")
+        load_into(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.step.scaler.is_enabled() and state["scaler"]:
             self.step.scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        ranks = state.get("ranks") or [{"rng": state["rng"]}]
+        world_size, rank = self.runtime.world_size, self.runtime.rank
+        own = ranks[rank] if len(ranks) == world_size else ranks[0]  # another count of processes: rank 0's
+        restore_rng_state(own["rng"])
         self.history = History.from_dict(state["history"])
-        return state["epoch"]
+        inside = state.get("inside")
+        if inside is None:
+            return state["epoch"], None
+        where = f"{path} stopped inside epoch {inside['epoch']} (after batch {inside['batches']})"
+        if len(ranks) != world_size:
+            raise UserError(
+                f"--resume: {where} with {len(ranks)} process(es); continue it with {len(ranks)} (the order of an "
+                f"epoch's samples depends on the number of processes), not {world_size}"
+            )
+        if own["device"] != str(self.runtime.device):
+            raise UserError(
+                f"--resume: {where} on {own['device']}; continue it on the same device, not {self.runtime.device} "
+                "(the random state of HEM's pixels belongs to the device)"
+            )
+        self.loss.set_random_state(own["loss_rng"])
+        return state["epoch"], Progress(inside["epoch"], inside["batches"], own["sums"], inside["signal"])
 
     # ----- training -----
 
-    def fit(self, first_epoch: int) -> None:
-        """Train, validate and save from ``first_epoch`` (counting from 1) through --epochs."""
+    def fit(self, first_epoch: int, requests: StopRequests, progress: Progress | None = None) -> None:
+        """Train, validate and save from ``first_epoch`` (counting from 1) through --epochs; ``progress``: where a
+        resumed run stopped inside ``first_epoch``. A stop request in ``requests`` ends it with `Stopped` at the
+        next step boundary, after committing the point reached."""
+        vote = StopVote(self.runtime, requests)
         for epoch in epochs_to_run(first_epoch, self.args.epochs):
-            self.train_epoch(epoch)
-            self.scheduler.step()
+            if progress is None:
+                signal_number = vote.poll(at_once=True)
+                if signal_number:
+                    self._stopped(signal_number, f"before epoch {epoch}", f"keeps epoch {epoch - 1}, its last commit")
+                progress = self.begin_epoch(epoch)
+            else:
+                self.continue_epoch(progress)
+            signal_number = self.train_epoch(progress, vote)
+            if signal_number:
+                self.save_progress(progress, signal_number)
+                done = f"after batch {progress.batches} of {batches_per_epoch(self.train_batches)}"
+                self._stopped(
+                    signal_number,
+                    f"in epoch {epoch} {done}",
+                    "keeps this point (weights, optimizer, scheduler, every random state, the epoch's progress)",
+                )
+            self.finish_epoch(progress)
+            with warnings.catch_warnings():
+                # resumed after an epoch's last step, this process has not stepped the optimizer (the stopped one
+                # did), which the scheduler would take for the wrong order of the two
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+                self.scheduler.step()
             self.validate(epoch)
             self.save(epoch)
             self.runtime.barrier()
+            progress = None
+        vote.close()
+
+    def _stopped(self, signal_number: int, when: str, kept: str) -> None:
+        message = (
+            f"{signal_name(signal_number)} {when}: {self.experiment.root} {kept}; run the same command with --resume "
+            "to continue from it"
+        )
+        raise Stopped(message if self.runtime.is_main else "", signal_number)
 
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def train_epoch(self, epoch: int) -> None:
+    def begin_epoch(self, epoch: int) -> Progress:
+        """Set up ``epoch`` from its start: its samples and order, HEM's seed, its first log line."""
         args, runtime = self.args, self.runtime
-        self.train_set.set_epoch(epoch)
-        self.train_batches.sampler.set_epoch(epoch)
+        start_epoch(self.train_batches, epoch, 0, self._worker_seed(epoch))
         self.loss.reseed(derived_seed(args.seed, epoch, runtime.rank))
-        learning_rate = self.learning_rate()
-        self.experiment.write_log(f"Epoch {epoch:3d} with Lr {decimal.Decimal(learning_rate):.2e}")
-        self.network.train()
+        self.experiment.write_log(f"Epoch {epoch:3d} with Lr {decimal.Decimal(self.learning_rate()):.2e}")
+        return Progress(epoch, 0, [0.0] * len(self.loss.names))
 
-        sums = [0.0] * len(self.loss.names)
-        batches = 0
-        progress = tqdm(self.train_batches, desc=f"epoch {epoch}", disable=not runtime.is_main, dynamic_ncols=True)
-        for batch, (blur, gt, _) in enumerate(progress):
+    def continue_epoch(self, progress: Progress) -> None:
+        """Set up the rest of ``progress.epoch`` after its first ``progress.batches`` (HEM's generators were
+        restored with the state)."""
+        start_epoch(self.train_batches, progress.epoch, progress.batches, self._worker_seed(progress.epoch))
+
+    def _worker_seed(self, epoch: int) -> int:
+        """The seed of the data-loading workers of ``epoch`` in this process (a stream apart from HEM's)."""
+        return derived_seed(self.args.seed, epoch, self.runtime.rank, 1)
+
+    def train_epoch(self, progress: Progress, vote: StopVote) -> int:
+        """Train the rest of ``progress.epoch``, updating ``progress``; returns the signal's number if the processes
+        stop at a step boundary (`StopVote`), else 0."""
+        args, runtime = self.args, self.runtime
+        learning_rate = self.learning_rate()
+        self.network.train()
+        in_epoch = batches_per_epoch(self.train_batches)
+        progress_bar = tqdm(
+            self.train_batches,
+            desc=f"epoch {progress.epoch}",
+            initial=progress.batches,
+            total=in_epoch,
+            disable=not runtime.is_main,
+            dynamic_ncols=True,
+        )
+        for batch, (blur, gt, _) in enumerate(progress_bar, start=progress.batches):
             total, values = self.step.compute_loss(blur, gt)
             # every process must agree before backward, or DDP's gradient exchange would wait forever
             if not runtime.all_true(all(math.isfinite(value) for value in values)):
-                self._stop_diverged(epoch, batch, values)
+                self._stop_diverged(progress.epoch, batch, values)
             self.step.optimise(total)
-            sums = [running + value for running, value in zip(sums, values, strict=True)]
-            batches += 1
-            progress.set_postfix(loss=f"{sums[-1] / batches:.4f}", lr=f"{learning_rate:.2e}")
+            progress.sums = [running + value for running, value in zip(progress.sums, values, strict=True)]
+            progress.batches += 1
+            sums, batches = progress.sums, progress.batches
+            progress_bar.set_postfix(loss=f"{sums[-1] / batches:.4f}", lr=f"{learning_rate:.2e}")
             if (batch + 1) % args.print_every == 0:
                 terms = "".join(
                     f"[{name}: {running / batches:.4f}]" for name, running in zip(self.loss.names, sums, strict=True)
@@ -140,7 +245,18 @@ class Trainer:
                     f"[{(batch + 1) * args.batch_size}/{len(self.train_set)}]\tLoss : "
                     f"[total: {sums[-1] / batches:.4f}]{terms}[mid: {0.0:.4f}]"  # CDVD_TSP has no mid loss
                 )
-        totals = runtime.sum(torch.tensor([*sums, batches], dtype=torch.float64, device=runtime.device)).tolist()
+            # after the epoch's last step the processes meet anyway (the loss sums): no need to wait a step
+            signal_number = vote.poll(at_once=batches == in_epoch)
+            if signal_number:
+                progress_bar.close()
+                return signal_number
+        return 0
+
+    def finish_epoch(self, progress: Progress) -> None:
+        """The epoch's mean loss terms over all processes, into the history."""
+        totals = self.runtime.sum(
+            torch.tensor([*progress.sums, progress.batches], dtype=torch.float64, device=self.runtime.device)
+        ).tolist()
         self.history.loss.append([running / totals[-1] for running in totals[:-1]])
 
     def _stop_diverged(self, epoch: int, batch: int, values: list[float]) -> None:
@@ -222,6 +338,13 @@ class Trainer:
             f"[{self.args.data_test}]\taverage PSNR_iter1: {psnr_stage1:.3f} PSNR_iter2: {psnr:.3f}"
         )
         return psnr_stage1, psnr
+
+    def save_progress(self, progress: Progress, signal_number: int) -> None:
+        """Commit the point ``progress`` inside an epoch (`Experiment.save_progress`); every process waits for the
+        commit, so that none ends before rank 0 has written it."""
+        state = self.state(progress.epoch - 1, progress, signal_number)
+        self.experiment.save_progress(state, progress.epoch, progress.batches)
+        self.runtime.barrier()
 
     def save(self, epoch: int) -> None:
         """Commit ``epoch``'s checkpoint (one commit point: `Experiment.save_checkpoint`). Epoch 0 is the run's

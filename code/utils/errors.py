@@ -1,11 +1,20 @@
-"""User-facing errors: one line on stderr, a non-zero exit, no traceback."""
+"""How the commands end: one line on stderr and an exit status, no traceback.
+
+Exit statuses (`run_cli`): 0 done; 2 a `UserError` (bad input or options, a full disk, a diverged run); 128 + the
+signal's number for a run stopped by a signal (`utils.signals.exit_status`): 130 Ctrl-C (SIGINT), 143 SIGTERM, 138
+SIGUSR1, both for a run that stopped having kept its work (`Stopped`) and for one interrupted like Ctrl-C
+(`utils.signals.Interrupted`).
+"""
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
+from utils.signals import exit_status, signal_name
+
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = exit_status(signal.SIGINT)
 
 
 def first_line(error: BaseException, with_type: bool = False) -> str:
@@ -21,15 +30,38 @@ class UserError(Exception):
     """A problem with the user's input or options; its message is one line naming the file or option."""
 
 
+class Stopped(Exception):
+    """A run stopped by a signal after keeping its work: ``message`` is the one line saying what was kept and how
+    to continue ("" in a process that stays quiet: torchrun's ranks other than 0); the exit status is 128 + the
+    signal's number."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.signal_number = signal_number
+
+    @property
+    def status(self) -> int:
+        return exit_status(self.signal_number)
+
+
 def run_cli(main: Callable[[], int | None]) -> None:
-    """Run an entry point; report user errors (`UserError` and its kinds, such as `CheckpointError`) as
-    ``error: <message>`` and exit non-zero without a traceback."""
+    """Run an entry point and exit with its status: user errors (`UserError` and its kinds, such as
+    `CheckpointError`) as ``error: <message>``, a run stopped by a signal (`Stopped`) as ``stopped: <message>``,
+    Ctrl-C and `utils.signals.Interrupted` as one warning; no traceback (the statuses: module docstring)."""
     try:
         status = main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        logging.getLogger(__name__).warning("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+    except Stopped as stop:
+        if stop.message:
+            print(f"stopped: {stop.message}", file=sys.stderr)
+        sys.exit(stop.status)
+    except KeyboardInterrupt as interrupt:
+        number = getattr(interrupt, "signal_number", signal.SIGINT)
+        logging.getLogger(__name__).warning(
+            "interrupted" if number == signal.SIGINT else f"interrupted by {signal_name(number)}"
+        )
+        sys.exit(exit_status(number))
     sys.exit(status or 0)
