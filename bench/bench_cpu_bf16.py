@@ -5,7 +5,7 @@ code/inference.py in fp32 and in bf16 (PWC-Net in float32, as always under bf16)
     python bench/bench_cpu_bf16.py --threads 1
 
 On a CPU with native bfloat16 the real bf16 path runs. Elsewhere `utils.precision` refuses bf16 (PyTorch computes
-bfloat16 convolutions there in scalar code, about 25 times slower than float32), so this script lets bf16 through
+bfloat16 convolutions there in scalar code, tens of times slower than float32), so this script lets bf16 through
 and computes each bf16 convolution as a float32 convolution of the bf16 inputs, weights and bias, rounded to bf16:
 the numbers native bfloat16 gives (a product of two bfloat16 numbers is exact in float32, and oneDNN accumulates in
 float32 and rounds the output once) up to the order of the sums. Every other operation runs as it would under bf16
@@ -95,7 +95,7 @@ def evaluate(name: str, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         argv = ["--default_data", "DEMO", "--device", "cpu", "--precision", name, "--result_path", scratch]
         started = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
             inference.main([*argv, "--no_save_image", "--no_showcase"])
         seconds = time.perf_counter() - started
         report = json.loads((Path(scratch) / "results.json").read_text())

@@ -101,7 +101,7 @@ def test_the_step_with_options_gives_the_plain_step_to_float_rounding(tiny_model
 @pytest.mark.parametrize(
     ("capability", "name", "native", "expected"),
     [
-        ("AVX2", "fp32", False, RELEASE_OPTIONS),
+        ("AVX2", "fp32", False, CHANNELS_LAST_RESTORATION),
         ("AVX512", "fp32", False, CHANNELS_LAST_RESTORATION),
         ("AVX512", "bf16", True, CHANNELS_LAST_RESTORATION),
         ("AVX512", "bf16", False, RELEASE_OPTIONS),

@@ -99,6 +99,13 @@ def test_tiled_products_are_the_definition_and_pass_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda a, b: cost_volume_tiled(a, b, 2), leaves, fast_mode=True)
 
 
+def test_tiled_products_promote_mixed_dtypes_like_the_shifted_products() -> None:
+    first, second = random_pair((1, 3, 4, 9), seed=10)
+    mixed = (first.float(), second)
+    assert cost_volume_tiled(*mixed).dtype == cost_volume_torch(*mixed).dtype == torch.float64
+    assert relative_difference(cost_volume_tiled(*mixed), cost_volume_torch(*mixed)) < TILED_BOUND
+
+
 def test_tiled_products_take_any_layout_and_give_the_first_inputs() -> None:
     first, second = random_pair((2, 6, 7, 12), seed=8)
     expected = cost_volume_torch(first, second)

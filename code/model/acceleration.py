@@ -41,8 +41,10 @@ MEASURED_OPTIONS: dict[tuple[str, str], StepOptions] = {
     # while PWC-Net was slower in channels_last (0.37-0.56 s against 0.31-0.44 s per flow)
     ("AVX512", "fp32"): CHANNELS_LAST_RESTORATION,
     ("AVX512", "bf16"): CHANNELS_LAST_RESTORATION,
-    # AMD EPYC, AVX2 (docs/benchmarks-inference.md, CPU sweep): no layout or batching measured faster in float32
-    ("AVX2", "fp32"): RELEASE_OPTIONS,
+    # AMD EPYC Zen 3, AVX2 (docs/benchmarks-inference.md, the CPU sweep, one thread): the restoration net 1.2 times
+    # faster in channels_last from 960x540 up, the same at 640x360 and below; PWC-Net the same in either layout, and
+    # slower with its two flows batched
+    ("AVX2", "fp32"): CHANNELS_LAST_RESTORATION,
 }
 """(device kind, precision) -> the options measured fastest there; `recommended_options` reads it. The device
 kind of a CPU is PyTorch's CPU capability (`utils.cpu.cpu_capability`), of a GPU ``cuda``."""

@@ -72,6 +72,8 @@ def cost_volume_tiled(first: Tensor, second: Tensor, max_displacement: int = MAX
     ``first``'s memory format.
     """
     batch, channels, height, width = first.shape
+    dtype = torch.promote_types(first.dtype, second.dtype)  # as the shifted products' elementwise products promote
+    first, second = first.to(dtype), second.to(dtype)
     radius, span = max_displacement, 2 * max_displacement + 1
     tiles = -(-width // TILE)
     padded_width, band = tiles * TILE, TILE + 2 * radius

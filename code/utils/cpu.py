@@ -2,8 +2,8 @@
 vector capability, and the intra-op threads torch computes with.
 
 The project runs on CPUs with native bfloat16 (Intel Xeon with AMX-BF16 or AVX512-BF16, AMD Zen 4) and without
-(AMD EPYC Zen 3, AVX2): there PyTorch emulates bfloat16 convolutions in scalar code, about 25 times slower than
-float32 (measured here: docs/benchmarks-inference.md), so `utils.precision` refuses bf16 on such CPUs.
+(AMD EPYC Zen 3, AVX2): there PyTorch computes bfloat16 convolutions in scalar code, 46 times slower than float32
+in one measured step (docs/benchmarks-inference.md), so `utils.precision` refuses bf16 on such CPUs.
 """
 
 import functools
