@@ -113,6 +113,23 @@ def test_every_step_option_gives_the_plain_step_in_float64(double_model: CDVD_TS
     assert (laid_out - plain).abs().max() / plain.abs().max() < STEP_OPTIONS_BOUND
 
 
+def test_every_step_option_gives_the_plain_steps_gradients_in_float64(double_model: CDVD_TSP) -> None:
+    frames = [frame.requires_grad_() for frame in small_clip(3, torch.float64, height=20, width=36).unbind(1)]
+    weights = torch.randn(1, 3, 20, 36, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    leaves = [*frames, *double_model.parameters()]
+    gradients = {}
+    for options in (StepOptions(), OPTION_CASES[-1]):
+        loss = (double_model.restore_center(*frames, options=options) * weights).sum()
+        gradients[options] = [
+            torch.zeros_like(leaf) if grad is None else grad
+            for leaf, grad in zip(leaves, torch.autograd.grad(loss, leaves, allow_unused=True), strict=True)
+        ]
+    plain, laid_out = gradients.values()
+    assert sum(int(grad.abs().sum() > 0) for grad in plain) > 50  # the flow net's parameters get gradients too
+    for expected, actual in zip(plain, laid_out, strict=True):
+        assert (actual - expected).abs().max() <= STEP_OPTIONS_BOUND * expected.abs().max().clamp_min(1e-300)
+
+
 def test_batched_flows_call_the_flow_net_and_the_warp_once(double_model: CDVD_TSP) -> None:
     frames = list(small_clip(3, torch.float64, height=16, width=16).unbind(1))
     calls = {}
