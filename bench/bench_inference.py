@@ -28,14 +28,18 @@ model's time per frame, from results.json).
 
 import argparse
 import contextlib
+import functools
 import io
 import json
+import os
 import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -47,11 +51,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from data.frames import write_png
-from model.acceleration import accelerated_step
-from model.cdvd_tsp import CDVD_TSP
-from model.correlation import SELECTOR
-from model.streaming import StreamingRunner, WindowRunner
+from model.acceleration import RELEASE_OPTIONS, accelerated_step, recommended_options
+from model.cdvd_tsp import CDVD_TSP, StepOptions
+from model.correlation import BACKEND_VARIABLE, SELECTOR
+from model.streaming import Step, StreamingRunner, WindowRunner
 from utils import metrics_device
+from utils.cpu import bf16_support, configure_threads, read_cpuinfo
 from utils.image import to_tensor, to_uint8
 from utils.metrics import psnr, score_frame, ssim
 from utils.metrics_device import score_frame_tensor
@@ -176,18 +181,112 @@ def measure_postprocessing(size: tuple[int, int], repeats: int = 7) -> dict:
     return timings
 
 
-def sweep_setting(
-    model: CDVD_TSP, clip: list[torch.Tensor], name: str, graphs: bool, compile: bool, device: torch.device
+@dataclass(frozen=True)
+class Setting:
+    """One configuration of the streaming runner's step in a sweep."""
+
+    label: str
+    precision: str = "fp32"
+    options: StepOptions = RELEASE_OPTIONS
+    cost_volume: str = "auto"
+    """CDVD_COST_VOLUME while it runs: torch (shifted products), tiled, auto (the CuPy kernel on CUDA, tiled on CPU)."""
+    graphs: bool = False
+    compile_mode: str | None = None
+    """None: eager; otherwise one of model.acceleration.COMPILE_MODES."""
+
+    def step(self, model: CDVD_TSP, device: torch.device) -> Step:
+        compile, mode = self.compile_mode is not None, self.compile_mode or "default"
+        precision = PRECISIONS[self.precision]
+        return accelerated_step(model, precision, device, self.graphs, compile, self.options, compile_mode=mode)
+
+    def name(self) -> str:
+        switches = f"graphs={'on ' if self.graphs else 'off'} compile={self.compile_mode or 'off'}"
+        return f"{self.precision:4s} {switches}" + (f" {self.label}" if self.label else "")
+
+
+ALL_LEVERS = StepOptions(batch_flows=True, channels_last_flow=True, channels_last_restoration=True)
+LEVERS = {
+    "batched flows": StepOptions(batch_flows=True),
+    "channels_last PWC-Net": StepOptions(channels_last_flow=True),
+    "channels_last restoration net": StepOptions(channels_last_restoration=True),
+    "channels_last both": StepOptions(channels_last_flow=True, channels_last_restoration=True),
+}
+
+
+def describe(options: StepOptions) -> str:
+    names = [name for name, value in vars(options).items() if value]
+    return ", ".join(names) if names else "release layout"
+
+
+def cpu_settings() -> list[Setting]:
+    """Today's CPU path, each lever alone, every lever, and the recommended combination (and bf16 where native)."""
+    cpu = torch.device("cpu")
+    settings = [
+        Setting("today (NCHW, shifted cost volume, flows one by one)", cost_volume="torch"),
+        Setting("tiled cost volume", cost_volume="tiled"),
+    ]
+    settings += [Setting(label, options=options, cost_volume="torch") for label, options in LEVERS.items()]
+    settings.append(
+        Setting("every lever (tiled, batched, channels_last both)", options=ALL_LEVERS, cost_volume="tiled")
+    )
+    recommended = recommended_options(cpu, PRECISIONS["fp32"])
+    settings.append(Setting(f"recommended ({describe(recommended)}, tiled)", options=recommended))
+    if bf16_support().native:
+        bf16 = recommended_options(cpu, PRECISIONS["bf16"])
+        settings.append(Setting("bf16 NCHW, tiled", precision="bf16", cost_volume="tiled"))
+        settings.append(Setting(f"recommended bf16 ({describe(bf16)}, tiled)", precision="bf16", options=bf16))
+    return settings
+
+
+def cuda_settings(compile: bool) -> list[Setting]:
+    """Every precision eager and from graphs; then at tf32 and fp16 with graphs each lever alone and every lever,
+    the tiled cost volume instead of the kernel, and with ``compile`` a compiled step in the project's graphs and
+    torch.compile's own graphs (reduce-overhead), plain and with every lever."""
+    settings = [Setting("", name, graphs=graphs) for name in PRECISIONS for graphs in (False, True)]
+    for name in ("tf32", "fp16"):
+        settings += [Setting(label, name, options, graphs=True) for label, options in LEVERS.items()]
+        settings.append(Setting("every lever", name, ALL_LEVERS, graphs=True))
+        settings.append(Setting("tiled cost volume", name, cost_volume="tiled", graphs=True))
+        if compile:
+            for label, options in (("", RELEASE_OPTIONS), ("every lever", ALL_LEVERS)):
+                settings.append(Setting(label, name, options, graphs=True, compile_mode="default"))
+                settings.append(Setting(label, name, options, compile_mode="reduce-overhead"))
+    return settings
+
+
+def compare_to(images: list[np.ndarray], reference: list[np.ndarray]) -> str:
+    """The largest difference in grey levels and the smallest PSNR between two lists of uint8 outputs."""
+    pairs = list(zip(images, reference, strict=True))
+    largest = max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in pairs)
+    closeness = min(psnr(a, b) for a, b in pairs)
+    return f"max {largest} grey levels, min PSNR {closeness:.1f} dB"
+
+
+@contextlib.contextmanager
+def cost_volume_choice(choice: str) -> Iterator[None]:
+    """CDVD_COST_VOLUME set to ``choice`` for a block (the selector reads it at every call)."""
+    previous = os.environ.get(BACKEND_VARIABLE)
+    os.environ[BACKEND_VARIABLE] = choice
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[BACKEND_VARIABLE]
+        else:
+            os.environ[BACKEND_VARIABLE] = previous
+
+
+def cuda_sweep_setting(
+    model: CDVD_TSP, clip: list[torch.Tensor], setting: Setting, device: torch.device
 ) -> tuple[dict, list[np.ndarray]]:
-    """Stream ``clip`` with one precision setting; per-output wall times (synchronized) and the uint8 outputs."""
-    precision = PRECISIONS[name]
+    """Stream ``clip`` with one setting; per-output wall times (synchronized) and the uint8 outputs."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    step = accelerated_step(model, precision, device, cuda_graphs=graphs, compile=compile)
-    runner = StreamingRunner(model, step=step)
+    runner = StreamingRunner(model, step=setting.step(model, device))
     seconds, outputs = [], []
     since_output = 0.0
-    with tf32_switched(precision.tf32), torch.inference_mode():
+    tf32 = PRECISIONS[setting.precision].tf32
+    with cost_volume_choice(setting.cost_volume), tf32_switched(tf32), torch.inference_mode():
         for frame in clip:
             started = time.perf_counter()
             restored = runner.push(frame)
@@ -200,9 +299,6 @@ def sweep_setting(
     # the first outputs pay for warm-up (cuDNN, the kernel's check), the capture, the compilation
     warm = 3
     result = {
-        "precision": name,
-        "graphs": graphs,
-        "compile": compile,
         "ms_per_frame": 1000 * float(np.median(seconds[warm:])),
         "first_output_s": seconds[0],
         "warm_outputs_s": sum(seconds[:warm]),
@@ -212,30 +308,109 @@ def sweep_setting(
     return result, outputs
 
 
-def sweep(size: tuple[int, int], outputs: int, device: torch.device, compile: bool) -> None:
-    """Every precision, eager and from CUDA graphs (and compiled), at one frame size; see the module docstring."""
+def cuda_sweep(size: tuple[int, int], outputs: int, device: torch.device, compile: bool) -> None:
+    """Every setting of `cuda_settings` at one frame size, streamed, against eager fp32's outputs."""
     torch.manual_seed(0)
     model = CDVD_TSP().to(device).eval()
     clip = [to_tensor(frame, device) for frame in frames(outputs + 3 + 4, *size)]
-    settings = [(name, graphs, False) for name in PRECISIONS for graphs in (False, True)]
-    if compile:
-        settings += [(name, True, True) for name in ("tf32", "fp16")]
     reference = None
-    for name, graphs, compiled in settings:
-        result, images = sweep_setting(model, clip, name, graphs, compiled, device)
-        if reference is None:
-            reference = images
-        pairs = list(zip(images, reference, strict=True))
-        largest = max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in pairs)
-        closeness = min(psnr(a, b) for a, b in pairs)
-        switches = f"graphs={'on ' if graphs else 'off'} compile={'on ' if compiled else 'off'}"
-        label = f"{size[1]}x{size[0]} {name:4s} {switches}"
+    for setting in cuda_settings(compile):
+        result, images = cuda_sweep_setting(model, clip, setting, device)
+        reference = images if reference is None else reference
         print(
-            f"{label}: {result['ms_per_frame']:7.1f} ms/frame (median of {result['timed_outputs']}), first output "
-            f"{result['first_output_s']:.1f} s, first 3 outputs {result['warm_outputs_s']:.1f} s, peak "
-            f"{result['peak_cuda_mib']:.0f} MiB; vs fp32: max {largest} grey levels, min PSNR {closeness:.1f} dB"
+            f"{size[1]}x{size[0]} {setting.name()}: {result['ms_per_frame']:7.1f} ms/frame (median of "
+            f"{result['timed_outputs']}), first output {result['first_output_s']:.1f} s, first 3 outputs "
+            f"{result['warm_outputs_s']:.1f} s, peak {result['peak_cuda_mib']:.0f} MiB; vs fp32: "
+            f"{compare_to(images, reference)}",
+            flush=True,
         )
     print(f"cost volume: {SELECTOR.describe()}")
+
+
+def timed_call(step: Step, inputs: list[torch.Tensor]) -> tuple[float, float, torch.Tensor]:
+    """(wall seconds, CPU seconds of this process, output) of one call."""
+    wall, used = time.perf_counter(), time.process_time()
+    output = step(*inputs)
+    return time.perf_counter() - wall, time.process_time() - used, output
+
+
+def cpu_sweep(sizes: list[tuple[int, int]], rounds: list[int], chosen: list[str] | None) -> None:
+    """One stage step per setting of `cpu_settings`, round robin, so that the machine's other load falls on every
+    setting alike: at each size one warm-up step, then ``rounds`` rounds of one timed step per setting. A streamed
+    frame is two steps (its stage-1 and stage-2 steps), so its time is twice the step's. ``chosen``: only the
+    settings whose label contains one of these words (today's path is always run: the others are compared to it)."""
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = CDVD_TSP().eval()
+    settings = cpu_settings()
+    settings = settings[:1] + [s for s in settings[1:] if chosen is None or any(word in s.label for word in chosen)]
+    for size, count in zip(sizes, rounds, strict=True):
+        inputs = [to_tensor(frame, cpu) for frame in frames(3, *size)]
+        steps = [setting.step(model, cpu) for setting in settings]
+        times: list[list[tuple[float, float]]] = [[] for _ in settings]
+        images: list[np.ndarray] = [np.empty(0)] * len(settings)
+        with torch.inference_mode():
+            with cost_volume_choice(settings[0].cost_volume):
+                steps[0](*inputs)  # warm-up: the process's first-call costs
+            for _ in range(count):
+                for index, (setting, step) in enumerate(zip(settings, steps, strict=True)):
+                    with cost_volume_choice(setting.cost_volume):
+                        wall, used, output = timed_call(step, inputs)
+                    times[index].append((wall, used))
+                    images[index] = to_uint8(output)
+        base_wall, base_cpu = (float(np.median(column)) for column in zip(*times[0], strict=True))
+        for setting, measured, image in zip(settings, times, images, strict=True):
+            wall, used = (float(np.median(column)) for column in zip(*measured, strict=True))
+            print(
+                f"{size[1]}x{size[0]} {setting.precision} {setting.label}: {2 * wall:.2f} s/frame (step {wall:.2f} s, "
+                f"median of {count}; CPU time {used:.2f} s); speed-up over today {base_wall / wall:.2f}x (CPU time "
+                f"{base_cpu / used:.2f}x); vs today: {compare_to([image], [images[0]])}",
+                flush=True,
+            )
+
+
+def cpu_components(size: tuple[int, int], rounds: int) -> None:
+    """The components of a step (the issue's table), NCHW against channels_last inputs, round robin: one flow, both
+    flows one after the other or batched, the restoration net. CPU time of this process (one thread: the compute)."""
+    torch.manual_seed(0)
+    model = CDVD_TSP().eval()
+    cpu = torch.device("cpu")
+    clip = [to_tensor(frame, cpu) for frame in frames(3, *size)]
+    restoration_input = torch.rand(1, 10, *size, generator=torch.Generator().manual_seed(0))
+    flow = model.flow_net.estimate_flow
+    work: dict[str, Callable[[], object]] = {}
+    for layout, name in ((torch.contiguous_format, "NCHW"), (torch.channels_last, "channels_last")):
+        previous, center, following, net_input = (
+            tensor.contiguous(memory_format=layout) for tensor in (*clip, restoration_input)
+        )
+        firsts, seconds = torch.cat([center, center]), torch.cat([previous, following])
+        work[f"one flow, {name}"] = functools.partial(flow, center, previous)
+        work[f"two flows one by one, {name}"] = lambda c=center, p=previous, f=following: (flow(c, p), flow(c, f))
+        work[f"two flows batched, {name}"] = functools.partial(flow, firsts, seconds)
+        work[f"restoration net, {name}"] = functools.partial(model.recons_net, net_input)
+    timings: dict[str, list[float]] = {name: [] for name in work}
+    with torch.inference_mode():
+        for function in work.values():
+            function()  # warm-up
+        for _ in range(rounds):
+            for name, function in work.items():
+                started = time.process_time()
+                function()
+                timings[name].append(time.process_time() - started)
+    for name, seconds in timings.items():
+        print(f"{size[1]}x{size[0]} {name}: {float(np.median(seconds)):.3f} s CPU time (median of {rounds})")
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a core each for the block: other load, for measuring threads under it."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def identity_step(*args: object, **kwargs: object) -> object:
@@ -297,10 +472,14 @@ def run_isolated(runner: str, size: str, outputs: int, device: str, threads: int
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as info:
-        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    line = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    """The CPU (model, the flags that matter here, PyTorch's capability), the threads and the GPU, in one line."""
+    info = read_cpuinfo()
+    flags = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in info.flags]
+    line = (
+        f"{info.name} (flags: {' '.join(flags) or 'none of avx2/avx512'}; PyTorch capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; bf16: {bf16_support().reason}), {torch.get_num_threads()} torch "
+        f"threads, torch {torch.__version__}"
+    )
     if torch.cuda.is_available():
         line += f", {torch.cuda.get_device_name()}"
     return line
@@ -318,15 +497,28 @@ def main() -> None:
     parser.add_argument(
         "--runners", nargs="*", choices=list(RUNNERS), default=list(RUNNERS), help="runners to time (none: metrics)"
     )
-    parser.add_argument("--sweep", action="store_true", help="every precision, eager and CUDA graphs (CUDA)")
-    parser.add_argument("--compile", action="store_true", help="with --sweep: also torch.compile (slow to start)")
+    parser.add_argument(
+        "--sweep", action="store_true", help="the speed levers, each alone and combined (CUDA: also every precision)"
+    )
+    parser.add_argument("--compile", action="store_true", help="with --sweep on CUDA: also torch.compile (slow)")
+    parser.add_argument(
+        "--settings", nargs="+", metavar="WORD", help="with --sweep on the CPU: only settings whose label has a WORD"
+    )
+    parser.add_argument(
+        "--components",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --sweep on the CPU: rounds of the component timings at the first size (0: none)",
+    )
+    parser.add_argument("--busy", type=int, default=0, metavar="N", help="N processes spinning during the run")
     parser.add_argument("--pipeline", type=Path, metavar="DATASET", help="time inference.py on DATASET (see above)")
     parser.add_argument("--model_path", type=Path, help="with --pipeline: the checkpoint to load")
     parser.add_argument("--one", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.sweep:  # a sweep is timed with the threads asked for, the environment's, or every core
+        configure_threads(args.threads)
     device = pick_device(args.device)
     if args.one:
         print(json.dumps(measure_runner(args.one, parse_size(args.sizes[0]), args.outputs[0], device, args.flops)))
@@ -338,11 +530,17 @@ def main() -> None:
         pipeline(args.pipeline, args.model_path, args.device)
         return
     if args.sweep:
-        if device.type != "cuda":
-            parser.error("--sweep measures CUDA settings; no CUDA device here")
-        print(f"machine: {machine()}; device: {device}")
-        for size, count in zip(args.sizes, args.outputs, strict=False):
-            sweep(parse_size(size), count, device, args.compile)
+        print(f"machine: {machine()}; device: {device}; {args.busy} other processes spinning")
+        with busy_processes(args.busy):
+            if device.type == "cuda":
+                for size, count in zip(args.sizes, args.outputs, strict=False):
+                    cuda_sweep(parse_size(size), count, device, args.compile)
+                return
+            if len(args.outputs) != len(args.sizes):
+                parser.error(f"--outputs needs one number per size ({len(args.sizes)})")
+            if args.components:
+                cpu_components(parse_size(args.sizes[0]), args.components)
+            cpu_sweep([parse_size(size) for size in args.sizes], args.outputs, args.settings)
         return
 
     print(f"machine: {machine()}; device: {device}")

@@ -1,9 +1,13 @@
-"""The cascade for T stages, its outputs by stage, and dtype/device following."""
+"""The cascade for T stages, its outputs by stage, dtype/device following, and the step's options (batched flows,
+channels_last layouts), which give the plain step's numbers."""
+
+from unittest import mock
 
 import pytest
 import torch
 
-from model.cdvd_tsp import CDVD_TSP
+from model.cdvd_tsp import CDVD_TSP, StepOptions
+from model.correlation import BACKEND_VARIABLE
 from model.stages import CascadeOutputs
 
 
@@ -77,3 +81,114 @@ def test_double_precision_follows_the_model() -> None:
     with torch.no_grad():
         out, _ = model(small_clip(3, torch.float64))
     assert out.dtype == torch.float64
+
+
+OPTION_CASES = [
+    StepOptions(batch_flows=True),
+    StepOptions(channels_last_flow=True),
+    StepOptions(channels_last_restoration=True),
+    StepOptions(batch_flows=True, channels_last_flow=True, channels_last_restoration=True),
+]
+STEP_OPTIONS_BOUND = 1e-12
+"""float64: the layouts change only the order of the convolutions' sums (measured about 1e-15 relative)."""
+
+
+@pytest.fixture(scope="module")
+def double_model() -> CDVD_TSP:
+    """The full PWC-Net and a small restoration net, in float64."""
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        return CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1).double().eval()
+
+
+@pytest.mark.parametrize("options", OPTION_CASES, ids=lambda options: str(options)[12:-1])
+def test_every_step_option_gives_the_plain_step_in_float64(double_model: CDVD_TSP, options: StepOptions) -> None:
+    frames = list(small_clip(3, torch.float64, height=36, width=68).unbind(1))
+    with torch.no_grad():
+        plain = double_model.restore_center(*frames)
+        laid_out = double_model.restore_center(*frames, options=options)
+    assert laid_out.is_contiguous()  # the output has the center's layout whatever ran inside
+    if options == StepOptions(batch_flows=True):
+        assert torch.equal(laid_out, plain)  # the same operations, on a batch of two
+    assert (laid_out - plain).abs().max() / plain.abs().max() < STEP_OPTIONS_BOUND
+
+
+def test_every_step_option_gives_the_plain_steps_gradients_in_float64(double_model: CDVD_TSP) -> None:
+    frames = [frame.requires_grad_() for frame in small_clip(3, torch.float64, height=20, width=36).unbind(1)]
+    weights = torch.randn(1, 3, 20, 36, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    leaves = [*frames, *double_model.parameters()]
+    gradients = {}
+    for options in (StepOptions(), OPTION_CASES[-1]):
+        loss = (double_model.restore_center(*frames, options=options) * weights).sum()
+        gradients[options] = [
+            torch.zeros_like(leaf) if grad is None else grad
+            for leaf, grad in zip(leaves, torch.autograd.grad(loss, leaves, allow_unused=True), strict=True)
+        ]
+    plain, laid_out = gradients.values()
+    assert sum(int(grad.abs().sum() > 0) for grad in plain) > 50  # the flow net's parameters get gradients too
+    for expected, actual in zip(plain, laid_out, strict=True):
+        assert (actual - expected).abs().max() <= STEP_OPTIONS_BOUND * expected.abs().max().clamp_min(1e-300)
+
+
+def test_batched_flows_call_the_flow_net_and_the_warp_once(double_model: CDVD_TSP) -> None:
+    frames = list(small_clip(3, torch.float64, height=16, width=16).unbind(1))
+    calls = {}
+    for batch in (False, True):
+        with (
+            mock.patch.object(
+                double_model.flow_net, "estimate_flow", wraps=double_model.flow_net.estimate_flow
+            ) as flow,
+            mock.patch.object(double_model.flow_net, "warp", wraps=double_model.flow_net.warp) as warp,
+            torch.no_grad(),
+        ):
+            double_model.restore_center(*frames, options=StepOptions(batch_flows=batch))
+        calls[batch] = (flow.call_count, warp.call_count, [call.args[0].shape[0] for call in flow.call_args_list])
+    assert calls == {False: (2, 2, [1, 1]), True: (1, 1, [2])}
+
+
+def convolution_inputs(model: CDVD_TSP) -> dict[str, list[bool]]:
+    """Hooks that record, per component, whether each convolution's input is in channels_last layout."""
+    seen: dict[str, list[bool]] = {"flow_net": [], "recons_net": []}
+    for component, records in seen.items():
+        for module in getattr(model, component).modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                module.register_forward_pre_hook(
+                    lambda _, inputs, records=records: records.append(
+                        inputs[0].is_contiguous(memory_format=torch.channels_last)
+                    )
+                )
+    return seen
+
+
+@pytest.mark.parametrize("cost_volume", ["tiled", "torch"])
+@pytest.mark.parametrize(("flow", "restoration"), [(True, False), (False, True), (True, True)])
+def test_channels_last_reaches_every_convolution_of_its_component(
+    monkeypatch: pytest.MonkeyPatch, cost_volume: str, flow: bool, restoration: bool
+) -> None:
+    monkeypatch.setenv(BACKEND_VARIABLE, cost_volume)  # each formulation of the cost volume keeps the layout
+    model = CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1).eval()
+    seen = convolution_inputs(model)
+    # PWC-Net's coarsest level is 2 x 2 here: at 1 x 1 both layouts are the same, and PyTorch calls that NCHW
+    frames = list(small_clip(3, height=128, width=128).unbind(1))
+    with torch.no_grad():
+        output = model.restore_center(
+            *frames, options=StepOptions(channels_last_flow=flow, channels_last_restoration=restoration)
+        )
+    assert len(seen["flow_net"]) > 100 and len(seen["recons_net"]) == 18
+    assert set(seen["flow_net"]) == {flow} and set(seen["recons_net"]) == {restoration}
+    assert output.is_contiguous()
+
+
+def test_forward_uses_the_models_step_options(double_model: CDVD_TSP) -> None:
+    clip = small_clip(3, torch.float64, height=16, width=16)
+    with torch.no_grad():
+        plain = double_model(clip)[-2]
+        double_model.step_options = StepOptions(batch_flows=True)
+        try:
+            with mock.patch.object(
+                double_model.flow_net, "estimate_flow", wraps=double_model.flow_net.estimate_flow
+            ) as flow:
+                batched = double_model(clip)[-2]
+        finally:
+            double_model.step_options = StepOptions()
+    assert flow.call_count == 1 and torch.equal(batched, plain)

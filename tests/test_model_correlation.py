@@ -1,5 +1,6 @@
-"""The cost volume: the PyTorch path against its definition, the choice between it and a fast kernel (tested on the
-CPU with kernels made to be right, wrong or failing), and the CuPy kernel itself on a GPU.
+"""The cost volume: the PyTorch paths (shifted products, tiled products) against its definition and each other,
+the choice between them and a fast kernel (tested on the CPU with kernels made to be right, wrong or failing), and
+the CuPy kernel itself on a GPU.
 
 Precision of the GPU checks: float64 and float32 to 1e-5 relative (forward) and 1e-4 (gradients) against the
 PyTorch path in the same dtype; float16 against the PyTorch path in float64 on the same inputs, to 2e-3 (one
@@ -23,8 +24,10 @@ from model.correlation import (
     SELECTOR,
     KernelSelector,
     cost_volume,
+    cost_volume_tiled,
     cost_volume_torch,
     relative_difference,
+    torch_formulation,
 )
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
@@ -69,6 +72,73 @@ def test_cost_volume_is_the_definition_at_the_flow_nets_radius() -> None:
 def test_cost_volume_gradients_pass_gradcheck() -> None:
     first, second = (tensor.requires_grad_() for tensor in random_pair((1, 2, 3, 5), seed=1))
     assert torch.autograd.gradcheck(cost_volume, (first, second), fast_mode=True)
+
+
+TILED_SHAPES = [((2, 3, 5, 7), 2), ((1, 4, 6, 3), 4), ((2, 5, 7, 10), 4), ((1, 3, 4, 17), 4), ((1, 2, 9, 16), 1)]
+"""Widths below, at, between and above multiples of the tile (8), heights below the search window, batches."""
+TILED_BOUND = 1e-12
+"""float64: the tiled products sum the channels in another order than the shifted products; nothing else differs."""
+
+
+@pytest.mark.parametrize("shape,radius", TILED_SHAPES)
+def test_tiled_products_equal_the_shifted_products_forward_and_backward(shape: tuple[int, ...], radius: int) -> None:
+    first, second = (tensor.requires_grad_() for tensor in random_pair(shape, seed=4))
+    span = 2 * radius + 1
+    grad_out = torch.randn(shape[0], span * span, *shape[2:], generator=torch.Generator().manual_seed(5)).double()
+    tiled, shifted = cost_volume_tiled(first, second, radius), cost_volume_torch(first, second, radius)
+    assert tiled.shape == shifted.shape and relative_difference(tiled, shifted) < TILED_BOUND
+    got = torch.autograd.grad(tiled, (first, second), grad_out)
+    expected = torch.autograd.grad(shifted, (first, second), grad_out)
+    assert all(relative_difference(a, b) < TILED_BOUND for a, b in zip(got, expected, strict=True))
+
+
+def test_tiled_products_are_the_definition_and_pass_gradcheck() -> None:
+    first, second = random_pair((2, 3, 5, 11), seed=6)
+    assert relative_difference(cost_volume_tiled(first, second, 3), definition(first, second, 3)) < 1e-14
+    leaves = [tensor[:, :, :, :9].requires_grad_() for tensor in random_pair((1, 2, 3, 9), seed=7)]
+    assert torch.autograd.gradcheck(lambda a, b: cost_volume_tiled(a, b, 2), leaves, fast_mode=True)
+
+
+def test_tiled_products_promote_mixed_dtypes_like_the_shifted_products() -> None:
+    first, second = random_pair((1, 3, 4, 9), seed=10)
+    mixed = (first.float(), second)
+    assert cost_volume_tiled(*mixed).dtype == cost_volume_torch(*mixed).dtype == torch.float64
+    assert relative_difference(cost_volume_tiled(*mixed), cost_volume_torch(*mixed)) < TILED_BOUND
+
+
+def test_tiled_products_take_any_layout_and_give_the_first_inputs() -> None:
+    first, second = random_pair((2, 6, 7, 12), seed=8)
+    expected = cost_volume_torch(first, second)
+    channels_last = [tensor.contiguous(memory_format=torch.channels_last) for tensor in (first, second)]
+    strided = [torch.stack([tensor, -tensor], dim=-1)[..., 0] for tensor in (first, second)]  # every other value
+    for pair in (channels_last, strided, (channels_last[0], second)):
+        volume = cost_volume_tiled(*pair)
+        assert relative_difference(volume, expected) < TILED_BOUND
+        assert volume.is_contiguous(memory_format=torch.channels_last) == (pair[0] is channels_last[0])
+        assert volume.is_contiguous() == (pair[0] is not channels_last[0])
+    assert cost_volume(*channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    ("choice", "cpu", "other"),
+    [("auto", "tiled", "shifted"), ("torch", "shifted", "shifted"), ("tiled", "tiled", "tiled")],
+)
+def test_the_pytorch_formulation_is_tiled_on_the_cpu_by_default(
+    monkeypatch: pytest.MonkeyPatch, choice: str, cpu: str, other: str
+) -> None:
+    monkeypatch.setenv(BACKEND_VARIABLE, choice)
+    formulations = {cost_volume_tiled: "tiled", cost_volume_torch: "shifted"}
+    assert formulations[torch_formulation(torch.zeros(1, 1, 1, 1))] == cpu
+    assert formulations[torch_formulation(torch.zeros(1, 1, 1, 1, device="meta"))] == other  # stands in for CUDA
+    first, second = random_pair((1, 3, 6, 9), seed=9, dtype=torch.float32)
+    assert torch.equal(
+        cost_volume(first, second), (cost_volume_tiled if cpu == "tiled" else cost_volume_torch)(first, second)
+    )
+
+
+def pytorch_path(first: torch.Tensor, second: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """What the selector computes without a kernel (the tiled products on the CPU)."""
+    return torch_formulation(first)(first, second, radius)
 
 
 def test_bad_shapes_are_refused() -> None:
@@ -159,7 +229,7 @@ def test_a_kernel_that_fails_its_check_is_never_used(
     selector = cpu_selector(kernel)
     first, second = random_pair((1, 3, 5, 6), dtype=torch.float32)
     for _ in range(3):
-        assert torch.equal(selector.compute(first, second, 4), cost_volume_torch(first, second, 4))
+        assert torch.equal(selector.compute(first, second, 4), pytorch_path(first, second))
     assert kernel.calls <= 2  # only the check ran it
     messages = warnings_of(caplog)
     assert len(messages) == 1 and reason in messages[0] and "using the PyTorch path" in messages[0]
@@ -171,9 +241,9 @@ def test_a_kernel_that_fails_later_falls_back_with_one_warning(caplog: pytest.Lo
     kernel = TorchKernel(fail_after=3)  # the check (2 calls) and one more call succeed
     selector = cpu_selector(kernel)
     first, second = random_pair((2, 3, 5, 6))
-    expected = cost_volume_torch(first, second, 4)
     results = [selector.compute(first, second, 4) for _ in range(4)]
-    assert all(torch.equal(result, expected) for result in results)
+    assert torch.equal(results[0], cost_volume_torch(first, second, 4))  # the kernel's (a copy of the definition)
+    assert all(torch.equal(result, pytorch_path(first, second)) for result in results[1:])
     assert kernel.calls == 4  # the failed call, and none after it
     messages = warnings_of(caplog)
     assert len(messages) == 1 and "it failed (RuntimeError: CUDA_ERROR_LAUNCH_FAILED: made to fail)" in messages[0]
@@ -199,7 +269,7 @@ def test_a_kernel_that_cannot_load_is_quiet_in_auto_and_warns_when_forced(
 
     first, second = random_pair((1, 2, 4, 4))
     quiet = KernelSelector(missing, device_types=("cpu",))
-    assert torch.equal(quiet.compute(first, second, 4), cost_volume_torch(first, second, 4))
+    assert torch.equal(quiet.compute(first, second, 4), pytorch_path(first, second))
     assert not warnings_of(caplog)
     assert quiet.describe() == "PyTorch (kernel unavailable: ImportError: No module named 'cupy')"
 
@@ -217,12 +287,12 @@ def test_torch_forces_the_pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
     selector = cpu_selector(kernel)
     first, second = random_pair((1, 2, 4, 4))
     assert torch.equal(selector.compute(first, second, 4), cost_volume_torch(first, second, 4))
-    assert kernel.calls == 0 and selector.describe() == f"PyTorch ({BACKEND_VARIABLE}=torch)"
+    assert kernel.calls == 0 and selector.describe() == f"PyTorch, shifted products ({BACKEND_VARIABLE}=torch)"
 
 
 def test_an_unknown_choice_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BACKEND_VARIABLE, "triton")
-    with pytest.raises(UserError, match=rf"^{BACKEND_VARIABLE}='triton': use one of auto, torch, cupy$"):
+    with pytest.raises(UserError, match=rf"^{BACKEND_VARIABLE}='triton': use one of auto, torch, tiled, cupy$"):
         cost_volume(*random_pair((1, 2, 4, 4)))
 
 

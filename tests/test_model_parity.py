@@ -1,5 +1,6 @@
 """The model reproduces the released model's outputs (the fixture) component by component, end to end, and in
 its gradients: float64 to 1e-7 relative, float32 to 1e-4 (on CUDA with TF32 off; with TF32 on, to its own bound).
+The same bounds hold in channels_last layout and with every `StepOptions` on (batched flows, channels_last).
 On CUDA each test runs with each cost-volume path (the PyTorch operations and, where CuPy is installed, the kernel)."""
 
 import importlib.util
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from conftest import Reference, relative_error
+from model.cdvd_tsp import StepOptions
 from model.correlation import BACKEND_VARIABLE, SELECTOR, cost_volume
 from model.flow_pwc import warp_features
 from model.prior import temporal_sharpness_prior
@@ -18,12 +20,19 @@ FLOAT32_TOLERANCE = 1e-4
 OUTPUT_NAMES = ("recons_1", "recons_2", "recons_3", "out")
 
 
-def component_outputs(reference: Reference, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
-    """Run every component on the fixture's inputs; returns {fixture array name: output}."""
+PLAIN = StepOptions()
+ALL_OPTIONS = StepOptions(batch_flows=True, channels_last_flow=True, channels_last_restoration=True)
+
+
+def component_outputs(
+    reference: Reference, dtype: torch.dtype, device: str, layout: torch.memory_format = torch.contiguous_format
+) -> dict[str, torch.Tensor]:
+    """Run every component on the fixture's inputs (4-D ones in ``layout``); returns {fixture array name: output}."""
     model = reference.model(dtype, device)
 
     def get(name: str) -> torch.Tensor:
-        return reference[name].to(device=device, dtype=dtype)
+        tensor = reference[name].to(device=device, dtype=dtype)
+        return tensor.contiguous(memory_format=layout) if tensor.dim() == 4 else tensor
 
     with torch.no_grad():
         warped, mask = model.flow_net.warp(get("warp_image"), get("warp_flow"))
@@ -33,14 +42,20 @@ def component_outputs(reference: Reference, dtype: torch.dtype, device: str) -> 
             "warp_out": warped,
             "warp_mask": mask,
             "backward_out": warp_features(get("backward_in"), get("backward_flow")),
-            "tsp_out": temporal_sharpness_prior(list(get("tsp_frames").unbind(1)), list(get("tsp_masks").unbind(1))),
+            "tsp_out": temporal_sharpness_prior(
+                [frame.contiguous(memory_format=layout) for frame in get("tsp_frames").unbind(1)],
+                [mask.contiguous(memory_format=layout) for mask in get("tsp_masks").unbind(1)],
+            ),
             "recons_out": model.recons_net(get("recons_in")),
         }
 
 
-def forward_and_gradients(reference: Reference, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
-    """Full forward, the fixture's loss and the gradients of its six parameters."""
+def forward_and_gradients(
+    reference: Reference, dtype: torch.dtype, device: str, options: StepOptions = PLAIN
+) -> dict[str, torch.Tensor]:
+    """Full forward (its steps with ``options``), the fixture's loss and the gradients of its six parameters."""
     model = reference.model(dtype, device)
+    model.step_options = options
     outputs = model(reference["input"].to(device=device, dtype=dtype))
     assert len(outputs) == 5 and outputs[4] is None
     results = dict(zip(OUTPUT_NAMES, outputs[:4], strict=True))
@@ -64,13 +79,19 @@ def float64_run(reference: Reference) -> dict[str, torch.Tensor]:
 COMPONENTS = ("corr_out", "flow_out", "warp_out", "warp_mask", "backward_out", "tsp_out", "recons_out")
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, FLOAT32_TOLERANCE)])
-def test_components_match_fixture(reference: Reference, dtype: torch.dtype, tolerance: float) -> None:
-    outputs = component_outputs(reference, dtype, "cpu")
+def test_components_match_fixture(
+    reference: Reference, dtype: torch.dtype, tolerance: float, layout: torch.memory_format
+) -> None:
+    outputs = component_outputs(reference, dtype, "cpu", layout)
     assert set(outputs) == set(COMPONENTS)
     for name, output in outputs.items():
         assert output.dtype == dtype, name
         assert relative_error(output, reference[name]) <= tolerance, name
+    if layout == torch.channels_last:  # the layout went through (the masks are views of one channel)
+        for name in ("corr_out", "flow_out", "warp_out", "backward_out", "recons_out"):
+            assert outputs[name].is_contiguous(memory_format=torch.channels_last), name
 
 
 @pytest.mark.parametrize("name", [*OUTPUT_NAMES, "loss"] + [f"grad_{index}" for index in range(6)])
@@ -80,8 +101,22 @@ def test_float64_forward_and_gradients_match_fixture(
     assert relative_error(float64_run[name], reference[name]) <= FLOAT64_TOLERANCE
 
 
-def test_float32_forward_matches_fixture(reference: Reference) -> None:
+def test_float64_forward_with_every_step_option_matches_fixture(reference: Reference) -> None:
+    """The outputs only: the options' gradients equal the plain step's to 1e-12 (tests/test_model_cdvd_tsp.py), and
+    a second float64 backward pass here would double this file's time."""
+    model = reference.model(torch.float64)
+    model.step_options = ALL_OPTIONS
+    with torch.no_grad():
+        outputs = model(reference["input"])
+    for name, output in zip(OUTPUT_NAMES, outputs[:4], strict=True):
+        assert output.dtype == torch.float64
+        assert relative_error(output, reference[name]) <= FLOAT64_TOLERANCE, name
+
+
+@pytest.mark.parametrize("options", [PLAIN, ALL_OPTIONS], ids=["plain", "all step options"])
+def test_float32_forward_matches_fixture(reference: Reference, options: StepOptions) -> None:
     model = reference.model(torch.float32)
+    model.step_options = options
     with torch.no_grad():
         outputs = model(reference["input"].float())
     for name, output in zip(OUTPUT_NAMES, outputs[:4], strict=True):
@@ -100,6 +135,7 @@ def test_state_dict_names_and_shapes_equal_release(reference: Reference) -> None
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 COST_VOLUME_PATHS = [
     "torch",
+    "tiled",
     pytest.param("cupy", marks=pytest.mark.skipif(importlib.util.find_spec("cupy") is None, reason="needs CuPy")),
 ]
 TF32_TOLERANCE = 1e-2
@@ -119,28 +155,35 @@ def cost_volume_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 
 
 @needs_cuda
+@pytest.mark.parametrize("options", [PLAIN, ALL_OPTIONS], ids=["plain", "all step options"])
 @pytest.mark.parametrize("cost_volume_path", COST_VOLUME_PATHS, indirect=True)
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, FLOAT32_TOLERANCE)])
 def test_cuda_matches_fixture(
-    reference: Reference, cost_volume_path: str, dtype: torch.dtype, tolerance: float
+    reference: Reference, cost_volume_path: str, dtype: torch.dtype, tolerance: float, options: StepOptions
 ) -> None:
-    """float64, and float32 with TF32 off (IEEE float32 arithmetic), to the CPU's bounds."""
+    """float64, and float32 with TF32 off (IEEE float32 arithmetic), to the CPU's bounds; with every step option
+    on, the components take channels_last inputs."""
+    layout = torch.channels_last if options == ALL_OPTIONS else torch.contiguous_format
     with tf32_switched(False):
-        for name, output in component_outputs(reference, dtype, "cuda").items():
+        for name, output in component_outputs(reference, dtype, "cuda", layout).items():
             assert output.is_cuda
             assert relative_error(output, reference[name]) <= tolerance, name
-        results = forward_and_gradients(reference, dtype, "cuda")
+        results = forward_and_gradients(reference, dtype, "cuda", options)
     # float32 gradients accumulate more rounding than outputs; compare them at the looser float32 bound only
     for name in [*OUTPUT_NAMES, "loss"] + ([f"grad_{index}" for index in range(6)] if dtype == torch.float64 else []):
         assert relative_error(results[name], reference[name]) <= tolerance, name
 
 
 @needs_cuda
+@pytest.mark.parametrize("options", [PLAIN, ALL_OPTIONS], ids=["plain", "all step options"])
 @pytest.mark.parametrize("cost_volume_path", COST_VOLUME_PATHS, indirect=True)
-def test_cuda_tf32_matches_fixture_to_its_own_bound(reference: Reference, cost_volume_path: str) -> None:
+def test_cuda_tf32_matches_fixture_to_its_own_bound(
+    reference: Reference, cost_volume_path: str, options: StepOptions
+) -> None:
     """float32 with TF32 on, PyTorch's default for convolutions: the outputs to TF32_TOLERANCE."""
     with tf32_switched(True):
         model = reference.model(torch.float32, "cuda")
+        model.step_options = options
         with torch.no_grad():
             outputs = model(reference["input"].to("cuda", torch.float32))
     for name, output in zip(OUTPUT_NAMES, outputs[:4], strict=True):

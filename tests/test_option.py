@@ -168,7 +168,7 @@ def test_save_images_is_off_by_default_unlike_the_release() -> None:
     ("flags", "message"),
     [
         (["--n_colors", "1"], "--n_colors 1"),
-        (["--cpu", "--amp", "bf16"], "--amp bf16: mixed precision needs CUDA"),
+        (["--cpu", "--amp", "fp16"], "--amp fp16: mixed precision needs CUDA"),
         (["--loss", "1*L1+2*SSIM"], "unknown loss 'SSIM'"),
         (["--model", "EDVR"], "--model EDVR: unknown model"),
         (["--n_stages", "0"], "--n_stages 0"),

@@ -1,29 +1,100 @@
-"""Precision settings (utils/precision.py) and the model's own choices under autocast: PWC-Net stays in float32
+"""Precision settings (utils/precision.py), for inference and training alike (bf16 on the CPU only where the CPU
+computes it natively: both cases mocked), and the model's own choices under autocast: PWC-Net stays in float32
 under bfloat16, and sampling grids are never built in 16 bits."""
-
-from typing import ClassVar
 
 import pytest
 import torch
 
-from conftest import run_frames, seeded_model
-from model.acceleration import GRAPH_WARMUP_CALLS, MAX_GRAPHS, GraphedStep, accelerated_step
+from conftest import seeded_model
+from loss import Loss
+from model.acceleration import accelerated_step
+from model.cdvd_tsp import CDVD_TSP
 from model.flow_pwc import sampling_grid, warp_features
-from model.streaming import Step, StreamingRunner
+from option import parse_args
+from trainer.step import TrainStep
+from utils import precision
+from utils.cpu import Bf16Support, bf16_support
 from utils.errors import UserError
-from utils.precision import PRECISIONS, autocast, get_precision, tf32_switched
+from utils.precision import PRECISIONS, get_precision, tf32_switched
 
 CPU = torch.device("cpu")
 
 
-def test_the_cpu_takes_fp32_only() -> None:
+NATIVE = Bf16Support(True, "native bfloat16 (amx_bf16)")
+EMULATED = Bf16Support(False, "this CPU (AMD EPYC) has no native bfloat16 arithmetic (no amx_bf16 or avx512_bf16)")
+
+
+@pytest.mark.parametrize("support", [NATIVE, EMULATED], ids=["native bf16", "emulated bf16"])
+def test_the_cpu_takes_fp32_and_bf16_where_the_cpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch, support: Bf16Support
+) -> None:
+    monkeypatch.setattr(precision, "bf16_support", lambda: support)
     assert get_precision("fp32", CPU) is PRECISIONS["fp32"]
-    for name in ("tf32", "fp16", "bf16"):
+    for name in ("tf32", "fp16"):
         expected = rf"^--precision {name}: needs a CUDA device; on the CPU use --precision fp32$"
         with pytest.raises(UserError, match=expected):
             get_precision(name, CPU)
+    if support.native:
+        assert get_precision("bf16", CPU) is PRECISIONS["bf16"]
+    else:
+        expected = (
+            r"^--precision bf16: this CPU \(AMD EPYC\) has no native bfloat16 arithmetic \(no amx_bf16 or "
+            r"avx512_bf16\), and emulated bfloat16 is many times slower than float32; on the CPU use --precision fp32$"
+        )
+        with pytest.raises(UserError, match=expected):
+            get_precision("bf16", CPU)
+    for name in PRECISIONS:  # CUDA takes every setting, whatever the CPU
+        assert get_precision(name, torch.device("cuda")) is PRECISIONS[name]
     with pytest.raises(UserError, match=r"^--precision fp8: unknown; use one of fp32, tf32, fp16, bf16$"):
         get_precision("fp8", torch.device("cuda"))
+
+
+@pytest.mark.parametrize("support", [NATIVE, EMULATED], ids=["native bf16", "emulated bf16"])
+def test_training_amp_bf16_on_the_cpu_follows_the_same_rule(
+    monkeypatch: pytest.MonkeyPatch, support: Bf16Support
+) -> None:
+    monkeypatch.setattr(precision, "bf16_support", lambda: support)
+    with pytest.raises(UserError, match=r"^--amp fp16: mixed precision needs CUDA; drop --cpu or --amp$"):
+        parse_args(["--cpu", "--amp", "fp16"])
+    if support.native:
+        assert parse_args(["--cpu", "--amp", "bf16"]).amp == "bf16"
+    else:
+        with pytest.raises(UserError, match=r"^--amp bf16 on the CPU: this CPU \(AMD EPYC\) has no native bfloat16"):
+            parse_args(["--cpu", "--amp", "bf16"])
+
+
+def test_a_training_step_under_bf16_autocast_on_the_cpu_keeps_pwc_net_in_float32() -> None:
+    """What --amp bf16 runs on a CPU (here at a tiny size, so that emulated bfloat16 is quick enough too)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1)
+    dtypes: dict[str, set[torch.dtype]] = {"flow_net": set(), "recons_net": set()}
+    for component, seen in dtypes.items():
+        for module in getattr(model, component).modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda _, inputs, output, seen=seen: seen.add(output.dtype))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    step = TrainStep(model, Loss("1*L1"), optimizer, CPU, amp="bf16")
+    clip = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    before = [parameter.detach().clone() for parameter in model.recons_net.parameters()]
+    total, values = step.compute_loss(clip, clip)
+    step.optimise(total)
+    assert dtypes == {"flow_net": {torch.float32}, "recons_net": {torch.bfloat16}}
+    assert total.dtype == torch.float32 and all(value == value for value in values)  # finite, not NaN
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.recons_net.parameters(), strict=True))
+
+
+@pytest.mark.skipif(
+    not bf16_support().native, reason="needs a CPU with native bfloat16 (" + bf16_support().reason + ")"
+)
+def test_bf16_on_a_native_cpu_is_close_to_float32(model: torch.nn.Module) -> None:
+    inputs = frames(3, height=64, width=96, seed=7)
+    step = accelerated_step(model, get_precision("bf16", CPU), CPU)
+    with torch.no_grad():
+        under_bf16 = step(*inputs)
+        reference = model.restore_center(*inputs)
+    assert under_bf16.dtype == torch.float32
+    assert ((under_bf16 - reference).abs().max() / reference.abs().max()).item() < 3e-2
 
 
 def test_the_table_says_what_each_setting_is() -> None:
@@ -94,73 +165,3 @@ def test_16_bit_warps_sample_in_float32_and_return_their_dtype(model: torch.nn.M
     warped_features = warp_features(features, flow)
     assert warped_features.dtype == torch.float16
     assert torch.equal(warped_features, warp_features(features.float(), flow.float()).half())
-
-
-def test_the_accelerated_step_keeps_the_inputs_dtype(model: torch.nn.Module) -> None:
-    step = accelerated_step(model, PRECISIONS["bf16"], CPU)
-    with torch.no_grad():
-        output = step(*frames(3, seed=4))
-        with autocast(PRECISIONS["bf16"], CPU):
-            expected = model.restore_center(*frames(3, seed=4))
-    assert output.dtype == torch.float32 and torch.equal(output, expected.float())
-
-
-class FakeCapture:
-    """Stands in for a CUDA graph on the CPU: records captures and replays the step eagerly."""
-
-    captured: ClassVar[list[tuple]] = []
-
-    def __init__(self, step: Step, inputs: tuple[torch.Tensor, ...]) -> None:
-        self.step = step
-        FakeCapture.captured.append(tuple(inputs[1].shape))
-
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.step(*inputs) + 1000.0  # marks replayed results
-
-
-def test_graphed_step_warms_up_then_captures_once_per_shape_and_keeps_two() -> None:
-    FakeCapture.captured = []
-    step = GraphedStep(lambda previous, center, following: center * 2, capture=FakeCapture)
-    small, large, wide = (torch.ones(1, 3, *size) for size in ((4, 4), (8, 8), (4, 12)))
-    with torch.no_grad():
-        results = [step(small, small, small)[0, 0, 0, 0].item() for _ in range(4)]
-        assert results == [2.0] * GRAPH_WARMUP_CALLS + [1002.0] * (4 - GRAPH_WARMUP_CALLS)
-        for tensor in (large, large, large, wide, wide, wide):
-            step(tensor, tensor, tensor)
-    assert FakeCapture.captured == [(1, 3, 4, 4), (1, 3, 8, 8), (1, 3, 4, 12)]
-    assert len(step.graphs) == MAX_GRAPHS == 2  # the oldest size was dropped
-    with torch.enable_grad():  # a graph cannot record autograd: eager
-        assert step(small, small, small)[0, 0, 0, 0].item() == 2.0
-
-
-def test_cuda_graphs_need_a_cuda_device(model: torch.nn.Module) -> None:
-    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
-        accelerated_step(model, PRECISIONS["fp32"], CPU, cuda_graphs=True)
-
-
-GRAPH_BOUNDS = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 0.0, "bf16": 0.0}
-"""Largest relative difference (max |graphed - eager| / max |eager|) between outputs replayed from CUDA graphs and
-eager outputs. On an H200 (PyTorch 2.11, cuDNN 9.19) the 16-bit settings gave identical outputs, while float32
-convolutions differed slightly: cuDNN may pick other algorithms while a graph is captured (at 720p at most one grey
-level, 96 dB apart with fp32). The float32 bounds are the CUDA parity bounds of test_model_parity.py."""
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("name", list(GRAPH_BOUNDS))
-def test_streaming_from_cuda_graphs_equals_eager_streaming(name: str) -> None:
-    device = torch.device("cuda")
-    model = seeded_model(seed=5).to(device)
-    precision = PRECISIONS[name]
-    clip = [frame.to(device) for frame in frames(7, height=64, width=96, seed=6)]
-    outputs = {}
-    with tf32_switched(precision.tf32), torch.inference_mode():
-        for graphs in (False, True):
-            step = accelerated_step(model, precision, device, cuda_graphs=graphs)
-            outputs[graphs] = run_frames(StreamingRunner(model, step=step), clip)
-            if graphs:
-                assert len(step.graphs) == 1  # stage 1 and stage 2 share one graph
-    assert len(outputs[True]) == len(clip) - 4
-    for eager, graphed in zip(outputs[False], outputs[True], strict=True):
-        assert graphed.dtype == torch.float32
-        difference = ((graphed - eager).abs().max() / eager.abs().max()).item()
-        assert difference <= GRAPH_BOUNDS[name]

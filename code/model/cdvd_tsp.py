@@ -1,6 +1,7 @@
 """CDVD-TSP: the cascade of (flow, warp, temporal sharpness prior, restoration) stages with shared weights."""
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -8,11 +9,26 @@ from torch.utils.checkpoint import checkpoint
 
 from model.checkpoint import load_weights
 from model.flow_pwc import Flow_PWC
+from model.layout import in_layout, in_layout_of
 from model.prior import temporal_sharpness_prior
 from model.recons_video import RECONS_VIDEO
 from model.stages import CascadeOutputs
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How `CDVD_TSP.restore_center` lays out its work. No choice changes what it computes beyond float rounding
+    (float64: to 1e-12, tests/test_model_cdvd_tsp.py); the defaults are the release's way."""
+
+    batch_flows: bool = False
+    """Both flows of a step (center to previous, center to following) in one call of PWC-Net on a batch of two,
+    and both frame warps in one call; otherwise one after the other."""
+    channels_last_flow: bool = False
+    """PWC-Net, its cost volumes and the frame warps run in channels_last (NHWC) layout instead of NCHW."""
+    channels_last_restoration: bool = False
+    """The restoration net runs in channels_last layout."""
 
 
 class CDVD_TSP(nn.Module):
@@ -47,6 +63,8 @@ class CDVD_TSP(nn.Module):
         self.is_mask_filter = is_mask_filter
         self.checkpoint_steps = False
         """When set, training recomputes each stage step in the backward pass instead of keeping its activations."""
+        self.step_options = StepOptions()
+        """How `restore_center` lays out its work when the caller does not say (`forward` and training use it)."""
         self.flow_net = Flow_PWC(load_pretrain=load_flow_net, pretrain_fn=flow_pretrain_fn)
         self.recons_net = RECONS_VIDEO(
             in_channels=in_channels,
@@ -64,16 +82,34 @@ class CDVD_TSP(nn.Module):
         """Warp ``neighbor`` onto ``center`` with the flow from center to neighbor: (warped, mask)."""
         return self.flow_net.warp(neighbor, self.flow_net.estimate_flow(center, neighbor))
 
-    def restore_center(self, previous: Tensor, center: Tensor, following: Tensor) -> Tensor:
-        """One stage step for one frame: align both neighbours, compute the prior, restore the center."""
-        previous_aligned, previous_mask = self.align(center, previous)
-        following_aligned, following_mask = self.align(center, following)
-        prior = temporal_sharpness_prior(
-            [previous_aligned, center, following_aligned],
-            [previous_mask, None, following_mask],
-            smooth=self.is_mask_filter,
+    def align_both(self, previous: Tensor, center: Tensor, following: Tensor, batch: bool) -> tuple[Tensor, ...]:
+        """Both neighbours warped onto ``center``: (previous aligned, previous mask, following aligned, following
+        mask), either in one call of the flow net and one warp on a batch of two (``batch``) or in two."""
+        if not batch:
+            return (*self.align(center, previous), *self.align(center, following))
+        neighbours = torch.cat([previous, following])
+        warped, masks = self.flow_net.warp(
+            neighbours, self.flow_net.estimate_flow(torch.cat([center, center]), neighbours)
         )
-        return self.recons_net(torch.cat([previous_aligned, center, following_aligned, prior], dim=1))
+        (previous_aligned, following_aligned), (previous_mask, following_mask) = warped.chunk(2), masks.chunk(2)
+        return previous_aligned, previous_mask, following_aligned, following_mask
+
+    def restore_center(
+        self, previous: Tensor, center: Tensor, following: Tensor, options: StepOptions | None = None
+    ) -> Tensor:
+        """One stage step for one frame: align both neighbours, compute the prior, restore the center.
+
+        ``options`` (default: `step_options`) lays out the work; the output has ``center``'s memory layout.
+        """
+        options = self.step_options if options is None else options
+        frames = [in_layout(frame, options.channels_last_flow) for frame in (previous, center, following)]
+        previous_aligned, previous_mask, following_aligned, following_mask = self.align_both(
+            *frames, batch=options.batch_flows
+        )
+        aligned = [previous_aligned, frames[1], following_aligned]
+        prior = temporal_sharpness_prior(aligned, [previous_mask, None, following_mask], smooth=self.is_mask_filter)
+        restoration_input = in_layout(torch.cat([*aligned, prior], dim=1), options.channels_last_restoration)
+        return in_layout_of(self.recons_net(restoration_input), center)
 
     def stage(self, frames: list[Tensor]) -> list[Tensor]:
         """Restore every frame of ``frames`` that has two neighbours (the sequence shortens by two)."""

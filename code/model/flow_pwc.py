@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from model.checkpoint import load_weights
 from model.correlation import cost_volume
+from model.layout import in_layout_of
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,9 @@ def warp_features(features: Tensor, flow: Tensor) -> Tensor:
     of ones is sampled along with the features, and positions where it is not strictly above 0.999 (those that
     fall partly outside) are zeroed. Zero padding and the strict ``>`` are the release's; `Flow_PWC.warp` differs
     on both because the release's frame warp did. The mask carries no gradient. Sampling runs in `grid_dtype`;
-    the result has the features' dtype.
+    the result has the features' dtype and memory layout.
     """
-    batch, _, height, width = flow.shape
+    _, _, height, width = flow.shape
     dtype = grid_dtype(flow.dtype)
     horizontal = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=flow.device).view(1, 1, width)
     vertical = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=flow.device).view(1, height, 1)
@@ -67,12 +68,12 @@ def warp_features(features: Tensor, flow: Tensor) -> Tensor:
     grid = torch.stack(
         [horizontal + flow[:, 0] / ((width - 1.0) / 2.0), vertical + flow[:, 1] / ((height - 1.0) / 2.0)], dim=3
     )
-    ones = features.new_ones(batch, 1, height, width)
+    ones = torch.ones_like(features[:, :1])  # in the features' layout, so that the concatenation keeps it
     sampled = F.grid_sample(
         torch.cat([features, ones], dim=1).to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True
     )
     mask = (sampled[:, -1:].detach() > 0.999).to(features.dtype)
-    return sampled[:, :-1].to(features.dtype) * mask
+    return in_layout_of(sampled[:, :-1].to(features.dtype) * mask, features)
 
 
 class Extractor(nn.Module):
@@ -249,7 +250,8 @@ class Flow_PWC(nn.Module):
         those below 0.999 to 0 and the rest to 1, so exactly 0.999 counts as inside, unlike `warp_features`).
 
         Returns (warped frame, validity mask shaped like ``frame``); the mask is 1 where the sampled position lies
-        inside the frame, 0 elsewhere, carries no gradient, and the warped frame is already multiplied by it.
+        inside the frame, 0 elsewhere, carries no gradient, and the warped frame is already multiplied by it and
+        has ``frame``'s memory layout.
         """
         grid = sampling_grid(flow)
         warped = F.grid_sample(frame.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -257,4 +259,4 @@ class Flow_PWC(nn.Module):
             ones = grid.new_ones(frame.shape[0], 1, *frame.shape[2:])
             inside = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             mask = (inside >= 0.999).to(frame.dtype).expand_as(frame)
-        return warped.to(frame.dtype) * mask, mask
+        return in_layout_of(warped.to(frame.dtype) * mask, frame), mask

@@ -6,6 +6,7 @@ import argparse
 from loss import parse_loss_spec
 from option.parser import MID_LOSS_WEIGHT, MODELS, NO_VALUE
 from utils.errors import UserError
+from utils.precision import NEEDS_CUDA, cpu_refusal
 
 
 def _require(condition: bool, message: str) -> None:
@@ -40,7 +41,10 @@ def check_options(args: argparse.Namespace) -> None:
     _require(args.weight_decay >= 0, f"--weight_decay {args.weight_decay}: must be 0 or more")
     for name in ("beta1", "beta2"):
         _require(0 <= getattr(args, name) < 1, f"--{name} {getattr(args, name)}: must be in [0, 1)")
-    _require(not (args.cpu and args.amp != "off"), f"--amp {args.amp}: mixed precision needs CUDA; drop --cpu or --amp")
+    if args.cpu and args.amp != "off":
+        reason = cpu_refusal(args.amp)
+        _require(reason != NEEDS_CUDA, f"--amp {args.amp}: mixed precision needs CUDA; drop --cpu or --amp")
+        _require(reason is None, f"--amp {args.amp} on the CPU: {reason}; drop --cpu or --amp")
     # --load implies --resume, so its own message comes first
     _require(not (args.test_only and args.load != NO_VALUE), "--test_only and --load exclude each other")
     _require(not (args.test_only and args.resume), "--test_only and --resume exclude each other")

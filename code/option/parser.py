@@ -59,7 +59,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--amp",
         default="off",
         choices=AMP_MODES,
-        help="mixed precision on CUDA: bf16 autocast, or fp16 autocast with loss scaling",
+        help="mixed precision: bf16 autocast (CUDA, or a CPU with native bfloat16), or fp16 autocast with loss "
+        "scaling (CUDA); PWC-Net stays in float32 under bf16",
     )
     add(
         hardware,

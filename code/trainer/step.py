@@ -11,7 +11,8 @@ from trainer.model_setup import unwrap
 from utils.precision import PRECISIONS, autocast
 
 AMP_PRECISIONS = {"bf16": PRECISIONS["bf16"], "fp16": PRECISIONS["fp16"]}
-"""--amp: the autocast settings of utils/precision.py (under bf16 PWC-Net stays in float32, as in inference)."""
+"""--amp: the autocast settings of utils/precision.py, on CUDA and, for bf16, on a CPU with native bfloat16 (checked
+by option/checks.py); under bf16 PWC-Net stays in float32, as in inference, and no loss scaling is needed."""
 
 
 class TrainStep:

@@ -4,8 +4,9 @@
 On CUDA a setting is two switches: whether float32 convolutions and matrix products may use TF32 tensor cores,
 and which dtype (if any) autocast runs the model in. Steps that are numerically fragile decide their own dtype
 inside the model (see `model.flow_pwc`: PWC-Net runs in float32 under bf16 autocast; sampling grids and validity
-masks are never built in 16 bits). On the CPU only ``fp32`` is offered: there is no TF32, and autocast to 16 bits
-is slow on most CPUs and not what the published numbers were measured with.
+masks are never built in 16 bits). On the CPU ``fp32`` is offered, and ``bf16`` where the CPU computes bfloat16
+natively (detected at run time, `utils.cpu.bf16_support`; elsewhere PyTorch emulates it, many times slower than
+float32); there is no TF32 on the CPU, and float16 autocast is not offered there.
 """
 
 import contextlib
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.cpu import bf16_support
 from utils.errors import UserError
 
 
@@ -33,15 +35,29 @@ PRECISIONS: dict[str, Precision] = {
     "fp16": Precision("fp16", torch.float16, True, "autocast to float16"),
     "bf16": Precision("bf16", torch.bfloat16, True, "autocast to bfloat16; PWC-Net stays in float32"),
 }
-CPU_PRECISIONS = ("fp32",)
+CPU_PRECISIONS = ("fp32", "bf16")
+"""Settings a CPU may run; bf16 only where `cpu_refusal` finds native bfloat16."""
+NEEDS_CUDA = "needs a CUDA device"
+
+
+def cpu_refusal(name: str) -> str | None:
+    """Why the CPU cannot run the setting ``name`` (a known name), in a few words; None when it can."""
+    if name not in CPU_PRECISIONS:
+        return NEEDS_CUDA
+    if name == "bf16":
+        support = bf16_support()
+        if not support.native:
+            return f"{support.reason}, and emulated bfloat16 is many times slower than float32"
+    return None
 
 
 def get_precision(name: str, device: torch.device) -> Precision:
     """The setting ``name`` for ``device``; a `UserError` for an unknown name or one the device cannot run."""
     if name not in PRECISIONS:
         raise UserError(f"--precision {name}: unknown; use one of {', '.join(PRECISIONS)}")
-    if device.type != "cuda" and name not in CPU_PRECISIONS:
-        raise UserError(f"--precision {name}: needs a CUDA device; on the CPU use --precision fp32")
+    reason = None if device.type == "cuda" else cpu_refusal(name)
+    if reason is not None:
+        raise UserError(f"--precision {name}: {reason}; on the CPU use --precision fp32")
     return PRECISIONS[name]
 
 

@@ -1,0 +1,131 @@
+"""What this machine's CPU offers, detected at run time (never assumed): native bfloat16 arithmetic, PyTorch's
+vector capability, and the intra-op threads torch computes with.
+
+The project runs on CPUs with native bfloat16 (Intel Xeon with AMX-BF16 or AVX512-BF16, AMD Zen 4) and without
+(AMD EPYC Zen 3, AVX2): there PyTorch computes bfloat16 convolutions in scalar code, 46 times slower than float32
+in one measured step (docs/benchmarks-inference.md), so `utils.precision` refuses bf16 on such CPUs.
+"""
+
+import functools
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from utils.errors import UserError
+
+CPUINFO = Path("/proc/cpuinfo")
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""x86 flags (Linux /proc/cpuinfo) of instructions that compute bfloat16 products natively."""
+ARM_BF16_FEATURE = "bf16"
+"""The aarch64 feature (Linux /proc/cpuinfo ``Features``) of the BFloat16 extension."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""Environment variables that set the intra-op threads when ``--threads`` is not given (the first one set wins)."""
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    name: str
+    flags: frozenset[str]
+    """x86 ``flags`` or aarch64 ``Features`` of the first processor (empty where they cannot be read)."""
+
+
+def read_cpuinfo(path: Path = CPUINFO) -> CpuInfo:
+    """The CPU's model name and feature flags from ``path`` (Linux); no flags where it cannot be read."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        lines = []
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())  # the first processor's
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    return CpuInfo(name, frozenset((fields.get("flags") or fields.get("features") or "").split()))
+
+
+@dataclass(frozen=True)
+class Bf16Support:
+    native: bool
+    reason: str
+    """What was found, in a few words: the flags of native support, or why it is missing."""
+
+
+def detect_bf16(info: CpuInfo, onednn_bf16: bool | None) -> Bf16Support:
+    """Whether the CPU of ``info`` computes bfloat16 natively and PyTorch's oneDNN uses it (``onednn_bf16``: what
+    oneDNN reports, None when PyTorch cannot say)."""
+    found = [flag for flag in BF16_FLAGS if flag in info.flags]
+    if not found and platform.machine().lower() in ("aarch64", "arm64") and ARM_BF16_FEATURE in info.flags:
+        found = [ARM_BF16_FEATURE]
+    if not found:
+        if not info.flags:
+            return Bf16Support(
+                False, f"this CPU's features cannot be read ({info.name}), so native bfloat16 is not known"
+            )
+        return Bf16Support(
+            False, f"this CPU ({info.name}) has no native bfloat16 arithmetic (no {' or '.join(BF16_FLAGS)})"
+        )
+    if onednn_bf16 is False:
+        return Bf16Support(False, f"PyTorch's oneDNN does not compute bfloat16 on this CPU ({info.name})")
+    return Bf16Support(True, f"native bfloat16 ({', '.join(found)})")
+
+
+def onednn_bf16() -> bool | None:
+    """What PyTorch's oneDNN reports about bfloat16 on this CPU (None when this PyTorch cannot tell)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else None
+    except RuntimeError:
+        return None
+
+
+@functools.cache
+def bf16_support() -> Bf16Support:
+    """`detect_bf16` for this machine (computed once per process)."""
+    return detect_bf16(read_cpuinfo(), onednn_bf16())
+
+
+def cpu_capability() -> str:
+    """PyTorch's vector capability for this CPU: ``AVX512``, ``AVX2``, ``DEFAULT`` ... (what its kernels use)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def requested_threads(threads: int | None, environ: dict[str, str] | os._Environ = os.environ) -> int | None:
+    """The intra-op threads asked for: ``threads`` (``--threads N``), else the first of `THREAD_VARIABLES` set,
+    else None. A value below 1 or not a number is a `UserError` naming where it came from."""
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads {threads}: give at least 1")
+        return threads
+    for variable in THREAD_VARIABLES:
+        value = environ.get(variable, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise UserError(f"{variable}={value!r}: give a number of threads, at least 1")
+            return int(value)
+    return None
+
+
+def configure_threads(threads: int | None = None, reserve: int = 0) -> int:
+    """Set torch's intra-op threads and return how many it uses.
+
+    ``threads`` (``--threads N``) or the environment (`THREAD_VARIABLES`) decide when given; otherwise every usable
+    core but ``reserve`` (kept for other work in the process, e.g. the pipeline's writers), at least one.
+    """
+    wanted = requested_threads(threads)
+    if wanted is None:
+        wanted = max(1, usable_cores() - reserve)
+    torch.set_num_threads(wanted)
+    return torch.get_num_threads()

@@ -1,0 +1,138 @@
+"""utils/cpu.py: the CPU's features read at run time (native bfloat16 both ways, with made-up /proc/cpuinfo files),
+and torch's intra-op threads from --threads or the environment."""
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from utils import cpu
+from utils.cpu import (
+    Bf16Support,
+    CpuInfo,
+    bf16_support,
+    configure_threads,
+    detect_bf16,
+    read_cpuinfo,
+    requested_threads,
+)
+from utils.errors import UserError
+
+XEON = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile
+
+processor\t: 1
+model name\t: another name, not read
+flags\t\t: fpu
+"""
+EPYC = """processor\t: 0
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx2 fma
+"""
+GRAVITON = """processor\t: 0
+BogoMIPS\t: 2100.00
+Features\t: fp asimd sve bf16 i8mm
+CPU implementer\t: 0x41
+"""
+
+
+def cpuinfo(tmp_path: Path, text: str) -> CpuInfo:
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    return read_cpuinfo(path)
+
+
+def test_the_first_processors_name_and_flags_are_read(tmp_path: Path) -> None:
+    info = cpuinfo(tmp_path, XEON)
+    assert info.name == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    assert info.flags == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    assert cpuinfo(tmp_path, GRAVITON).flags == {"fp", "asimd", "sve", "bf16", "i8mm"}
+    assert read_cpuinfo(tmp_path / "missing").flags == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "onednn", "native", "reason"),
+    [
+        (XEON, True, True, "native bfloat16 (amx_bf16, avx512_bf16)"),
+        (XEON.replace(" amx_bf16", ""), None, True, "native bfloat16 (avx512_bf16)"),
+        (EPYC, False, False, "this CPU (AMD EPYC 7B13) has no native bfloat16 arithmetic (no amx_bf16 or avx512_bf16)"),
+        (EPYC, True, False, "this CPU (AMD EPYC 7B13) has no native bfloat16 arithmetic (no amx_bf16 or avx512_bf16)"),
+        (XEON, False, False, "PyTorch's oneDNN does not compute bfloat16 on this CPU (Intel(R) Xeon(R) Platinum"),
+        ("", None, False, "this CPU's features cannot be read"),
+    ],
+    ids=["xeon", "avx512 bf16 only", "epyc", "epyc, oneDNN emulates", "oneDNN without bf16", "unreadable"],
+)
+def test_native_bf16_needs_the_flags_and_onednn(
+    tmp_path: Path, text: str, onednn: bool | None, native: bool, reason: str
+) -> None:
+    support = detect_bf16(cpuinfo(tmp_path, text), onednn)
+    assert support.native is native
+    assert support.reason.startswith(reason)
+
+
+def test_arm_bf16_counts_only_on_arm(tmp_path: Path) -> None:
+    info = cpuinfo(tmp_path, GRAVITON)
+    with mock.patch.object(cpu.platform, "machine", return_value="aarch64"):
+        assert detect_bf16(info, True) == Bf16Support(True, "native bfloat16 (bf16)")
+    with mock.patch.object(cpu.platform, "machine", return_value="x86_64"):
+        assert not detect_bf16(info, True).native
+
+
+def test_this_machine_is_read_as_its_flags_say() -> None:
+    flags = read_cpuinfo().flags
+    support = bf16_support()
+    if not {"avx512_bf16", "amx_bf16"} & flags and "bf16" not in flags:
+        assert not support.native
+    if support.native:  # oneDNN must agree where it can say
+        assert cpu.onednn_bf16() in (True, None)
+
+
+@pytest.mark.parametrize(
+    ("threads", "environ", "expected"),
+    [
+        (3, {"OMP_NUM_THREADS": "1"}, 3),
+        (None, {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "5"}, 2),
+        (None, {"OMP_NUM_THREADS": " ", "MKL_NUM_THREADS": "5"}, 5),
+        (None, {}, None),
+    ],
+)
+def test_threads_come_from_the_flag_then_the_environment(
+    threads: int | None, environ: dict[str, str], expected: int | None
+) -> None:
+    assert requested_threads(threads, environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("threads", "environ", "message"),
+    [
+        (0, {}, "--threads 0: give at least 1"),
+        (None, {"OMP_NUM_THREADS": "two"}, "OMP_NUM_THREADS='two': give a number of threads, at least 1"),
+        (None, {"MKL_NUM_THREADS": "0"}, "MKL_NUM_THREADS='0': give a number of threads, at least 1"),
+    ],
+)
+def test_bad_thread_counts_are_one_line(threads: int | None, environ: dict[str, str], message: str) -> None:
+    with pytest.raises(UserError, match=f"^{message}$"):
+        requested_threads(threads, environ)
+
+
+@pytest.fixture
+def restored_threads() -> None:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("restored_threads")
+def test_configure_threads_sets_torch_and_keeps_cores_for_other_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in cpu.THREAD_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(cpu, "usable_cores", lambda: 3)
+    assert configure_threads() == 3 and torch.get_num_threads() == 3
+    assert configure_threads(reserve=1) == 2
+    assert configure_threads(reserve=5) == 1  # never below one
+    assert configure_threads(threads=1, reserve=1) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert configure_threads(reserve=2) == 2  # the environment decides, as --threads does
