@@ -133,6 +133,6 @@ def test_the_smallest_video_follows_the_stages(
     tmp_path: Path, checkpoints: dict[int, Path], flags: list[str], count: int, message: str
 ) -> None:
     data = make_dataset(tmp_path / "data", {"clip": count}, *SIZE)
-    with pytest.raises(UserError, match="^" + re.escape(message)):
+    with pytest.raises(UserError, match="^" + re.escape(f"{data / 'blur'}/{message}")):  # the folder, named
         main([*evaluation_argv(data, checkpoints[3], tmp_path / "result"), *flags])
     assert not (tmp_path / "result").exists()
