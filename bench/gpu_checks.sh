@@ -129,6 +129,8 @@ ensure_ffmpeg
 note "$FFMPEG_NOTE"
 COLLECTION=""
 [[ $FFMPEG == yes ]] || COLLECTION="--continue-on-collection-errors"
+PARALLEL=""  # the suite in 8 processes where pytest-xdist is installed (one file's tests stay in one process)
+python3 -c "import xdist" 2>/dev/null && PARALLEL="-n 8 --dist loadfile"
 
 # a 720p evaluation set (3 videos of 12 frames with their sharp frames), made while the tests run
 timeout 300 python3 code/synthesize.py photos "$SCRATCH/clip720" --photos held_out --frames 12 --size 720x1280 \
@@ -137,8 +139,8 @@ SYNTHESIS=$!
 
 # ----- the steps, in order of importance
 
-# shellcheck disable=SC2086  # $COLLECTION and $TESTS are lists of words
-step tests 240 python3 -m pytest -q -p no:cacheprovider -rs --junitxml="$OUT/junit.xml" $COLLECTION ${TESTS:-}
+# shellcheck disable=SC2086  # $PARALLEL, $COLLECTION and $TESTS are lists of words
+step tests 240 python3 -m pytest -q -p no:cacheprovider -rs --junitxml="$OUT/junit.xml" $PARALLEL $COLLECTION ${TESTS:-}
 step machine 30 python3 - <<'PY'
 import os, shutil, subprocess, sys
 import torch
