@@ -5,8 +5,6 @@ import io
 import logging
 import os
 import struct
-import subprocess
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -30,7 +28,6 @@ from data.frames import (
     write_png,
 )
 from utils.errors import UserError
-from utils.paths import REPO_ROOT, from_repo
 
 RAMP = np.arange(65536, dtype=np.uint16).reshape(256, 256)
 """Every 16-bit value once."""
@@ -117,28 +114,6 @@ def test_frames_of_different_sizes_are_named(tmp_path: Path) -> None:
     iio.imwrite(tmp_path / "00002.png", np.zeros((9, 12, 3), np.uint8))
     with pytest.raises(UserError, match=r"clip: frames differ in size: 00000\.png is 12x8, 00002\.png is 12x9"):
         check_same_size(list_frames(tmp_path), "clip")
-
-
-def test_relative_paths_resolve_against_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # away from the repository: a path resolved against the working directory is wrong
-    repository = Path(__file__).resolve().parents[1]  # found from this file, not from utils.paths
-    assert repository == REPO_ROOT
-    assert from_repo("dataset/DVD") == repository / "dataset" / "DVD"
-    assert from_repo(Path("dataset") / "DVD") == repository / "dataset" / "DVD"
-    assert from_repo(tmp_path / "mine") == tmp_path / "mine"  # absolute: itself
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert from_repo("~/clips") == tmp_path / "home" / "clips"
-
-
-def test_cli_wrapper_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
-    script = (
-        "from utils.errors import UserError, run_cli\ndef main():\n    raise UserError('bad --flag')\nrun_cli(main)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT / "code", capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 2
-    assert result.stderr == "error: bad --flag\n"
 
 
 # ----- pixels: colour modes, depth, orientation, what is dropped
