@@ -11,7 +11,7 @@ from torch import Tensor
 from conftest import run_frames
 from infer.planning import Execution, Restoration
 from infer.runners import AutocastRunner, runner_factory
-from model.acceleration import AutocastStep
+from model.acceleration import RELEASE_OPTIONS, AutocastStep
 from model.ensemble import DIHEDRAL, SelfEnsemble
 from model.streaming import StreamingRunner, WindowRunner, with_border
 from model.tiling import TiledRunner
@@ -34,9 +34,10 @@ class Pointwise:
     """A stand-in model: what the runners need (stages, window length, the step, the whole cascade)."""
 
     n_stages, n_sequence = 2, 5
+    step_options = RELEASE_OPTIONS
 
     @staticmethod
-    def restore_center(previous: Tensor, center: Tensor, following: Tensor) -> Tensor:
+    def restore_center(previous: Tensor, center: Tensor, following: Tensor, options: object = None) -> Tensor:
         return 0.5 * center + 0.25 * (previous - following) * center + 0.125
 
     def __call__(self, x: Tensor) -> tuple[Tensor | None, ...]:
