@@ -39,7 +39,19 @@ DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_JSON = DATA_DIR / "cdvd_tsp_reference.json"
 REFERENCE_NPZ = DATA_DIR / "cdvd_tsp_reference.npz"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+def share_the_cores() -> None:
+    """Threads per test process: at most 2; under pytest-xdist the cores shared out among its workers, for torch
+    here and (through OMP_NUM_THREADS, unless set) for the commands the tests start. Two workers of two threads on
+    two cores would each wait on the other's busy core, many times slower than one thread each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = max(1, min(2, (os.cpu_count() or 1) // workers))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    torch.set_num_threads(min(threads, torch.get_num_threads()))
+
+
+share_the_cores()
 
 
 def recipe_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ def small_clip(frames: int, dtype: torch.dtype = torch.float32, height: int = 32
 @pytest.mark.parametrize("n_stages", [1, 3])
 def test_t_stages_take_2t_plus_1_frames_and_give_right_shapes(n_stages: int) -> None:
     n_sequence = 2 * n_stages + 1
-    model = CDVD_TSP(n_sequence=n_sequence).eval()
+    model = CDVD_TSP(n_sequence=n_sequence, n_feat=4, n_resblock=1).eval()
     clip = small_clip(n_sequence)
     with torch.no_grad():
         stages = model.forward_stages(clip)
@@ -53,7 +53,7 @@ def test_split_outputs_is_the_inverse_of_forward_and_names_the_targets(n_stages:
 
 
 def test_stages_share_weights_so_one_stage_repeated_is_the_cascade() -> None:
-    model = CDVD_TSP(n_sequence=5).eval()
+    model = CDVD_TSP(n_sequence=5, n_feat=4, n_resblock=1).eval()
     clip = small_clip(5)
     with torch.no_grad():
         recons_1, recons_2, recons_3, out, mid_loss = model(clip)
