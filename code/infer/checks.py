@@ -73,7 +73,7 @@ def pick_step_options(args: argparse.Namespace, device: torch.device, precision:
     each lever overridden by ``--channels_last`` and ``--batched_flows`` when given.
 
     Evaluation and deblurring have the same default: the recommended options left the DEMO set's printed totals
-    unchanged on the CPU (26.043 dB / 0.7715, 1.2e-9 dB from the release's options, docs/benchmarks-inference.md);
+    unchanged on the CPU (26.043 dB / 0.7715; the full values within 1.2e-6 dB, docs/benchmarks-inference.md);
     on CUDA they are the release's options until the GPU sweep measures others faster.
     """
     given = [
