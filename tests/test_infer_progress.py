@@ -234,7 +234,6 @@ def test_what_makes_a_stopped_run_another_run_is_named(tmp_path: Path, weights: 
     assert record(data, weights, result, "--border").differences(earlier) == ["the videos differ (new videos: c)"]
 
 
-
 def test_a_stopped_run_goes_on_with_other_threads_but_not_with_another_step(tmp_path: Path, weights: Path) -> None:
     data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
     result = tmp_path / "result"
@@ -255,6 +254,7 @@ def test_a_stopped_run_goes_on_with_other_threads_but_not_with_another_step(tmp_
     assert record(data, weights, result, "--border", "--batched_flows", "on").differences(earlier) == [
         "batched_flows False there, True now"
     ]
+
 
 def write_run(folder: Path, run: RunRecord) -> Path:
     folder.mkdir()
