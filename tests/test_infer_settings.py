@@ -7,10 +7,14 @@ import pytest
 import torch
 
 from conftest import evaluation_argv, make_dataset, save_seeded_weights
+from infer import checks
 from infer.options import parse_args
 from infer.planning import make_plan
 from infer.report import RELEASE_HEADER, RunLog, write_header
 from infer.settings import Setting, cost_volume_code, planned_cost_volume, run_settings
+from model import acceleration
+from utils import precision
+from utils.cpu import Bf16Support
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,22 @@ def test_the_settings_record_the_step_options_the_plan_picked(tmp_path: Path, we
     argv = [*evaluation_argv(data, weights, tmp_path / "result"), "--channels_last", "flow"]
     header = run_settings(make_plan(parse_args(argv)), processes=1).header()
     assert header["channels_last"] == "flow (the flow net and the warps in channels_last, the restoration net in NCHW)"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native bf16", "no bf16"])
+def test_deblurring_records_bf16_on_a_cpu_with_native_bf16_and_evaluation_fp32(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    support = Bf16Support(native, "as this test says")
+    for module in (checks, precision, acceleration):
+        monkeypatch.setattr(module, "bf16_support", lambda: support)
+    data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
+    evaluation = run_settings(
+        make_plan(parse_args([*evaluation_argv(data, weights, tmp_path / "r"), "--border"])), processes=1
+    )
+    folder = data / "blur" / "a"
+    argv = ["--input", str(folder), "--output", str(tmp_path / "out"), "--model_path", str(weights), "--device", "cpu"]
+    deblurring = run_settings(make_plan(parse_args(argv)), processes=1)
+    assert evaluation.to_json("PyTorch")["precision"] == "fp32"
+    assert deblurring.to_json("PyTorch")["precision"] == ("bf16" if native else "fp32")
+    assert deblurring.header()["precision"] == ("bf16" if native else "fp32")
