@@ -94,6 +94,7 @@ def evaluate(name: str, threads: int) -> dict:
     """inference.py on the DEMO set at precision ``name``; its results.json and the wall time."""
     with tempfile.TemporaryDirectory() as scratch:
         argv = ["--default_data", "DEMO", "--device", "cpu", "--precision", name, "--result_path", scratch]
+        argv += ["--threads", str(threads)]  # inference.py sets its own threads (infer/switches.py)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
             inference.main([*argv, "--no_save_image", "--no_showcase"])

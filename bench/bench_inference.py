@@ -16,8 +16,10 @@ FLOPs are counted by torch.utils.flop_counter (convolutions and matrix products;
 products are not counted). Nothing here is asserted: the numbers are printed.
 
 ``--sweep`` (CUDA) times the streaming runner's steady output frames in one process for every ``--precision``
-setting, eagerly and replayed from CUDA graphs (and compiled, with ``--compile``), and compares each setting's
-outputs with the fp32 ones: the largest difference in grey levels and the PSNR between the two uint8 outputs.
+setting, eagerly and replayed from CUDA graphs (and compiled, with ``--compile``), each speed lever at tf32 and
+fp16, and those two with deterministic algorithms (the cost of ``inference.py --deterministic``), and compares each
+setting's outputs with the fp32 ones: the largest difference in grey levels and the PSNR between the two uint8
+outputs.
 
 ``--pipeline DATASET`` runs ``code/inference.py`` itself on a dataset (blur/ and gt/): first with the model's step
 replaced by an identity, which measures what the pipeline around the model can sustain (reading, copies, PNG
@@ -51,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from data.frames import write_png
+from infer.switches import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, deterministic_algorithms
 from model.acceleration import RELEASE_OPTIONS, accelerated_step, recommended_options
 from model.cdvd_tsp import CDVD_TSP, StepOptions
 from model.correlation import BACKEND_VARIABLE, SELECTOR
@@ -193,6 +196,8 @@ class Setting:
     graphs: bool = False
     compile_mode: str | None = None
     """None: eager; otherwise one of model.acceleration.COMPILE_MODES."""
+    deterministic: bool = False
+    """Deterministic algorithms (``inference.py --deterministic``, infer/switches.py) while it runs."""
 
     def step(self, model: CDVD_TSP, device: torch.device) -> Step:
         compile, mode = self.compile_mode is not None, self.compile_mode or "default"
@@ -201,6 +206,7 @@ class Setting:
 
     def name(self) -> str:
         switches = f"graphs={'on ' if self.graphs else 'off'} compile={self.compile_mode or 'off'}"
+        switches += " deterministic" if self.deterministic else ""
         return f"{self.precision:4s} {switches}" + (f" {self.label}" if self.label else "")
 
 
@@ -240,13 +246,15 @@ def cpu_settings() -> list[Setting]:
 
 def cuda_settings(compile: bool) -> list[Setting]:
     """Every precision eager and from graphs; then at tf32 and fp16 with graphs each lever alone and every lever,
-    the tiled cost volume instead of the kernel, and with ``compile`` a compiled step in the project's graphs and
-    torch.compile's own graphs (reduce-overhead), plain and with every lever."""
+    the tiled cost volume instead of the kernel, deterministic algorithms (graphs, the release's options), and with
+    ``compile`` a compiled step in the project's graphs and torch.compile's own graphs (reduce-overhead), plain and
+    with every lever."""
     settings = [Setting("", name, graphs=graphs) for name in PRECISIONS for graphs in (False, True)]
     for name in ("tf32", "fp16"):
         settings += [Setting(label, name, options, graphs=True) for label, options in LEVERS.items()]
         settings.append(Setting("every lever", name, ALL_LEVERS, graphs=True))
         settings.append(Setting("tiled cost volume", name, cost_volume="tiled", graphs=True))
+        settings.append(Setting("", name, graphs=True, deterministic=True))  # the cost of --deterministic
         if compile:
             for label, options in (("", RELEASE_OPTIONS), ("every lever", ALL_LEVERS)):
                 settings.append(Setting(label, name, options, graphs=True, compile_mode="default"))
@@ -286,7 +294,12 @@ def cuda_sweep_setting(
     seconds, outputs = [], []
     since_output = 0.0
     tf32 = PRECISIONS[setting.precision].tf32
-    with cost_volume_choice(setting.cost_volume), tf32_switched(tf32), torch.inference_mode():
+    with (
+        cost_volume_choice(setting.cost_volume),
+        tf32_switched(tf32),
+        deterministic_algorithms(setting.deterministic),
+        torch.inference_mode(),
+    ):
         for frame in clip:
             started = time.perf_counter()
             restored = runner.push(frame)
@@ -310,6 +323,7 @@ def cuda_sweep_setting(
 
 def cuda_sweep(size: tuple[int, int], outputs: int, device: torch.device, compile: bool) -> None:
     """Every setting of `cuda_settings` at one frame size, streamed, against eager fp32's outputs."""
+    os.environ.setdefault(CUBLAS_VARIABLE, CUBLAS_DETERMINISTIC[0])  # read once, before cuBLAS's first use
     torch.manual_seed(0)
     model = CDVD_TSP().to(device).eval()
     clip = [to_tensor(frame, device) for frame in frames(outputs + 3 + 4, *size)]

@@ -11,6 +11,7 @@ the record, such as the released ones: 2).
 Deblurring only: ``python code/inference.py --input my_frames/ --output deblurred/`` (or a video file in and out).
 Several GPUs: ``torchrun --nproc_per_node N code/inference.py ...`` shares the videos among N processes.
 
+``--threads`` and ``--deterministic`` are process-wide switches, set here for the run (infer/switches.py).
 Everything that can be checked is checked before any output is written (infer/planning.py, infer/checks.py); the
 frames are read, restored, written and scored in an overlapped pipeline (infer/pipeline.py); docs/inference.md has
 the details and a map of infer/.
@@ -21,12 +22,15 @@ from collections.abc import Sequence
 
 from infer.options import parse_args
 from infer.run import run
+from infer.switches import run_switches
 from utils.errors import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    with run_switches(args.threads, args.deterministic):  # process-wide, before any CUDA work; put back after
+        return run(args)
 
 
 if __name__ == "__main__":

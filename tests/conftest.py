@@ -170,11 +170,17 @@ def save_seeded_weights(path: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One intra-op thread for the whole test module, its module fixtures included: on a small shared machine, two
-    threads that wait on each other's busy core run these small models many times slower than one."""
-    threads = torch.get_num_threads()
+    threads that wait on each other's busy core run these small models many times slower than one. Runs of
+    inference.py in the module get one too: it takes its threads from ``OMP_NUM_THREADS`` (infer/switches.py)."""
+    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if variable is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = variable
 
 
 # ----- tiny training runs

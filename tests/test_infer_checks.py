@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from infer import checks
 from infer.checks import (
     RELEASED_N_STAGES,
     check_default_place,
@@ -19,23 +20,50 @@ from infer.checks import (
     pick_border,
     pick_n_stages,
     pick_precision,
+    pick_step_options,
     pick_tiles,
 )
+from model import acceleration
+from model.acceleration import RELEASE_OPTIONS
+from model.cdvd_tsp import StepOptions
 from model.checkpoint import with_n_sequence
+from utils import precision
 from utils.committed import Unit
+from utils.cpu import Bf16Support
 from utils.errors import UserError
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
+NATIVE_BF16 = Bf16Support(True, "native bfloat16 (amx_bf16)")
+NO_BF16 = Bf16Support(False, "this CPU (a test CPU) has no native bfloat16 arithmetic")
+
+
+@pytest.fixture(params=[NATIVE_BF16, NO_BF16], ids=["native bf16", "no bf16"])
+def cpu_bf16(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Bf16Support:
+    """This test run as on a CPU with native bfloat16 and as on one without (whichever this machine is)."""
+    for module in (checks, precision, acceleration):
+        monkeypatch.setattr(module, "bf16_support", lambda: request.param)
+    return request.param
 
 
 @pytest.mark.parametrize(
     ("device", "evaluation", "expected"),
-    [(CUDA, True, "tf32"), (CUDA, False, "fp16"), (CPU, True, "fp32"), (CPU, False, "fp32")],
+    [(CUDA, True, "tf32"), (CUDA, False, "fp16"), (CPU, True, "fp32")],
 )
 def test_the_default_precision_is_tf32_for_evaluation_and_fp16_for_deblurring_on_cuda(
-    device: torch.device, evaluation: bool, expected: str
+    device: torch.device, evaluation: bool, expected: str, cpu_bf16: Bf16Support
 ) -> None:
     assert pick_precision(None, device, evaluation).name == expected
+
+
+def test_deblurring_on_the_cpu_is_bf16_where_the_cpu_has_it_natively_and_fp32_elsewhere(
+    cpu_bf16: Bf16Support,
+) -> None:
+    assert pick_precision(None, CPU, evaluation=False).name == ("bf16" if cpu_bf16.native else "fp32")
+    if cpu_bf16.native:
+        assert pick_precision("bf16", CPU, evaluation=True).name == "bf16"  # evaluation may ask for it
+    else:
+        with pytest.raises(UserError, match=r"^--precision bf16: this CPU \(a test CPU\) has no native bfloat16"):
+            pick_precision("bf16", CPU, evaluation=False)
 
 
 def test_a_precision_given_is_taken_where_the_device_runs_it() -> None:
@@ -46,7 +74,8 @@ def test_a_precision_given_is_taken_where_the_device_runs_it() -> None:
 
 
 def flags(**given: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"window": False, "compile": False, "cuda_graphs": None, **given})
+    defaults = {"window": False, "compile": False, "cuda_graphs": None, "release_step": False}
+    return argparse.Namespace(**{**defaults, "channels_last": "auto", "batched_flows": "auto", **given})
 
 
 def test_cuda_graphs_are_on_by_default_on_cuda_for_the_streaming_runner_only() -> None:
@@ -188,3 +217,52 @@ def test_a_model_path_that_is_no_file_is_named_for_what_it_is(tmp_path: Path) ->
     assert str(refused.value) == (
         "--model_path /dev/null: is not a regular file (a device, a pipe or a socket), not a checkpoint"
     )
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "AVX512"])
+def test_the_step_options_are_the_recommended_ones_on_a_cpu_that_has_measurements(
+    monkeypatch: pytest.MonkeyPatch, capability: str, cpu_bf16: Bf16Support
+) -> None:
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: capability)
+    fp32 = pick_precision("fp32", CPU, evaluation=False)
+    recommended = StepOptions(channels_last_restoration=True)  # measured faster on both (acceleration.py)
+    assert pick_step_options(flags(), CPU, fp32) == recommended  # evaluation and deblurring alike
+    if cpu_bf16.native:
+        bf16 = pick_precision(None, CPU, evaluation=False)
+        expected = recommended if capability == "AVX512" else RELEASE_OPTIONS  # nothing measured on AVX2 bf16
+        assert pick_step_options(flags(), CPU, bf16) == expected
+
+
+def test_each_lever_overrides_the_recommended_options_and_the_release_step_is_the_release_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: "AVX2")
+    fp32 = pick_precision("fp32", CPU, evaluation=False)
+
+    def picked(**given: object) -> StepOptions:
+        return pick_step_options(flags(**given), CPU, fp32)
+
+    assert picked(channels_last="off") == RELEASE_OPTIONS
+    assert picked(channels_last="flow") == StepOptions(channels_last_flow=True)
+    assert picked(channels_last="all") == StepOptions(channels_last_flow=True, channels_last_restoration=True)
+    assert picked(batched_flows="on") == StepOptions(batch_flows=True, channels_last_restoration=True)
+    assert picked(batched_flows="on", channels_last="off") == StepOptions(batch_flows=True)
+    assert picked(release_step=True) == RELEASE_OPTIONS
+    assert picked(window=True) == RELEASE_OPTIONS  # the window runner runs the whole model the release's way
+    tf32 = pick_precision("tf32", CUDA, evaluation=True)
+    assert pick_step_options(flags(), CUDA, tf32) == RELEASE_OPTIONS  # nothing measured yet
+    assert pick_step_options(flags(batched_flows="on"), CUDA, tf32) == StepOptions(batch_flows=True)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"release_step": True, "channels_last": "all"}, "--channels_last all: --release_step runs the release's step"),
+        ({"release_step": True, "batched_flows": "off"}, "--batched_flows off: --release_step runs the release's"),
+        ({"window": True, "channels_last": "off"}, "--channels_last off: --window runs the whole model the release's"),
+    ],
+)
+def test_a_lever_with_the_release_s_way_is_refused(given: dict, message: str) -> None:
+    fp32 = pick_precision("fp32", CPU, evaluation=True)
+    with pytest.raises(UserError, match=f"^{message}"):
+        pick_step_options(flags(**given), CPU, fp32)

@@ -30,3 +30,19 @@ def test_the_help_shows_the_defaults_the_plan_uses(capsys: pytest.CaptureFixture
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {DEFAULT_OVERLAP})" in text and f"(default {RELEASED_N_STAGES}, the released files')" in text
     assert "(default 32)" in text and "(default 2, the released files')" in text
+
+
+def test_the_speed_settings_default_to_what_the_plan_picks_and_refuse_unknown_values() -> None:
+    args = parse_args([])
+    assert (args.channels_last, args.batched_flows, args.release_step) == ("auto", "auto", False)
+    assert (args.threads, args.deterministic, args.compile) == (None, False, False)
+    given = parse_args(["--channels_last", "all", "--batched_flows", "on", "--threads", "3", "--deterministic"])
+    assert (given.channels_last, given.batched_flows, given.threads, given.deterministic) == ("all", "on", 3, True)
+    assert [parse_args(["--channels_last", name]).channels_last for name in ("off", "restoration", "flow")] == [
+        "off",
+        "restoration",
+        "flow",
+    ]
+    for argv in (["--channels_last", "nhwc"], ["--batched_flows", "yes"], ["--threads", "two"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import evaluation_argv, make_dataset, save_seeded_weights
 from infer import progress
@@ -231,6 +232,28 @@ def test_what_makes_a_stopped_run_another_run_is_named(tmp_path: Path, weights: 
     shutil.copy(other, weights)
     make_dataset(data, {"a": 5, "b": 6, "c": 3}, height=22, width=26)
     assert record(data, weights, result, "--border").differences(earlier) == ["the videos differ (new videos: c)"]
+
+
+def test_a_stopped_run_goes_on_with_other_threads_but_not_with_another_step(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
+    result = tmp_path / "result"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        earlier = record(data, weights, result, "--border", "--channels_last", "restoration")
+        torch.set_num_threads(2)  # a requeued job on a machine of other cores
+        assert record(data, weights, result, "--border", "--channels_last", "restoration").differences(earlier) == []
+    finally:
+        torch.set_num_threads(threads)
+    assert earlier.settings["threads"] == 1
+    changed = record(data, weights, result, "--border", "--release_step", "--deterministic")
+    assert changed.differences(earlier) == [
+        "channels_last 'restoration' there, 'off' now",
+        "deterministic False there, True now",
+    ]
+    assert record(data, weights, result, "--border", "--batched_flows", "on").differences(earlier) == [
+        "batched_flows False there, True now"
+    ]
 
 
 def write_run(folder: Path, run: RunRecord) -> Path:

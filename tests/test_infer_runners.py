@@ -12,6 +12,7 @@ from conftest import run_frames
 from infer.planning import Execution, Restoration
 from infer.runners import AutocastRunner, runner_factory
 from model.acceleration import RELEASE_OPTIONS, AutocastStep
+from model.cdvd_tsp import StepOptions
 from model.ensemble import DIHEDRAL, SelfEnsemble
 from model.streaming import StreamingRunner, WindowRunner, with_border
 from model.tiling import TiledRunner
@@ -27,17 +28,30 @@ PLAIN = Restoration(
     tile=None,
     tile_overlap=None,
 )
-CPU = Execution(device=torch.device("cpu"), precision=PRECISIONS["fp32"], cuda_graphs=False, compile=False, workers=0)
+CPU = Execution(
+    device=torch.device("cpu"),
+    precision=PRECISIONS["fp32"],
+    cuda_graphs=False,
+    compile=False,
+    step_options=RELEASE_OPTIONS,
+    workers=0,
+    threads=1,
+    deterministic=False,
+)
 
 
 class Pointwise:
     """A stand-in model: what the runners need (stages, window length, the step, the whole cascade)."""
 
     n_stages, n_sequence = 2, 5
-    step_options = RELEASE_OPTIONS
 
-    @staticmethod
-    def restore_center(previous: Tensor, center: Tensor, following: Tensor, options: object = None) -> Tensor:
+    def __init__(self) -> None:
+        self.options_used: list[StepOptions | None] = []
+
+    def restore_center(
+        self, previous: Tensor, center: Tensor, following: Tensor, options: StepOptions | None = None
+    ) -> Tensor:
+        self.options_used.append(options)
         return 0.5 * center + 0.25 * (previous - following) * center + 0.125
 
     def __call__(self, x: Tensor) -> tuple[Tensor | None, ...]:
@@ -82,3 +96,12 @@ def test_a_runner_gives_the_model_s_outputs(window: bool) -> None:
         (output,) = run_frames(runner, frames)
         expected = Pointwise()(torch.stack(frames, dim=1))[-2]
     assert expected is not None and (output - expected).abs().max().item() < 1e-6
+
+
+def test_the_streaming_step_runs_with_the_plan_s_step_options() -> None:
+    model = Pointwise()
+    options = StepOptions(batch_flows=True, channels_last_restoration=True)
+    frames = [torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(index)) for index in range(5)]
+    with torch.no_grad():
+        run_frames(runner_factory(model, PLAIN, replace(CPU, step_options=options))(), frames)  # type: ignore[arg-type]
+    assert model.options_used and all(used == options for used in model.options_used)

@@ -1,14 +1,20 @@
 """The settings record of a run: one list, written as the log's header and as results.json's settings."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import evaluation_argv, make_dataset, save_seeded_weights
+from infer import checks
 from infer.options import parse_args
 from infer.planning import make_plan
 from infer.report import RELEASE_HEADER, RunLog, write_header
-from infer.settings import Setting, run_settings
+from infer.settings import Setting, cost_volume_code, planned_cost_volume, run_settings
+from model import acceleration
+from utils import precision
+from utils.cpu import Bf16Support
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +26,7 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
     data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
     result = tmp_path / "result"
     flags = ["--border", "--border_mode", "replicate", "--tile", "64", "--self_ensemble", "--workers", "2"]
+    flags += ["--channels_last", "all", "--batched_flows", "on", "--deterministic"]
     settings = run_settings(make_plan(parse_args([*evaluation_argv(data, weights, result), *flags])), processes=3)
     assert settings.header() == {
         "save_image": "True",
@@ -42,8 +49,13 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
         "self_ensemble": "x8 (the 8 flips and transpositions of every frame: 8x the model's time)",
         "tile": "64 (overlap 32)",
         "precision": "fp32",
+        "channels_last": "all (the flow net, the warps and the restoration net in channels_last)",
+        "batched_flows": "True",
+        "cost_volume": "PyTorch, tiled products",
         "cuda_graphs": "False",
         "compile": "False",
+        "deterministic": "True",
+        "threads": str(torch.get_num_threads()),
         "workers": "2",
         "processes": "3",
     }
@@ -63,8 +75,12 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
         "tile": 64,
         "tile_overlap": 32,
         "precision": "fp32",
+        "channels_last": "all",
+        "batched_flows": True,
         "cuda_graphs": False,
         "compile": False,
+        "deterministic": True,
+        "threads": torch.get_num_threads(),
         "workers": 2,
         "processes": 3,
         "cost_volume": "PyTorch",
@@ -103,3 +119,50 @@ def test_a_deblurring_run_logs_its_input_and_output_and_records_no_paths(tmp_pat
 def test_a_setting_shows_its_value_unless_it_has_a_text() -> None:
     assert Setting("tile", None).shown == "None"
     assert Setting("tile", None, text="off").shown == "off"
+
+
+def test_the_cost_volume_recorded_is_the_code_the_run_uses(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 5}, height=22, width=26)
+    plan = make_plan(parse_args(evaluation_argv(data, weights, tmp_path / "result")))
+    cpu = plan.execution.device
+    assert (planned_cost_volume(plan.execution), cost_volume_code(cpu)) == ("PyTorch, tiled products",) * 2
+    compiled = replace(plan.execution, compile=True)
+    assert planned_cost_volume(compiled) == "PyTorch, shifted products (under torch.compile)"
+    cuda = replace(plan.execution, device=torch.device("cuda", 0))  # a device object only: nothing runs on it
+    assert planned_cost_volume(cuda) == "the CuPy kernel once it passes its check, else PyTorch, shifted products"
+    monkeypatch.setenv("CDVD_COST_VOLUME", "torch")
+    assert planned_cost_volume(plan.execution) == "PyTorch, shifted products (CDVD_COST_VOLUME=torch)"
+    assert cost_volume_code(cpu) == "PyTorch, shifted products"
+    monkeypatch.setenv("CDVD_COST_VOLUME", "tiled")
+    assert planned_cost_volume(cuda) == "PyTorch, tiled products (CDVD_COST_VOLUME=tiled)"
+
+
+def test_the_settings_record_the_step_options_the_plan_picked(tmp_path: Path, weights: Path) -> None:
+    data = make_dataset(tmp_path / "data", {"a": 5}, height=22, width=26)
+    argv = [*evaluation_argv(data, weights, tmp_path / "result"), "--release_step"]
+    recorded = run_settings(make_plan(parse_args(argv)), processes=1).to_json("PyTorch")
+    assert (recorded["channels_last"], recorded["batched_flows"], recorded["deterministic"]) == ("off", False, False)
+    argv = [*evaluation_argv(data, weights, tmp_path / "result"), "--channels_last", "flow"]
+    header = run_settings(make_plan(parse_args(argv)), processes=1).header()
+    assert header["channels_last"] == "flow (the flow net and the warps in channels_last, the restoration net in NCHW)"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native bf16", "no bf16"])
+def test_deblurring_records_bf16_on_a_cpu_with_native_bf16_and_evaluation_fp32(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    support = Bf16Support(native, "as this test says")
+    for module in (checks, precision, acceleration):
+        monkeypatch.setattr(module, "bf16_support", lambda: support)
+    data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
+    evaluation = run_settings(
+        make_plan(parse_args([*evaluation_argv(data, weights, tmp_path / "r"), "--border"])), processes=1
+    )
+    folder = data / "blur" / "a"
+    argv = ["--input", str(folder), "--output", str(tmp_path / "out"), "--model_path", str(weights), "--device", "cpu"]
+    deblurring = run_settings(make_plan(parse_args(argv)), processes=1)
+    assert evaluation.to_json("PyTorch")["precision"] == "fp32"
+    assert deblurring.to_json("PyTorch")["precision"] == ("bf16" if native else "fp32")
+    assert deblurring.header()["precision"] == ("bf16" if native else "fp32")

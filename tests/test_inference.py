@@ -7,13 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import make_dataset, save_seeded_weights, sharp_frames, write_image
 from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
+from infer.checks import channels_last_name
 from inference import main
+from model.acceleration import recommended_options
 from utils import committed
 from utils.metrics import psnr, ssim
+from utils.precision import PRECISIONS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -147,8 +151,12 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "border": False,
         "border_mode": None,
         "precision": "fp32",
+        "channels_last": channels_last_name(recommended_options(torch.device("cpu"), PRECISIONS["fp32"])),
+        "batched_flows": False,
         "cuda_graphs": False,
         "compile": False,
+        "deterministic": False,
+        "threads": 1,
         "workers": 4,
         "runner": "streaming",
         "device": "cpu",
@@ -162,7 +170,7 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "self_ensemble": None,
         "tile": None,
         "tile_overlap": None,
-        "cost_volume": "PyTorch",
+        "cost_volume": "PyTorch, tiled products",
     }
     assert list(report["videos"]) == ["v1", "v2"]
     every_frame = []

@@ -2,15 +2,19 @@
 the file (infer/planning.py calls them before anything is written)."""
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from data.frames import BLUR_DIR, GT_DIR
+from model.acceleration import RELEASE_OPTIONS, recommended_options
+from model.cdvd_tsp import StepOptions
 from model.checkpoint import read_checkpoint
 from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
 from model.tiling import DEFAULT_OVERLAP, Tiler
 from utils.committed import read_manifest
+from utils.cpu import bf16_support
 from utils.errors import UserError
 from utils.image import cropped_size
 from utils.metrics import check_options, min_size
@@ -36,12 +40,59 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
 
 
 def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
-    """``--precision``, or its default: fp32 on the CPU; on CUDA tf32 for evaluation (it leaves the published
-    totals unchanged at their printed precision) and fp16 for deblurring (the fastest setting measured with a PSNR
-    change under 0.01 dB)."""
+    """``--precision``, or its default: fp32 for evaluation on the CPU, and on CUDA tf32 (it leaves the published
+    totals unchanged at their printed precision); for deblurring fp16 on CUDA and bf16 on a CPU that computes
+    bfloat16 natively (each the fastest setting measured with a PSNR change under 0.01 dB on the DEMO set), fp32 on
+    other CPUs."""
     if name is None:
-        name = "fp32" if device.type != "cuda" else "tf32" if evaluation else "fp16"
+        if device.type == "cuda":
+            name = "tf32" if evaluation else "fp16"
+        else:
+            name = "bf16" if not evaluation and bf16_support().native else "fp32"
     return get_precision(name, device)
+
+
+LEVER_AUTO = "auto"
+"""``--channels_last`` and ``--batched_flows``: what measured fastest on the device (`recommended_options`)."""
+CHANNELS_LAST = {"off": (False, False), "restoration": (False, True), "flow": (True, False), "all": (True, True)}
+"""``--channels_last``: which parts of the step run in channels_last layout, as (PWC-Net and the warps, the
+restoration net)."""
+BATCHED_FLOWS = {"on": True, "off": False}
+"""``--batched_flows``: both flows of a step in one call of PWC-Net, or one after the other."""
+
+
+def channels_last_name(options: StepOptions) -> str:
+    """The ``--channels_last`` value that gives ``options``' layouts."""
+    layouts = (options.channels_last_flow, options.channels_last_restoration)
+    return next(name for name, value in CHANNELS_LAST.items() if value == layouts)
+
+
+def pick_step_options(args: argparse.Namespace, device: torch.device, precision: Precision) -> StepOptions:
+    """How the streaming runner's step lays out its work: the release's way with ``--release_step`` or ``--window``
+    (which runs the whole model the release's way), otherwise `recommended_options` for the device and precision,
+    each lever overridden by ``--channels_last`` and ``--batched_flows`` when given.
+
+    Evaluation and deblurring have the same default: the recommended options left the DEMO set's printed totals
+    unchanged on the CPU (26.043 dB / 0.7715; the full values within 1.2e-6 dB, docs/benchmarks-inference.md);
+    on CUDA they are the release's options until the GPU sweep measures others faster.
+    """
+    given = [
+        f"--{flag} {value}"
+        for flag, value in (("channels_last", args.channels_last), ("batched_flows", args.batched_flows))
+        if value != LEVER_AUTO
+    ]
+    if given and (args.release_step or args.window):
+        reason = "runs the release's step" if args.release_step else "runs the whole model the release's way"
+        raise UserError(f"{given[0]}: {'--release_step' if args.release_step else '--window'} {reason}; leave it out")
+    if args.release_step or args.window:
+        return RELEASE_OPTIONS
+    options = recommended_options(device, precision)
+    if args.channels_last != LEVER_AUTO:
+        flow, restoration = CHANNELS_LAST[args.channels_last]
+        options = dataclasses.replace(options, channels_last_flow=flow, channels_last_restoration=restoration)
+    if args.batched_flows != LEVER_AUTO:
+        options = dataclasses.replace(options, batch_flows=BATCHED_FLOWS[args.batched_flows])
+    return options
 
 
 def pick_acceleration(args: argparse.Namespace, device: torch.device) -> tuple[bool, bool]:

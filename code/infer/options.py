@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
-from infer.checks import RELEASED_N_STAGES
+from infer.checks import BATCHED_FLOWS, CHANNELS_LAST, LEVER_AUTO, RELEASED_N_STAGES
 from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
 from model.tiling import DEFAULT_OVERLAP
@@ -93,7 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         choices=list(PRECISIONS),
-        help="numeric precision (default: fp32 on the CPU; on CUDA tf32 for evaluation, fp16 with --input)",
+        help="numeric precision (default: on CUDA tf32 for evaluation, fp16 with --input; on the CPU fp32, and "
+        "bf16 with --input where the CPU computes bfloat16 natively)",
     )
     parser.add_argument(
         "--cuda_graphs",
@@ -104,6 +105,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false", help="no CUDA graphs")
     parser.add_argument("--compile", action="store_true", help="torch.compile the streaming runner's step")
+    parser.add_argument(
+        "--channels_last",
+        choices=[LEVER_AUTO, *CHANNELS_LAST],
+        default=LEVER_AUTO,
+        help="which parts of the streaming runner's step run in channels_last layout: the restoration net, the flow "
+        "net (PWC-Net and the warps), all or off (NCHW, the release's); auto: what measured fastest on this device",
+    )
+    parser.add_argument(
+        "--batched_flows",
+        choices=[LEVER_AUTO, *BATCHED_FLOWS],
+        default=LEVER_AUTO,
+        help="on: both flows of a stage step in one call of the flow net; off: one after the other (the release's); "
+        "auto: what measured fastest on this device",
+    )
+    parser.add_argument(
+        "--release_step",
+        action="store_true",
+        help="the streaming runner's step the release's way: NCHW, the flows one after the other",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads the model computes with on the CPU (default: OMP_NUM_THREADS or MKL_NUM_THREADS if set, "
+        "else every core this process may use)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic algorithms: bit-identical reruns on CUDA too (cuDNN without benchmark-mode choices)",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",

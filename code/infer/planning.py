@@ -2,8 +2,9 @@
 run's `Plan`, made of typed parts, and which process of a torchrun run restores which videos (`shard`).
 
 Everything that can be checked here is (infer/checks.py): paths, the dataset's layout, frame lists and sizes, the
-model file and its number of stages, the device, the precision, the acceleration flags and the evaluation settings
-(border, metrics, self-ensemble, tiles). Problems are a `UserError` naming the file or option.
+model file and its number of stages, the device, the precision, the acceleration flags (CUDA graphs, compile, the
+step's layouts and batched flows) and the evaluation settings (border, metrics, self-ensemble, tiles). Problems are
+a `UserError` naming the file or option.
 """
 
 import argparse
@@ -35,9 +36,11 @@ from infer.checks import (
     pick_device,
     pick_n_stages,
     pick_precision,
+    pick_step_options,
     pick_tiles,
 )
 from infer.report import LOG_PREFIX
+from model.cdvd_tsp import StepOptions
 from utils.errors import UserError
 from utils.paths import from_repo
 from utils.precision import Precision
@@ -159,8 +162,14 @@ class Execution:
     precision: Precision
     cuda_graphs: bool
     compile: bool
+    step_options: StepOptions
+    """How the streaming runner's step lays out its work (layouts, batched flows)."""
     workers: int
     """Threads that write and score outputs; 0: everything in the main thread."""
+    threads: int
+    """Torch's intra-op threads (set by infer/switches.py before the run plans)."""
+    deterministic: bool
+    """Deterministic algorithms (``--deterministic``, set by infer/switches.py)."""
 
 
 @dataclass(frozen=True)
@@ -383,12 +392,17 @@ def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
     preset = PRESETS[args.default_data]
     device = pick_device(args.device, local_rank)
     cuda_graphs, compile_step = pick_acceleration(args, device)
+    evaluation = not args.input
+    precision = pick_precision(args.precision, device, evaluation)
     execution = Execution(
         device=device,
-        precision=pick_precision(args.precision, device, evaluation=not args.input),
+        precision=precision,
         cuda_graphs=cuda_graphs,
         compile=compile_step,
+        step_options=pick_step_options(args, device, precision),
         workers=check_workers(args.workers),
+        threads=torch.get_num_threads(),
+        deterministic=args.deterministic,
     )
     check_metrics(args.metric_channel, args.crop_border)
     metrics = Metrics(channel=args.metric_channel, crop_border=args.crop_border)

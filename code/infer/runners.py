@@ -1,5 +1,6 @@
 """How a run makes each video's runner (model/streaming.py) from its plan: the streaming runner with the
-accelerated step (made once, shared by all videos) or the window runner under autocast, then one runner per tile
+accelerated step (made once, shared by all videos, with the plan's step options) or the window runner under autocast
+(the release's way, the model's own step options), then one runner per tile
 with ``--tile`` (`model.tiling.TiledRunner`) and one per transform with ``--self_ensemble``
 (`model.ensemble.SelfEnsemble`, each transform tiled). Time reversal (x16) is the pipeline's: it needs a pass of
 its own (infer/pipeline.py)."""
@@ -42,7 +43,12 @@ def runner_factory(model: CDVD_TSP, restoration: Restoration, execution: Executi
         new_runner = lambda: AutocastRunner(WindowRunner(model), execution.precision, execution.device)  # noqa: E731
     else:
         step = accelerated_step(
-            model, execution.precision, execution.device, cuda_graphs=execution.cuda_graphs, compile=execution.compile
+            model,
+            execution.precision,
+            execution.device,
+            cuda_graphs=execution.cuda_graphs,
+            compile=execution.compile,
+            options=execution.step_options,
         )
         new_runner = lambda: StreamingRunner(model, step=step)  # noqa: E731
     if restoration.tile is not None:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.planning import Deblurring, Evaluation, Plan
-from model.correlation import SELECTOR
+from infer.checks import channels_last_name
+from infer.planning import Deblurring, Evaluation, Execution, Plan
+from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
 from model.streaming import SIZE_MULTIPLE
 
 ENSEMBLE_TEXT = {
@@ -20,6 +21,13 @@ ENSEMBLE_TEXT = {
     "x16": "x16 (the 8 flips and transpositions, forwards and backwards in time: 16x the model's time)",
 }
 RUNNER_TEXT = {"window": "window (every window from scratch)", "streaming": "streaming"}
+CHANNELS_LAST_TEXT = {
+    "off": "off (NCHW throughout)",
+    "restoration": "restoration (the restoration net in channels_last, the flow net in NCHW)",
+    "flow": "flow (the flow net and the warps in channels_last, the restoration net in NCHW)",
+    "all": "all (the flow net, the warps and the restoration net in channels_last)",
+}
+SHIFTED, TILED = "PyTorch, shifted products", "PyTorch, tiled products"
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,27 @@ def device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
+def planned_cost_volume(execution: Execution) -> str:
+    """Which code will compute the run's cost volumes (model/correlation.py decides call by call; on CUDA the CuPy
+    kernel is used once it has passed its check on the first call, so results.json says what it came to)."""
+    choice = backend_choice()
+    given = f" ({BACKEND_VARIABLE}={choice})" if choice != "auto" else ""
+    if execution.compile:
+        return f"{SHIFTED} (under torch.compile)"
+    if choice == "torch":
+        return f"{SHIFTED}{given}"
+    if choice == "tiled" or execution.device.type == "cpu":
+        return f"{TILED}{given}"
+    return f"the CuPy kernel once it passes its check, else {SHIFTED}{given}"
+
+
 def cost_volume_code(device: torch.device) -> str:
-    """Which code computed the cost volumes (known once the run has computed some)."""
-    return SELECTOR.describe() if device.type == "cuda" else "PyTorch"
+    """Which code computed the cost volumes (known once the run has computed some): on CUDA what the selector came
+    to, on the CPU the PyTorch formulation it uses there."""
+    if device.type == "cuda":
+        return SELECTOR.describe()
+    choice = backend_choice()
+    return SHIFTED if choice == "torch" else TILED
 
 
 def task_settings(task: Evaluation | Deblurring) -> Iterator[Setting]:
@@ -81,6 +107,7 @@ def run_settings(plan: Plan, processes: int) -> RunSettings:
     restoration, execution, metrics = plan.restoration, plan.execution, plan.metrics
     tile = restoration.tile
     tile_text = "off" if tile is None else f"{tile} (overlap {restoration.tile_overlap})"
+    layouts = channels_last_name(execution.step_options)
     return RunSettings(
         (
             *task_settings(plan.task),
@@ -99,8 +126,14 @@ def run_settings(plan: Plan, processes: int) -> RunSettings:
             Setting("tile", tile, text=tile_text),
             Setting("tile_overlap", restoration.tile_overlap, logged=False),
             Setting("precision", execution.precision.name),
+            Setting("channels_last", layouts, text=CHANNELS_LAST_TEXT[layouts]),
+            Setting("batched_flows", execution.step_options.batch_flows),
+            # results.json records the code that computed the cost volumes, known after the run (`to_json`)
+            Setting("cost_volume", planned_cost_volume(execution), recorded=False),
             Setting("cuda_graphs", execution.cuda_graphs),
             Setting("compile", execution.compile),
+            Setting("deterministic", execution.deterministic),
+            Setting("threads", execution.threads),
             Setting("workers", execution.workers),
             Setting("processes", processes),
         )
