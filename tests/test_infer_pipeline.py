@@ -237,10 +237,10 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
     events: list[str] = []
     write = outputs_module.write_png
 
-    def slow_write(path: Path, image: np.ndarray) -> None:
+    def slow_write(path: Path, image: np.ndarray, direct: bool = False) -> None:
         if path.parent.name == "a":
             time.sleep(0.2)
-        write(path, image)
+        write(path, image, direct=direct)
 
     class Recording(Report):
         def frame(self, video: str, frame: str, *rest: object) -> None:
