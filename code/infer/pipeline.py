@@ -87,6 +87,8 @@ class Pipeline:
         """The videos to come, in order (`expect`)."""
         self.ahead: OpenInput | None = None
         """The next video's input, opened while the current video runs."""
+        self.last_closing: int | None = None
+        """The number (`InOrder.submit`) of the last video's closing job: the end of the videos fully restored."""
 
     def expect(self, jobs: Sequence[Job]) -> None:
         """Announce the videos that `video` will be given, in that order: each one's input is opened (its first
@@ -172,6 +174,21 @@ class Pipeline:
     def video(self, job: Job) -> None:
         """Restore one video. Its outputs are written and reported in order, the last ones possibly while the next
         video already runs (no pause between videos); the report hears of its end after its last output."""
+        try:
+            self._video(job)
+        except BaseException:
+            self._finish_restored()
+            raise
+
+    def _finish_restored(self) -> None:
+        """After a failure or a stop in a video: the earlier videos, fully restored, still complete (their last
+        outputs written, their ends reported), unless the failure came from that work itself."""
+        if self.last_closing is None:
+            return
+        with contextlib.suppress(Exception):  # the failure in flight is the one to report
+            self.work.complete_through(self.last_closing)
+
+    def _video(self, job: Job) -> None:
         opened = self._input(job)
         prepare, frames = opened.prepare, opened.frames
         with opened.stack:
@@ -227,7 +244,7 @@ class Pipeline:
                     functools.partial(self._complete, outputs, output),
                 )
                 waited, spans = 0.0, []
-        self.work.submit(nothing, functools.partial(self._close, outputs))
+        self.last_closing = self.work.submit(nothing, functools.partial(self._close, outputs))
 
     def _complete(self, outputs: VideoOutputs, output: QueuedOutput, written: WrittenOutput) -> None:
         """An output's in-order part (main thread): its total time on the run's clock, then its video's outputs."""
