@@ -1,8 +1,11 @@
 """Work done beside the model, handed back in order: `InOrder` runs jobs on a pool of threads (or in the calling
 thread with no workers) and calls each job's completion in the calling thread, in the order the jobs were given.
 
-PNG encoding, file writes and the numpy metrics release the GIL, so a few threads keep up with a fast GPU. The
-number of jobs in flight is bounded, so memory stays bounded however slow the disk is.
+PNG encoding, file writes and the numpy metrics release the GIL, so the threads run side by side, one core each
+while busy (how many a fast model needs: docs/inference.md, "How a run is overlapped"). The number of jobs in
+flight is bounded, so memory stays bounded however slow the disk is. Each job gets a number in the order given;
+`InOrder.complete_through` completes the jobs up to one of them, which the pipeline uses after a failure to finish
+the videos fully restored before it (never after a failed job: what came after it does not count as done).
 """
 
 from collections import deque
