@@ -365,7 +365,7 @@ def run_hooked_inference() -> None:
     def kill(what: str) -> None:
         name = hook.get("signal", "SIGKILL")
         to = hook.get("to", "self")
-        print(f"test hook: {name} to {to} {what}", file=sys.stderr, flush=True)
+        print(f"test hook: {name}{' to parent' if to == 'parent' else ''} {what}", file=sys.stderr, flush=True)
         seen = len(received)
         os.kill(os.getppid() if to == "parent" else os.getpid(), getattr(signal, name))
         deadline = time.monotonic() + 60

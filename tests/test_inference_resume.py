@@ -334,7 +334,7 @@ def signalled(space: Path, result: Path, hook: dict) -> subprocess.CompletedProc
     command = [sys.executable, str(space / "hooked_inference.py"), *argv(space, result, "--resume")]
     environment = inference_hook_environment(hook)
     completed = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=environment)
-    assert f"test hook: {hook['signal']} to self" in completed.stderr, completed.stderr[-3000:]
+    assert f"test hook: {hook['signal']} " in completed.stderr, completed.stderr[-3000:]
     assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
     return completed
 
