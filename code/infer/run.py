@@ -281,6 +281,7 @@ def describe(error: BaseException, rank: int) -> str:
 
 
 def outcome_of(report: Report, failure: BaseException | None, rank: int) -> Outcome:
+    """This process's `Outcome`: what it finished, and its failure (an error, or the signal that stopped it)."""
     if failure is None:
         return Outcome(report.results, report.finished, None)
     return Outcome(report.results, report.finished, describe(failure, rank), signal_of(failure))
