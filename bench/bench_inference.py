@@ -25,7 +25,8 @@ outputs.
 replaced by an identity, which measures what the pipeline around the model can sustain (reading, copies, PNG
 writing, metrics), with and without metrics and PNGs; then with the model at the default settings and serially
 (``--workers 0``), which shows how much of the work around the model the pipeline hides (wall time against the
-model's time per frame, from results.json).
+model's time per frame, from results.json); last, the ratio of the pipeline's frame rate around the identity to
+the model's own rate (1 / its mean time per frame with the default settings), which should be at least 2.
 """
 
 import argparse
@@ -465,15 +466,27 @@ def pipeline(data: Path, model_path: Path, device: str) -> None:
         "model, default settings, --workers 0 (serial)": ([*evaluate, "--workers", "0"], False),
     }
     pipeline_run(evaluate, identity=False)  # warm-up: the process's one-time costs (CUDA, cuDNN, kernels)
+    rates: dict[str, float] = {}
     for label, (argv, identity) in runs.items():
         report, totals, seconds = pipeline_run(argv, identity)
         wall, model = report["seconds_per_frame"], report["model_seconds_per_frame"]
+        rates[label] = report["frames"] / seconds
         line = (
-            f"{label}: {report['frames'] / seconds:.1f} frames/s over the whole run ({seconds:.1f} s for "
-            f"{report['frames']} frames, {report['settings']['precision']}); per frame: wall {1000 * wall:.1f} ms "
-            f"(median {1000 * float(np.median(totals)):.1f}), model {1000 * model:.1f} ms"
+            f"{label}: {rates[label]:.1f} frames/s over the whole run ({seconds:.1f} s for "
+            f"{report['frames']} frames, {report['settings']['precision']}, {report['settings']['workers']} "
+            f"workers); per frame: wall {1000 * wall:.1f} ms (median {1000 * float(np.median(totals)):.1f}), model "
+            f"{1000 * model:.1f} ms"
         )
-        print(line + ("" if identity else f"; wall / model = {wall / model:.3f}"))
+        if not identity:
+            rates[f"{label}, the model's own"] = 1 / model
+            line += f"; wall / model = {wall / model:.3f}"
+        print(line)
+    model_rate = rates["model, default settings, PNG + metrics, the model's own"]
+    for label in ("identity step, PNG + metrics", "identity step, PNG only (--input)"):
+        print(
+            f"pipeline / model frame rate ({label}): {rates[label]:.1f} / {model_rate:.1f} frames/s = "
+            f"{rates[label] / model_rate:.2f} (issue 19's target: at least 2)"
+        )
 
 
 def run_isolated(runner: str, size: str, outputs: int, device: str, threads: int | None, flops: bool) -> dict:

@@ -10,7 +10,7 @@
 - ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
 - ``inference_refused``: inference.py run as its command line runs it, refused: its one line.
 - ``hooked_inference``: inference.py in a subprocess (alone or under torchrun) that says which videos each process
-  restores and kills itself at a chosen point (``inference_hook_environment``);
+  restores and kills itself, or sends itself or torchrun a signal, at a chosen point (``inference_hook_environment``);
 - training stopped on purpose: ``hooked_training`` (main.py with signals at chosen steps and commits),
   ``hooks_environment``; ``assert_same_training`` (a resumed run ends as the uninterrupted one).
 
@@ -352,33 +352,55 @@ def restored_videos(stderr: str, rank: int | None = None) -> list[str]:
     return [video for who, video in found if rank is None or int(who) == rank]
 
 
+INFERENCE_HOOK_POINTS = ("record", "frame", "record_write", "commit", "roll_forward")
+
+
 def run_hooked_inference() -> None:
     """inference.py's command (test code, never the project's) that prints ``test hook: rank R restores V`` as
-    each video starts, and, with the hook in `INFERENCE_HOOK_VARIABLE` (JSON), SIGKILLs itself at a point:
-    ``at`` ``"record"`` right after the ``count``-th video record is written (infer/progress.py), ``"frame"`` right
-    after the ``count``-th frame is reported, ``"record_write"`` half-way through writing the ``count``-th record
-    (half its bytes in the temporary file). ``rank`` and ``attempt`` (torchrun's restart count) limit it to one
-    process and one attempt (default 0 each)."""
+    each video starts and ``test hook: rank R exits with S`` at its end, and, with the hook in
+    `INFERENCE_HOOK_VARIABLE` (JSON), stops itself at a point: ``at`` ``"record"`` right after the ``count``-th
+    video record is written (infer/progress.py), ``"frame"`` right after the ``count``-th frame is reported,
+    ``"record_write"`` half-way through writing the ``count``-th record (half its bytes in the temporary file),
+    ``"commit"`` just before the commit point (the rename of the staged manifest over the folder's), ``"roll_forward"``
+    after it, just before the ``count``-th staged PNG is renamed into place. It SIGKILLs itself there, or, with
+    ``signal`` (a name: ``"SIGTERM"``), sends that signal ``to`` this process (``"self"``, the default) or its
+    parent (``"parent"``: torchrun's agent, which forwards it); with ``wait`` it then waits until a signal reaches
+    this process's handler (the one torchrun forwards). ``rank`` and ``attempt`` (torchrun's restart count) limit
+    it to one process and one attempt (default 0 each)."""
+    import time
+
     from infer import pipeline, progress, report
     from inference import main
-    from utils import atomic
+    from utils import atomic, signals
     from utils.errors import run_cli
 
     hook = json.loads(os.environ.get(INFERENCE_HOOK_VARIABLE, "null"))
     rank = int(os.environ.get("RANK", "0"))
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     count = [0]
+    received: list[int] = []
 
     def kill(what: str) -> None:
-        print(f"test hook: SIGKILL {what}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        name = hook.get("signal", "SIGKILL")
+        to = hook.get("to", "self")
+        print(f"test hook: {name}{' to parent' if to == 'parent' else ''} {what}", file=sys.stderr, flush=True)
+        seen = len(received)
+        os.kill(os.getppid() if to == "parent" else os.getpid(), getattr(signal, name))
+        deadline = time.monotonic() + 60
+        while hook.get("wait") and len(received) == seen and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def counted() -> bool:
         count[0] += 1
         return count[0] == hook["count"]
 
     real_video, real_record = pipeline.Pipeline.video, progress.Recorder.__call__
-    real_frame, real_write = report.Report.frame, atomic.write_file
+    real_frame, real_write, real_rename = report.Report.frame, atomic.write_file, atomic.rename
+    real_handle = signals.StopRequests._handle
+
+    def handle(self: signals.StopRequests, number: int, frame: object) -> None:
+        received.append(number)
+        real_handle(self, number, frame)  # type: ignore[arg-type]
 
     def video(self: pipeline.Pipeline, job: object) -> None:
         print(f"test hook: rank {rank} restores {job.source.name}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
@@ -400,8 +422,18 @@ def run_hooked_inference() -> None:
             kill(f"half-way through writing {Path(path).name}")
         real_write(path, data)
 
+    def rename(source: Path, target: Path) -> None:
+        if hook["at"] == "commit" and Path(target).name == ".results.json.manifest.json" and counted():
+            kill("just before the commit point")
+        if hook["at"] == "roll_forward" and Path(target).suffix == ".png" and counted():
+            kill(f"after the commit point, before {Path(target).name} is moved into place")
+        real_rename(source, target)
+
     pipeline.Pipeline.video = video  # type: ignore[method-assign]
+    signals.StopRequests._handle = handle  # type: ignore[method-assign]
     if hook is not None and (hook.get("rank", 0), hook.get("attempt", 0)) == (rank, attempt):
+        if hook["at"] not in INFERENCE_HOOK_POINTS:
+            raise ValueError(f"no hook point {hook['at']!r}")
         if hook["at"] == "record":
             progress.Recorder.__call__ = record  # type: ignore[method-assign]
         elif hook["at"] == "frame":
@@ -409,8 +441,12 @@ def run_hooked_inference() -> None:
         elif hook["at"] == "record_write":
             atomic.write_file = write_file
         else:
-            raise ValueError(f"no hook point {hook['at']!r}")
-    run_cli(lambda: main(sys.argv[1:]))
+            atomic.rename = rename
+    try:
+        run_cli(lambda: main(sys.argv[1:]))
+    except SystemExit as end:
+        print(f"test hook: rank {rank} exits with {end.code}", file=sys.stderr, flush=True)
+        raise
 
 
 # ----- training runs stopped on purpose (signals, kills)

@@ -1,6 +1,7 @@
 """The overlapped inference pipeline: reading ahead, in-order workers, atomic PNG writes, and, on tiny videos, the
-CUDA branch's metrics (run on CPU tensors), what the four times mean, no pause between videos and the x16
-backward pass's border."""
+CUDA branch's metrics (run on CPU tensors), what the four times mean, no pause between videos (the next video's
+first frames read while the current one is restored), output videos byte for byte those of the serial path, and
+the x16 backward pass's border."""
 
 import errno
 import math
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset, save_seeded_weights, seeded_model, write_image
+from conftest import make_dataset, save_seeded_weights, seeded_model, sharp_frames, write_image
 from data import frames as frames_module
 from data.frames import read_rgb, write_png
+from data.video_io import FolderSource, VideoWriter
 from infer import outputs as outputs_module
 from infer import runners as runners_module
 from infer.options import parse_args
@@ -25,6 +27,7 @@ from infer.planning import make_plan
 from infer.reader import Prefetcher
 from infer.report import Report
 from infer.workers import InOrder
+from inference import main
 from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -237,10 +240,10 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
     events: list[str] = []
     write = outputs_module.write_png
 
-    def slow_write(path: Path, image: np.ndarray) -> None:
+    def slow_write(path: Path, image: np.ndarray, direct: bool = False) -> None:
         if path.parent.name == "a":
             time.sleep(0.2)
-        write(path, image)
+        write(path, image, direct=direct)
 
     class Recording(Report):
         def frame(self, video: str, frame: str, *rest: object) -> None:
@@ -270,6 +273,83 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
         "finished b"
     ]
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [f"{index:05d}.png" for index in range(5)]
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_the_next_video_s_first_frames_are_read_while_the_current_one_is_restored(
+    tiny_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """With workers, video b's first frames are read (in its reader thread) before video a's last model step, so
+    b's first push does not wait for its reading; the serial path reads nothing ahead."""
+    data, weights = tiny_run
+    events: list[str] = []
+    lock = threading.Lock()
+    current = [""]
+
+    def note(event: str) -> None:
+        with lock:
+            events.append(event)
+
+    def slow_identity(*args: object, **kwargs: object) -> object:
+        def step(previous: torch.Tensor, center: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+            note(f"step {current[0]}")
+            time.sleep(0.02)
+            return center.clone()
+
+        return step
+
+    real_frames = FolderSource.frames
+
+    def noted_frames(source: FolderSource) -> Iterator[np.ndarray]:
+        for index, frame in enumerate(real_frames(source)):
+            note(f"read {source.name} {index}")
+            yield frame
+
+    real_video = Pipeline.video
+
+    def video(pipeline: Pipeline, job: object) -> None:
+        current[0] = job.source.name  # type: ignore[attr-defined]
+        real_video(pipeline, job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runners_module, "accelerated_step", slow_identity)
+    monkeypatch.setattr(FolderSource, "frames", noted_frames)
+    monkeypatch.setattr(Pipeline, "video", video)
+    argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(tmp_path)]
+    plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", str(workers)]))
+    with torch.inference_mode(), Pipeline(seeded_model(7), plan, Report(), progress=False) as pipeline:
+        pipeline.expect(plan.jobs)
+        for job in plan.jobs:
+            pipeline.video(job)
+    last_step_of_a = max(index for index, event in enumerate(events) if event == "step a")
+    first_read_of_b = events.index("read b 0")
+    if workers:
+        assert first_read_of_b < last_step_of_a
+        assert events.index("read b 1") < last_step_of_a  # a few frames ahead, not only the first
+    else:
+        assert first_read_of_b > last_step_of_a
+    assert events.count("read a 0") == events.count("read b 0") == 1  # each frame read once
+    assert infer_threads() == []
+
+
+def write_clip(path: Path, count: int, size: tuple[int, int]) -> Path:
+    with VideoWriter(path, size, fps=10.0) as writer:
+        for frame in sharp_frames(count, *size, seed=3):
+            writer.write(frame)
+    return path
+
+
+def test_an_output_video_is_byte_for_byte_that_of_the_serial_path(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """--input clip.mp4 --output out.mp4: the same bytes with 2 workers as with none (the PNG outputs and the
+    scores: tests/test_inference.py)."""
+    _, weights = tiny_run
+    clip = write_clip(tmp_path / "clip.mp4", 6, (36, 48))
+    outputs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / workers / "out.mp4"
+        argv = ["--input", str(clip), "--output", str(out), "--model_path", str(weights), "--device", "cpu"]
+        assert main([*argv, "--workers", workers]) == 0
+        outputs[workers] = out.read_bytes()
+    assert len(outputs["0"]) > 0 and outputs["0"] == outputs["2"]
 
 
 PADDED = {

@@ -215,3 +215,37 @@ def test_done_inline_runs_the_job_now_and_keeps_its_error_for_result() -> None:
     assert failing.done()
     with pytest.raises(ZeroDivisionError):
         failing.result()
+
+
+def test_complete_through_completes_the_jobs_up_to_a_number_and_leaves_the_later_ones() -> None:
+    jobs = Jobs(4)
+    with InOrder(2) as work:
+        numbers = [work.submit(jobs.job(number), jobs.complete) for number in range(3)]
+        assert numbers == [0, 1, 2]
+        for number in range(3):
+            jobs.gates[number].set()
+        work.complete_through(1)  # waits for jobs 0 and 1
+        assert [result for result, _ in jobs.completed] == [0, 10] and [entry[0] for entry in work.pending] == [2]
+        work.drain()
+    assert [result for result, _ in jobs.completed] == [0, 10, 20] and worker_threads() == []
+
+
+def test_after_a_failed_job_complete_through_completes_nothing_more() -> None:
+    """A job that failed (a PNG that could not be written) must not let the jobs after it (its video's end) count
+    as done."""
+    jobs = Jobs(3)
+
+    def failing() -> int:
+        assert jobs.gates[0].wait(WAIT)
+        raise OSError(28, "No space left on device")
+
+    with InOrder(2) as work:
+        work.submit(failing, jobs.complete)
+        work.submit(jobs.job(1), jobs.complete)
+        jobs.release(1)
+        jobs.gates[0].set()
+        with pytest.raises(OSError):
+            work.complete_through(1)
+        assert work.failed
+        work.complete_through(1)
+    assert jobs.completed == [] and worker_threads() == []

@@ -159,17 +159,20 @@ class FullDiskFile:
 
 
 def full_after(count: int, real_open: Callable = open) -> Callable:
-    """An `open` for data.frames whose new files hold ``count`` PNGs, after which the disk is full."""
+    """An `open` for data.frames whose files opened for writing hold ``count`` PNGs, after which the disk is full.
+    Every open for writing counts: a PNG written directly (``"wb"``, the pipeline's into its staging folder) or
+    through a new temporary file (``"xb"``)."""
     opened: list[Path] = []
 
     def fake_open(path: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
         handle = real_open(path, mode, *args, **kwargs)
-        if "x" in mode:
+        if "w" in mode or "x" in mode:
             opened.append(Path(path))
             if len(opened) > count:
                 return FullDiskFile(handle)
         return handle
 
+    fake_open.opened = opened  # type: ignore[attr-defined]
     return fake_open
 
 
@@ -190,9 +193,14 @@ def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_earlier_run_unto
     result = tmp_path / "result"
     assert main([*evaluation_argv(data, weights, result), "--no_border"]) == 0
     earlier = outputs(result)
-    monkeypatch.setattr(frames_module, "open", full_after(2), raising=False)
+    full = full_after(2)
+    monkeypatch.setattr(frames_module, "open", full, raising=False)
     with pytest.raises(UserError, match=r"^cannot write .*[/\\]v[/\\]0000\d\.png: No space left on device$"):
         main([*evaluation_argv(data, weights, result), "--border", "--workers", workers])
+    # written directly into the staging folder: no temporary file of their own
+    names = sorted(path.name for path in full.opened)  # with workers, a frame after the failed one may have begun
+    assert names[:3] == ["00000.png", "00001.png", "00002.png"] and all(len(name) == 9 for name in names)
+    assert all(path.parent.parent.name.startswith(".results.json.staging-") for path in full.opened)
     assert outputs(result) == earlier  # not one frame of the earlier run replaced, no partial or staged file
     assert hidden_files(result) == [".results.json.manifest.json"]  # the earlier run's, as it was
     logs = sorted(result.glob("inference_log_*.txt"))

@@ -114,13 +114,18 @@ def newest_log(folder: Path) -> list[str]:
     return sorted(folder.glob("inference_log_*.txt"))[-1].read_text().splitlines()
 
 
+HELD_SIGNAL_LINE = " came while the run was being reported and committed; it was committed first"
+"""Part of the log's last line when a signal came during the commit (which completed)."""
+
+
 def log_body(lines: list[str]) -> list[str]:
-    """The log from the model's line on (the header names the result folder), without times or the resumed line."""
+    """The log from the model's line on (the header names the result folder), without times, the resumed line or
+    the line of a signal held back during the commit."""
     body = lines[next(index for index, line in enumerate(lines) if line.startswith("Loading model from")) :]
     return [
         line.split(" pre_time:")[0].split(", seconds_per_frame=")[0]
         for line in body
-        if not line.startswith("+ resumed: ")
+        if not line.startswith("+ resumed: ") and HELD_SIGNAL_LINE not in line
     ]
 
 
@@ -319,3 +324,76 @@ def test_a_run_stopped_by_an_error_or_ctrl_c_keeps_its_finished_videos_for_resum
     assert main(argv(space, result, "--resume", data=data)) == 0
     assert restored == ["c"]
     assert_as_uninterrupted(result, reference)
+
+
+# ----- stopped by a real signal: SIGTERM and SIGUSR1 as Ctrl-C, and never in the middle of the commit
+
+
+def signalled(space: Path, result: Path, hook: dict) -> subprocess.CompletedProcess:
+    """Run the command with --resume in a subprocess that sends itself ``hook``'s signal at ``hook``'s point."""
+    command = [sys.executable, str(space / "hooked_inference.py"), *argv(space, result, "--resume")]
+    environment = inference_hook_environment(hook)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=environment)
+    assert f"test hook: {hook['signal']} " in completed.stderr, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    return completed
+
+
+def hidden(result: Path) -> list[str]:
+    return sorted(path.name for path in result.glob(".*"))
+
+
+@pytest.mark.parametrize(
+    ("hook", "finished"),
+    [
+        pytest.param({"at": "frame", "count": 5, "signal": "SIGTERM"}, ["a"], id="SIGTERM while b is restored"),
+        pytest.param({"at": "record", "count": 2, "signal": "SIGUSR1"}, ["a", "b"], id="SIGUSR1 between videos"),
+    ],
+)
+def test_a_stop_signal_stops_the_run_as_ctrl_c_keeping_its_finished_videos_for_resume(
+    space: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: dict, finished: list[str]
+) -> None:
+    result = tmp_path / "result"
+    completed = signalled(space, result, hook)
+    number = getattr(signal, hook["signal"])
+    assert completed.returncode == 128 + number  # 143 for SIGTERM, 138 for SIGUSR1
+    assert f"test hook: rank 0 exits with {128 + number}" in completed.stderr
+    staging = staging_folder(result)
+    kept = (
+        f"stopped: {len(finished)} of 3 videos are finished and kept in {staging}; run the same command with "
+        "--resume to continue"
+    )
+    assert f"WARNING: {kept}" in completed.stderr and f"WARNING: interrupted by {hook['signal']}" in completed.stderr
+    log = newest_log(result)
+    assert log[-2:] == [f"+ {kept}", f"+ interrupted by {hook['signal']}"]
+    assert "# Total" not in "\n".join(log)
+    # nothing stale: the staging folder, unlocked, with the finished videos' records; no temporary, no partial video
+    assert hidden(result) == [staging.name] and not (result / "results.json").exists()
+    assert records(result) == [f"video-{index:06d}.json" for index in range(len(finished))]
+    assert not [path for path in staging.rglob("*") if path.name.endswith(".tmp") or ".partial" in path.name]
+
+    restored = counting_restores(monkeypatch)
+    assert main(argv(space, result, "--resume")) == 0
+    assert restored == [name for name in VIDEOS if name not in finished]
+    assert_as_uninterrupted(result, reference)
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        pytest.param({"at": "commit", "count": 1, "signal": "SIGTERM"}, id="SIGTERM just before the commit point"),
+        pytest.param({"at": "roll_forward", "count": 1, "signal": "SIGTERM"}, id="SIGTERM after the commit point"),
+        pytest.param({"at": "commit", "count": 1, "signal": "SIGINT"}, id="Ctrl-C just before the commit point"),
+    ],
+)
+def test_a_signal_during_the_commit_is_honoured_once_the_commit_is_complete(
+    space: Path, reference: Path, tmp_path: Path, hook: dict
+) -> None:
+    result = tmp_path / "result"
+    completed = signalled(space, result, hook)
+    number = getattr(signal, hook["signal"])
+    assert completed.returncode == 128 + number, completed.stderr[-3000:]
+    assert_as_uninterrupted(result, reference)  # committed whole, nothing staged or locked left
+    name = "Ctrl-C (SIGINT)" if hook["signal"] == "SIGINT" else hook["signal"]
+    assert newest_log(result)[-1] == f"+ {name}{HELD_SIGNAL_LINE}: its results are complete"
+    assert f"WARNING: interrupted{'' if number == signal.SIGINT else ' by SIGTERM'}" in completed.stderr

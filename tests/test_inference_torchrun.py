@@ -213,3 +213,37 @@ def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[P
     assert log[-2] == f"+ {kept}" and f"WARNING: {kept}" in completed.stderr
     assert sorted(path.name for path in (staging / ".progress").iterdir()) == ["run.json", "video-000002.json"]
     assert sorted(path.name for path in (tmp_path / "result").glob(".*")) == [staging.name]
+
+
+def test_sigterm_to_torchrun_stops_every_process_keeping_the_finished_videos_and_resume_continues(
+    dataset: tuple[Path, Path], one: Path, tmp_path: Path
+) -> None:
+    """SIGTERM (what a scheduler sends) to torchrun's agent right after rank 1 recorded v1: torchrun forwards it to
+    both processes, which stop as with Ctrl-C, take part in the final exchange and exit with 143; rank 0 keeps
+    every finished video (v1, and v3 if rank 0 had finished it) for --resume, which then ends with the results of
+    one process."""
+    data, weights = dataset
+    result = tmp_path / "r"
+    hook = {"at": "record", "count": 1, "rank": 1, "signal": "SIGTERM", "to": "parent", "wait": True}
+    script = str(data.parent / "hooked_inference.py")
+    completed = torchrun(*argv(data, weights, result), "--resume", script=script, env=inference_hook_environment(hook))
+    assert completed.returncode != 0  # torchrun's own: it was stopped by the signal
+    assert "test hook: SIGTERM to parent after the record of v1" in completed.stderr, completed.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"test hook: rank {rank} exits with 143" in completed.stderr, completed.stderr[-3000:]
+    assert f'File "{REPO_ROOT / "code"}' not in completed.stderr  # no traceback of ours (torchrun prints its own)
+    (staging,) = result.glob(".results.json.staging-*")
+    kept = sorted(path.name for path in (staging / ".progress").glob("video-*.json"))
+    assert "video-000000.json" in kept and "video-000001.json" not in kept  # v1 kept; v2, begun by rank 1, not
+    log = only_log(result)
+    stopped = (
+        f"stopped: {len(kept)} of 3 videos are finished and kept in {staging}; run the same command with --resume "
+        "to continue"
+    )
+    assert log[-2:] == [f"+ {stopped}", "+ interrupted by SIGTERM"] and f"WARNING: {stopped}" in completed.stderr
+    assert sorted(path.name for path in result.glob(".*")) == [staging.name]  # unlocked: the lock file is gone
+
+    resumed = torchrun(*argv(data, weights, result), "--resume", script=script)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "v1" not in restored_videos(resumed.stderr)
+    assert_results_of_one(result, one)

@@ -8,7 +8,11 @@
    scores the frame: a `WrittenOutput`.
 3. `VideoOutputs.add` (main thread, in order): the frame's times and scores go to the report, its image to the
    output video file and the showcase, and the progress bar moves; `VideoOutputs.close` ends the video after its
-   last output (the video file renamed into place, the showcase pictures written, the report told).
+   last output (the video file closed, the showcase pictures written, the report told).
+
+The PNGs and the output video go into the run's staging folder (infer/staging.py), which nobody reads before the
+commit, so they are written directly (``direct``: no temporary file and rename of their own; a failed write
+removes its partial file, and the commit moves the whole folder's files into place).
 """
 
 import contextlib
@@ -139,7 +143,7 @@ def write_and_score(output: QueuedOutput, transfer: Transfer, metrics: Metrics, 
     image = output.image.numpy()
     if output.path is not None:
         with writing(output.path):
-            write_png(output.path, image)
+            write_png(output.path, image, direct=True)  # into the staging folder: nobody reads it before the commit
     scores = None
     if output.scores is not None:
         scores = FrameScores(*output.scores.tolist())
@@ -168,7 +172,7 @@ class VideoOutputs:
             source = job.source
             fps = source.fps if isinstance(source, VideoSource) and source.fps > 0 else FALLBACK_FPS
             with writing(job.video_out):
-                self.writer = self.open.enter_context(VideoWriter(job.video_out, source.size, fps))
+                self.writer = self.open.enter_context(VideoWriter(job.video_out, source.size, fps, direct=True))
         bar = tqdm(
             total=len(job.targets), desc=printable(self.name), unit="frame", dynamic_ncols=True, disable=not progress
         )

@@ -10,6 +10,14 @@ non-finite output stops the run there, unwritten); in order, in the main thread,
 there is no thread at all: each step runs in the main thread, in turn. The arithmetic of the frames is that of
 utils/image.py, so the outputs are the same with any number of workers.
 
+Every file the pipeline writes lies in the run's staging folder (infer/run.py stages every output), which nobody
+reads before the commit: the writers write each file directly (`write_png` and `VideoWriter` with ``direct``),
+without a temporary file and a rename of their own; a failed write removes its partial file.
+
+Between videos nothing waits: the videos to come are announced (`Pipeline.expect`), and when a video starts, the
+next one's input is opened, so its first frames are read ahead while the current video is restored; the current
+video's last outputs are written while the next one runs.
+
 With --self_ensemble x16 the video is first run backwards (`VideoInput.backwards`), its outputs kept on the host,
 and `TimeReversal` averages each forward output with the backward one of the same frame.
 
@@ -18,9 +26,11 @@ model's time (CUDA events on the GPU), ``post`` the worker's writing and scoring
 previous output was completed. With x16 the backward pass's model time counts in the video's first output.
 """
 
+import contextlib
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 from infer.conversion import FramePreparer
@@ -42,11 +52,22 @@ def nothing() -> None:
     """The work of a marker job: its completion is what counts."""
 
 
+class OpenInput:
+    """A video's input, opened (its readers started) before its turn: the job, its frame preparer, and the stack
+    that closes the input."""
+
+    def __init__(self, job: Job, prepare: FramePreparer, frames: VideoInput, stack: contextlib.ExitStack) -> None:
+        self.job = job
+        self.prepare = prepare
+        self.frames = frames
+        self.stack = stack
+
+
 class Pipeline:
     """The machinery of a run, shared by its videos: runners, device copies, workers and the completion clock.
 
     Use as a context manager: leaving it completes every output given so far, or, on an error or Ctrl-C, cancels
-    pending work, removes unfinished video files and joins the workers.
+    pending work, stops the readers of a video opened ahead, removes unfinished video files and joins the workers.
     """
 
     def __init__(self, model: CDVD_TSP, plan: Plan, report: Report, progress: bool = True) -> None:
@@ -62,6 +83,17 @@ class Pipeline:
         """When the last output was completed: the clock of the outputs' total times."""
         self.open_videos: list[VideoOutputs] = []
         """The videos whose outputs are not all completed yet."""
+        self.expected: list[Job] = []
+        """The videos to come, in order (`expect`)."""
+        self.ahead: OpenInput | None = None
+        """The next video's input, opened while the current video runs."""
+        self.last_closing: int | None = None
+        """The number (`InOrder.submit`) of the last video's closing job: the end of the videos fully restored."""
+
+    def expect(self, jobs: Sequence[Job]) -> None:
+        """Announce the videos that `video` will be given, in that order: each one's input is opened (its first
+        frames read ahead) when the one before it starts."""
+        self.expected = list(jobs)
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -80,10 +112,55 @@ class Pipeline:
     def _abort(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        """Stop the workers; video files still open are closed as failed (their partial files removed)."""
-        self.work.close()
+        """Stop the readers of the video opened ahead and the workers; video files still open are closed as failed
+        (their partial files removed)."""
+        try:
+            self._close_ahead(kind, error, traceback)
+        finally:
+            self.work.close()
         while self.open_videos:
             self.open_videos.pop().abort(kind, error, traceback)
+
+    def _close_ahead(
+        self,
+        kind: type[BaseException] | None = None,
+        error: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.stack.__exit__(kind, error, traceback)
+
+    def _open_input(self, job: Job) -> OpenInput:
+        """``job``'s input, its readers started."""
+        prepare = FramePreparer(job.source.size, self.plan.restoration.crop)
+        threads = self.plan.execution.workers > 0  # no workers: no threads at all
+        frames = VideoInput(job, prepare, self.transfer, self.plan.restoration, threads)
+        stack = contextlib.ExitStack()
+        stack.enter_context(frames)
+        return OpenInput(job, prepare, frames, stack)
+
+    def _input(self, job: Job) -> OpenInput:
+        """``job``'s input (the one opened ahead, if it is ``job``'s), and the next expected video's opened ahead."""
+        if self.ahead is not None and self.ahead.job is not job:
+            self._close_ahead()  # not the video announced: read again when its turn comes
+        current = self.ahead or self._open_input(job)
+        self.ahead = None
+        try:
+            following = self._following(job)
+            if following is not None:
+                self.ahead = self._open_input(following)
+        except BaseException as failure:
+            current.stack.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        return current
+
+    def _following(self, job: Job) -> Job | None:
+        """The video expected after ``job``, if any."""
+        for position, expected in enumerate(self.expected[:-1]):
+            if expected is job:
+                return self.expected[position + 1]
+        return None
 
     def _runner(self, frames: VideoInput, spans: list) -> Runner:
         """The video's runner; for x16, after the backward pass (its model time timed into ``spans``)."""
@@ -97,11 +174,26 @@ class Pipeline:
     def video(self, job: Job) -> None:
         """Restore one video. Its outputs are written and reported in order, the last ones possibly while the next
         video already runs (no pause between videos); the report hears of its end after its last output."""
-        prepare = FramePreparer(job.source.size, self.plan.restoration.crop)
-        outputs = VideoOutputs(job, self.report, self.plan.destination.showcase_dir, self.progress)
-        self.open_videos.append(outputs)
-        threads = self.plan.execution.workers > 0  # no workers: no threads at all
-        with VideoInput(job, prepare, self.transfer, self.plan.restoration, threads) as frames:
+        try:
+            self._video(job)
+        except BaseException:
+            self._finish_restored()
+            raise
+
+    def _finish_restored(self) -> None:
+        """After a failure or a stop in a video: the earlier videos, fully restored, still complete (their last
+        outputs written, their ends reported), unless the failure came from that work itself."""
+        if self.last_closing is None:
+            return
+        with contextlib.suppress(Exception):  # the failure in flight is the one to report
+            self.work.complete_through(self.last_closing)
+
+    def _video(self, job: Job) -> None:
+        opened = self._input(job)
+        prepare, frames = opened.prepare, opened.frames
+        with opened.stack:
+            outputs = VideoOutputs(job, self.report, self.plan.destination.showcase_dir, self.progress)
+            self.open_videos.append(outputs)
             waited, spans = 0.0, []
             runner = self._runner(frames, spans)
             while True:
@@ -152,7 +244,7 @@ class Pipeline:
                     functools.partial(self._complete, outputs, output),
                 )
                 waited, spans = 0.0, []
-        self.work.submit(nothing, functools.partial(self._close, outputs))
+        self.last_closing = self.work.submit(nothing, functools.partial(self._close, outputs))
 
     def _complete(self, outputs: VideoOutputs, output: QueuedOutput, written: WrittenOutput) -> None:
         """An output's in-order part (main thread): its total time on the run's clock, then its video's outputs."""

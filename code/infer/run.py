@@ -14,6 +14,15 @@ Each finished video is recorded in the staging folder by the process that restor
 ``--resume`` a stopped run of the same settings is continued: the videos it finished are not restored again but
 reported from their records where they come in the plan (`restore`); under torchrun the others are shared out
 anew among the processes.
+
+Stop signals (`run`): SIGTERM and SIGUSR1 (utils/signals.py, `STOP_SIGNALS`) stop a run as Ctrl-C does: they raise
+`Interrupted` (a ``KeyboardInterrupt``) in the main thread, the readers and workers are stopped, the finished
+videos are kept for ``--resume``, the log says which signal stopped the run, and the command exits with 128 + the
+signal's number (`utils.errors.run_cli`). Once the videos are done (rank 0 waiting for the others, the report,
+the commit) a stop signal or Ctrl-C is held back (`held_stops`) and honoured when the run is committed, so that
+a commit is never cut short: the results are then complete and in place, and the command still exits with the
+signal's status. Under torchrun, which forwards SIGTERM to every process, a process stopped by a signal takes
+part in the final exchange as a failed one does; rank 0 keeps what every process finished.
 """
 
 import argparse
@@ -21,6 +30,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import signal
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +63,7 @@ from utils.atomic import writing
 from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.precision import tf32_switched
+from utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +107,10 @@ def restore(
                 for job in group:
                     report.keep(job.source.name, kept[job.source.name])
                 continue
+            jobs_to_restore = list(group)
             with Pipeline(model, plan, report, progress) as pipeline:
-                for job in group:
+                pipeline.expect(jobs_to_restore)  # each video's first frames read while the one before runs
+                for job in jobs_to_restore:
                     pipeline.video(job)
 
 
@@ -141,14 +154,53 @@ def staged(plan: Plan, staging: Staging) -> Plan:
     return dataclasses.replace(plan, jobs=jobs, destination=destination)
 
 
+HELD_SIGNALS = (*STOP_SIGNALS, signal.SIGINT)
+"""What `held_stops` holds back: the stop signals and Ctrl-C."""
+
+
+@contextlib.contextmanager
+def held_stops() -> Iterator[StopRequests]:
+    """Hold back stop signals and Ctrl-C while the block runs (the final report and the commit: they are not cut
+    short); if one came, raise `Interrupted` with its number once the block has ended. An error raised in the
+    block goes on as it is."""
+    with StopRequests(HELD_SIGNALS) as requests:
+        yield requests
+    if requests.signal_number is not None:
+        raise Interrupted(requests.signal_number)
+
+
+def interruption_name(number: int) -> str:
+    """``SIGTERM``, or ``Ctrl-C (SIGINT)``."""
+    return "Ctrl-C (SIGINT)" if number == signal.SIGINT else signal_name(number)
+
+
+def signal_of(error: BaseException) -> int | None:
+    """The signal that ``error`` stands for: an `Interrupted`'s, SIGINT for Ctrl-C, None for an error."""
+    if isinstance(error, KeyboardInterrupt):
+        return getattr(error, "signal_number", signal.SIGINT)
+    return None
+
+
 def finish_report(
-    log: RunLog, results: Results, finished: list[str], plan: Plan, settings: RunSettings, staging: Staging
+    log: RunLog,
+    results: Results,
+    finished: list[str],
+    plan: Plan,
+    settings: RunSettings,
+    staging: Staging,
+    held: StopRequests,
 ) -> None:
-    """The log's video and total lines, then results.json and the run's outputs committed into place."""
+    """The log's video and total lines, then results.json and the run's outputs committed into place; called with
+    stop signals ``held`` back (`held_stops`): if one came, the log says that the run was committed first."""
     write_summary(log, results, finished, complete=True)
     document = results.to_json(settings.to_json(cost_volume_code(plan.execution.device)))
     with writing(plan.destination.results_path):
         staging.commit(document)
+    if held.signal_number is not None:
+        log.write_error(
+            f"{EXTRA}{interruption_name(held.signal_number)} came while the run was being reported and committed; "
+            "it was committed first: its results are complete"
+        )
 
 
 @contextlib.contextmanager
@@ -164,15 +216,20 @@ def stopped_on_failure(staging: Staging) -> Iterator[None]:
 
 def stop(staging: Staging, log: RunLog | None = None, error: BaseException | None = None) -> None:
     """End a run that failed or was interrupted: its staging folder kept for --resume (said on stderr and in the
-    log) or removed, then the error's line in the log."""
+    log) or removed, then the error's line in the log, or the line naming the signal that stopped the run."""
     kept = staging.stop()
     if kept:
         line = stopped_line(kept, staging.total_videos, staging.root)
         logger.warning("%s", line.removeprefix(EXTRA))
         if log is not None:
             log.write_error(line)
-    if log is not None and isinstance(error, UserError):
+    if log is None or error is None:
+        return
+    if isinstance(error, UserError):
         log.write_error(f"error: {error}")
+    number = signal_of(error)
+    if number is not None:
+        log.write_error(f"{EXTRA}interrupted by {interruption_name(number)}")
 
 
 def run_alone(args: argparse.Namespace) -> None:
@@ -192,38 +249,53 @@ def run_alone(args: argparse.Namespace) -> None:
                 write_summary(log, report.results, report.finished, complete=False)
             stop(staging, log, error)
             raise
-        try:
-            finish_report(log, report.results, report.finished, plan, settings, staging)
-        except UserError as error:
-            log.write_error(f"error: {error}")
-            raise
+        with held_stops() as held:  # the report and the commit are not cut short
+            try:
+                finish_report(log, report.results, report.finished, plan, settings, staging, held)
+            except UserError as error:
+                log.write_error(f"error: {error}")
+                raise
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a process hands to the others at the end: its results, the videos it finished, or its error."""
+    """What a process hands to the others at the end: its results, the videos it finished, and its error, or the
+    signal that stopped it."""
 
     results: Results
     finished: list[str]
     error: str | None
+    signal_number: int | None = None
 
 
-def describe(error: Exception, rank: int) -> str:
-    """An error as one line: a `UserError`'s own message, anything else named with its process."""
+def describe(error: BaseException, rank: int) -> str:
+    """An error as one line: a `UserError`'s own message, a stop by signal named, anything else named with its
+    process."""
     if isinstance(error, UserError):
         return str(error)
+    number = signal_of(error)
+    if number is not None:
+        return f"process {rank} was interrupted by {interruption_name(number)}"
     logger.exception("process %d failed", rank)
     return f"process {rank} failed: {type(error).__name__}: {error}"
 
 
+def outcome_of(report: Report, failure: BaseException | None, rank: int) -> Outcome:
+    """This process's `Outcome`: what it finished, and its failure (an error, or the signal that stopped it)."""
+    if failure is None:
+        return Outcome(report.results, report.finished, None)
+    return Outcome(report.results, report.finished, describe(failure, rank), signal_of(failure))
+
+
 def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
-    """This process's share of a torchrun run; returns the exit status (rank 0 raises the run's error)."""
+    """This process's share of a torchrun run; returns the exit status (rank 0 raises the run's error, or
+    `Interrupted` if a process was stopped by a signal)."""
     group = ProcessGroup(ranks)
-    failure: Exception | None = None
+    failure: BaseException | None = None
     if ranks.is_main:
         try:
             make_demo_data(args)
-        except Exception as error:  # reported with the others' outcomes, below
+        except (Exception, KeyboardInterrupt) as error:  # reported with the others' outcomes, below
             failure = error
     group.barrier()  # the demo data exists before anyone plans
 
@@ -240,7 +312,7 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
         model = load_plan_model(plan)
         if ranks.is_main:
             staging = begin_staging(plan, settings, args.resume)
-    except Exception as error:  # every process must reach the exchanges below, whatever went wrong
+    except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchanges below
         failure = error
     # where rank 0 put the staging folder, and the videos an earlier start finished (with --resume)
     begun = group.broadcast(None if staging is None else (staging.token, list(staging.kept)))
@@ -257,17 +329,42 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
             if ranks.is_main:
                 log = open_log(plan, settings, len(kept))
             restore(staged_plan, model, mine, report, progress=ranks.is_main)
-    except Exception as error:  # every process must reach the exchange below, whatever went wrong
+    except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchange below
         failure = error
-    outcomes: list[Outcome] = group.all_gather(
-        Outcome(report.results, report.finished, None if failure is None else describe(failure, ranks.rank))
-    )
-    errors = [outcome.error for outcome in outcomes if outcome.error is not None]
-    if not ranks.is_main:
-        return EXIT_USER_ERROR if errors else 0
+    # from here on a signal waits for the exchange, the report and the commit (`held_stops`)
+    with held_stops() as held:
+        outcomes: list[Outcome] = group.all_gather(outcome_of(report, failure, ranks.rank))
+        errors = [outcome.error for outcome in outcomes if outcome.error is not None and outcome.signal_number is None]
+        interrupts = [outcome for outcome in outcomes if outcome.signal_number is not None]
+        if not ranks.is_main:
+            if errors:
+                return EXIT_USER_ERROR
+            return exit_status(interrupts[0].signal_number) if interrupts else 0  # type: ignore[arg-type]
+        report_shared(log, plan, settings, staging, outcomes, errors, interrupts, held)
+    return 0
 
-    if staging is None:  # rank 0 failed before it began (so errors holds its error)
-        raise UserError(errors[0])
+
+def report_shared(
+    log: RunLog | None,
+    plan: Plan | None,
+    settings: RunSettings | None,
+    staging: Staging | None,
+    outcomes: list[Outcome],
+    errors: list[str],
+    interrupts: list[Outcome],
+    held: StopRequests,
+) -> None:
+    """Rank 0's end of a torchrun run: every process's lines in the log, then the commit, or, if a process failed
+    or was stopped by a signal, the staging folder kept for --resume and the error (or `Interrupted`) raised."""
+    if staging is None:  # rank 0 failed before it began (so errors, or interrupts, hold its failure)
+        if errors:
+            raise UserError(errors[0])
+        raise Interrupted(interrupts[0].signal_number)  # type: ignore[arg-type]
+    stopping: BaseException | None = None
+    if errors:
+        stopping = UserError(errors[0])
+    elif interrupts:
+        stopping = Interrupted(interrupts[0].signal_number)  # type: ignore[arg-type]
     with stopped_on_failure(staging):
         if log is not None and plan is not None and settings is not None:  # rank 0 planned: every process's lines
             with log:
@@ -275,25 +372,26 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
                 results = merge([Results(dict(staging.kept)), *(outcome.results for outcome in outcomes)], order)
                 write_videos(log, results)
                 finished = [*staging.kept, *(name for outcome in outcomes for name in outcome.finished)]
-                if errors:
+                if stopping is not None:
                     with contextlib.suppress(UserError):  # the error in flight is the one to report
                         write_summary(log, results, finished, complete=False)
-                    stop(staging, log, UserError(errors[0]))
+                    stop(staging, log, stopping)
                 else:
                     try:
-                        finish_report(log, results, finished, plan, settings, staging)
+                        finish_report(log, results, finished, plan, settings, staging, held)
                     except UserError as error:
                         log.write_error(f"error: {error}")
                         raise
-        if errors:
-            raise UserError(errors[0])
-    return 0
+        if stopping is not None:
+            raise stopping
 
 
 def run(args: argparse.Namespace) -> int:
-    """The run this process is part of: alone, or one of torchrun's processes."""
-    ranks = Ranks.from_environment()
-    if not ranks.distributed:
-        run_alone(args)
-        return 0
-    return run_shared(args, ranks)
+    """The run this process is part of: alone, or one of torchrun's processes. SIGTERM and SIGUSR1 stop it as
+    Ctrl-C does (see the module's docstring)."""
+    with StopRequests(STOP_SIGNALS, raise_in_main=True):
+        ranks = Ranks.from_environment()
+        if not ranks.distributed:
+            run_alone(args)
+            return 0
+        return run_shared(args, ranks)

@@ -1,8 +1,11 @@
 """Work done beside the model, handed back in order: `InOrder` runs jobs on a pool of threads (or in the calling
 thread with no workers) and calls each job's completion in the calling thread, in the order the jobs were given.
 
-PNG encoding, file writes and the numpy metrics release the GIL, so a few threads keep up with a fast GPU. The
-number of jobs in flight is bounded, so memory stays bounded however slow the disk is.
+PNG encoding, file writes and the numpy metrics release the GIL, so the threads run side by side, one core each
+while busy (how many a fast model needs: docs/inference.md, "How a run is overlapped"). The number of jobs in
+flight is bounded, so memory stays bounded however slow the disk is. Each job gets a number in the order given;
+`InOrder.complete_through` completes the jobs up to one of them, which the pipeline uses after a failure to finish
+the videos fully restored before it (never after a failed job: what came after it does not count as done).
 """
 
 from collections import deque
@@ -37,19 +40,27 @@ class InOrder:
             raise ValueError(f"workers must be 0 or more, got {workers}")
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix=THREAD_PREFIX) if workers else None
         self.limit = 2 * workers
-        self.pending: deque[tuple[Future, Callable[[Any], None]]] = deque()
+        self.pending: deque[tuple[int, Future, Callable[[Any], None]]] = deque()
+        self.submitted = 0
+        """How many jobs were given so far: the number of the next one."""
+        self.failed = False
+        """Whether a job or its completion raised: then nothing more is completed."""
 
-    def submit(self, job: Callable[[], Any], complete: Callable[[Any], None]) -> None:
-        """Run ``job``; ``complete(job's result)`` is called in this thread once every earlier job was completed."""
+    def submit(self, job: Callable[[], Any], complete: Callable[[Any], None]) -> int:
+        """Run ``job``; ``complete(job's result)`` is called in this thread once every earlier job was completed.
+        Returns the job's number (0 for the first), for `complete_through`."""
+        number = self.submitted
+        self.submitted += 1
         future = self.pool.submit(job) if self.pool is not None else done_inline(job)
-        self.pending.append((future, complete))
+        self.pending.append((number, future, complete))
         while len(self.pending) > self.limit:
             self._complete_oldest()
         self.poll()
+        return number
 
     def poll(self) -> None:
         """Complete the jobs that are done, oldest first, up to the first one that is not."""
-        while self.pending and self.pending[0][0].done():
+        while self.pending and self.pending[0][1].done():
             self._complete_oldest()
 
     def drain(self) -> None:
@@ -57,13 +68,23 @@ class InOrder:
         while self.pending:
             self._complete_oldest()
 
+    def complete_through(self, number: int) -> None:
+        """Complete the jobs given up to job ``number`` (waiting for them), unless a job or a completion has
+        failed: after a failure elsewhere, what was done before it is still kept."""
+        while not self.failed and self.pending and self.pending[0][0] <= number:
+            self._complete_oldest()
+
     def _complete_oldest(self) -> None:
-        future, complete = self.pending.popleft()
-        complete(future.result())
+        _, future, complete = self.pending.popleft()
+        try:
+            complete(future.result())
+        except BaseException:
+            self.failed = True
+            raise
 
     def close(self) -> None:
         """Cancel the jobs not yet started and wait for the running ones."""
-        for future, _ in self.pending:
+        for _, future, _ in self.pending:
             future.cancel()
         self.pending.clear()
         if self.pool is not None:
