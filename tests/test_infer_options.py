@@ -3,7 +3,7 @@
 import pytest
 
 from infer.checks import RELEASED_N_STAGES
-from infer.options import DEFAULT_WORKERS, parse_args
+from infer.options import default_workers, parse_args
 from model.tiling import DEFAULT_OVERLAP
 
 
@@ -11,8 +11,12 @@ def test_settings_that_depend_on_the_run_are_left_to_the_plan() -> None:
     args = parse_args([])
     undecided = ("border", "border_mode", "n_stages", "tile_overlap", "gopro_blur", "precision", "cuda_graphs")
     assert all(getattr(args, name) is None for name in (*undecided, "showcase", "tile", "self_ensemble"))
-    assert (args.default_data, args.metric_channel, args.crop_border, args.workers) == ("DVD", "rgb", 4, 4)
-    assert DEFAULT_WORKERS == 4 and args.save_image and not args.window
+    assert (args.default_data, args.metric_channel, args.crop_border) == ("DVD", "rgb", 4)
+    assert args.workers == default_workers() and args.save_image and not args.window
+
+
+def test_the_default_workers_follow_the_cores_between_4_and_16() -> None:
+    assert [default_workers(cores) for cores in (1, 2, 6, 7, 16, 18, 64)] == [4, 4, 4, 5, 14, 16, 16]
 
 
 def test_self_ensemble_alone_is_x8_and_border_modes_are_the_three() -> None:

@@ -13,6 +13,7 @@ from conftest import make_dataset, save_seeded_weights, sharp_frames, write_imag
 from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
 from infer.checks import channels_last_name
+from infer.options import default_workers
 from inference import main
 from model.acceleration import recommended_options
 from utils import committed
@@ -157,7 +158,7 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "compile": False,
         "deterministic": False,
         "threads": 1,
-        "workers": 4,
+        "workers": default_workers(),
         "runner": "streaming",
         "device": "cpu",
         "processes": 1,
@@ -302,7 +303,8 @@ def test_outputs_are_the_same_with_workers_and_without(tmp_path: Path, weights: 
         assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "overlapped" / name).read_bytes()
     assert log_body(tmp_path / "serial") == log_body(tmp_path / "overlapped")
     header = only_log(tmp_path / "overlapped")
-    for line in ("+ precision: fp32", "+ cuda_graphs: False", "+ compile: False", "+ workers: 4", "device: cpu"):
+    workers = f"+ workers: {default_workers()}"
+    for line in ("+ precision: fp32", "+ cuda_graphs: False", "+ compile: False", workers, "device: cpu"):
         assert line in header
 
 
