@@ -126,15 +126,15 @@ def test_the_cost_volume_recorded_is_the_code_the_run_uses(
 ) -> None:
     data = make_dataset(tmp_path / "data", {"a": 5}, height=22, width=26)
     plan = make_plan(parse_args(evaluation_argv(data, weights, tmp_path / "result")))
-    cpu = plan.execution.device
-    assert (planned_cost_volume(plan.execution), cost_volume_code(cpu)) == ("PyTorch, tiled products",) * 2
+    assert (planned_cost_volume(plan.execution), cost_volume_code(plan.execution)) == ("PyTorch, tiled products",) * 2
     compiled = replace(plan.execution, compile=True)
-    assert planned_cost_volume(compiled) == "PyTorch, shifted products (under torch.compile)"
+    under_compile = "PyTorch, shifted products (under torch.compile)"
+    assert (planned_cost_volume(compiled), cost_volume_code(compiled)) == (under_compile,) * 2
     cuda = replace(plan.execution, device=torch.device("cuda", 0))  # a device object only: nothing runs on it
     assert planned_cost_volume(cuda) == "the CuPy kernel once it passes its check, else PyTorch, shifted products"
     monkeypatch.setenv("CDVD_COST_VOLUME", "torch")
     assert planned_cost_volume(plan.execution) == "PyTorch, shifted products (CDVD_COST_VOLUME=torch)"
-    assert cost_volume_code(cpu) == "PyTorch, shifted products"
+    assert cost_volume_code(plan.execution) == "PyTorch, shifted products"
     monkeypatch.setenv("CDVD_COST_VOLUME", "tiled")
     assert planned_cost_volume(cuda) == "PyTorch, tiled products (CDVD_COST_VOLUME=tiled)"
 

@@ -193,7 +193,7 @@ def finish_report(
     """The log's video and total lines, then results.json and the run's outputs committed into place; called with
     stop signals ``held`` back (`held_stops`): if one came, the log says that the run was committed first."""
     write_summary(log, results, finished, complete=True)
-    document = results.to_json(settings.to_json(cost_volume_code(plan.execution.device)))
+    document = results.to_json(settings.to_json(cost_volume_code(plan.execution)))
     with writing(plan.destination.results_path):
         staging.commit(document)
     if held.signal_number is not None:

@@ -64,13 +64,14 @@ def planned_cost_volume(execution: Execution) -> str:
     return f"the CuPy kernel once it passes its check, else {SHIFTED}{given}"
 
 
-def cost_volume_code(device: torch.device) -> str:
+def cost_volume_code(execution: Execution) -> str:
     """Which code computed the cost volumes (known once the run has computed some): on CUDA what the selector came
-    to, on the CPU the PyTorch formulation it uses there."""
-    if device.type == "cuda":
+    to, on the CPU the PyTorch formulation it uses there (the shifted products under torch.compile)."""
+    if execution.device.type == "cuda":
         return SELECTOR.describe()
-    choice = backend_choice()
-    return SHIFTED if choice == "torch" else TILED
+    if execution.compile:
+        return f"{SHIFTED} (under torch.compile)"
+    return SHIFTED if backend_choice() == "torch" else TILED
 
 
 def task_settings(task: Evaluation | Deblurring) -> Iterator[Setting]:
