@@ -59,5 +59,27 @@ class TrainStep:
     def optimise(self, total: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        if not self.scaler.is_enabled():  # the loss scaler skips steps with non-finite gradients itself
+            zero_non_finite_gradients(self.optimizer)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+
+
+def zero_non_finite_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Zero every gradient of ``optimizer`` if any is not finite, on the device (the host does not wait).
+
+    The loop reads the losses only at its log lines (`trainer.running_loss`) and stops there if one was not
+    finite; until then the weights must stay finite, or the following steps would compute on NaN (where some
+    kernels crash: a NaN sampling grid in the backward pass of the warp). Under DistributedDataParallel every
+    process holds the same averaged gradients, so all decide alike. Finite gradients are left bit for bit."""
+    gradients = [
+        parameter.grad
+        for group in optimizer.param_groups
+        for parameter in group["params"]
+        if parameter.grad is not None
+    ]
+    if not gradients:
+        return
+    not_finite = ~torch.isfinite(torch.stack(torch._foreach_norm(gradients))).all()
+    for gradient in gradients:
+        gradient.masked_fill_(not_finite, 0)
