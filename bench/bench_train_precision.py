@@ -6,9 +6,12 @@ the mean of the sharp scene over the frame's motion (seven sub-frame positions),
 Each precision (``--precisions``: fp32, the release's recipe; fp16, autocast with the gradient scaler; bf16,
 autocast with PWC-Net in float32) trains ``--steps`` steps of main.py's step (`trainer.step.TrainStep`, the loss
 1*L1+2*HEM, Adam at ``--lr``) on batches drawn in one fixed order, then validates on held-out clips: the PSNR of
-the final output's middle frame, with the model run in float32 and under the precision it trained in.
+the final output's middle frame, with the model run in float32 and under the precision it trained in. From random
+weights (the default) a few hundred steps leave the model below the blurred input's PSNR; ``--pre_train`` starts
+every precision from trained weights instead (a fine-tuning), where the comparison says more.
 
     python bench/bench_train_precision.py                                   # CUDA: the recipe's model, 256x256
+    python bench/bench_train_precision.py --size 128 --pre_train pretrain_models/CDVD_TSP_DEMO.pt
     python bench/bench_train_precision.py --cpu --precisions fp32 --size 48 --n_stages 1 --n_feat 8 --steps 40
 """
 
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train, also wh
 from bench_train import machine
 
 from loss import Loss
+from model.checkpoint import load_weights
 from option import parse_args
 from trainer.model_setup import build_model, make_optimizer
 from trainer.step import TrainStep
@@ -53,6 +57,9 @@ def bench_options() -> argparse.Namespace:
     parser.add_argument("--n_feat", type=int, default=32)
     parser.add_argument("--n_resblock", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--pre_train", type=Path, default=None, help="start from these weights (e.g. pretrain_models/CDVD_TSP_DEMO.pt)"
+    )
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return parser.parse_args()
@@ -103,7 +110,10 @@ def train_one(bench: argparse.Namespace, precision: str, device: torch.device, d
     flags += ["--loss", "1*L1+2*HEM", "--batch_size", str(bench.batch_size)]
     args = parse_args([*flags, "--cpu"] if device.type == "cpu" else flags)
     torch.manual_seed(0)
-    model = build_model(args, weights_follow=True).to(device)
+    model = build_model(args, weights_follow=True)
+    if bench.pre_train is not None:
+        load_weights(model, bench.pre_train)
+    model = model.to(device)
     loss = Loss(args.loss).to(device)
     loss.reseed(0)
     step = TrainStep(model, loss, make_optimizer(model, args), device, args.amp)
@@ -145,7 +155,7 @@ def main() -> None:
         f"{bench.clips} training and {bench.validation_clips} validation clips of {frames} frames, "
         f"{bench.size}x{bench.size} (blurred input: {input_psnr:.3f} dB); {bench.steps} steps of batch "
         f"{bench.batch_size}, T={bench.n_stages}, n_feat {bench.n_feat}, n_resblock {bench.n_resblock}, "
-        f"lr {bench.lr:g}, PWC-Net from random weights",
+        f"lr {bench.lr:g}, from {bench.pre_train or 'random weights'}",
         flush=True,
     )
     for precision in bench.precisions:

@@ -163,8 +163,9 @@ step postprocessing_720p 25 python3 bench/bench_inference.py --sizes 1280x720 --
 step bench_train_torch 30 python3 bench/bench_train.py --cost_volume torch --levers fp32 --steps 3 --warmup 1
 # every training lever alone and combined (docs/benchmarks-training.md); the compiled ones compile in their warm-up
 step bench_train_levers 240 python3 bench/bench_train.py --steps 5 --warmup 3
-# each precision's validation PSNR after 300 steps on one synthetic set, beside float32's
-step train_precisions 240 python3 bench/bench_train_precision.py --steps 300
+# each precision's validation PSNR after 300 steps on one synthetic set from the demo model, beside float32's
+step train_precisions 240 python3 bench/bench_train_precision.py --steps 300 --size 128 \
+    --pre_train pretrain_models/CDVD_TSP_DEMO.pt
 # the data loader alone on 720p PNGs for 0, 2, 4, 8 workers, and with the frames decoded in memory
 step bench_loader 120 python3 bench/bench_loader.py --batches 10 --preload
 # accuracy of each precision: the demo model on the demo set (60 held-out frames), totals against fp32
