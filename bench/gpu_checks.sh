@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What needs a GPU, in one pass of at most $BUDGET seconds: first the whole test suite, then the measurements that
 # docs/gpu.md reports (the cost volume, the inference sweep of every precision, the training step with each cost
-# volume, the accuracy of each precision on the demo set, inference.py's pipeline on 720p frames).
+# volume and every training lever, the training precisions and the data loader, the accuracy of each precision on
+# the demo set, inference.py's pipeline on 720p frames).
 #
 #   OUT=gpu-results WHEELS=wheels bash bench/gpu_checks.sh      # from the repository root, on a CUDA machine
 #
@@ -161,8 +162,14 @@ PY
 step bench_cost_volume 30 python3 bench/bench_cost_volume.py --dtypes float32 float16 --repeats 10
 step sweep_720p 60 python3 bench/bench_inference.py --sweep --sizes 1280x720 --outputs 6
 step postprocessing_720p 25 python3 bench/bench_inference.py --sizes 1280x720 --outputs 1 --runners
-step bench_train_torch 30 python3 bench/bench_train.py --cost_volume torch --steps 3 --warmup 1
-step bench_train_cupy 30 python3 bench/bench_train.py --cost_volume cupy --steps 3 --warmup 1
+step bench_train_torch 30 python3 bench/bench_train.py --cost_volume torch --levers fp32 --steps 3 --warmup 1
+# every training lever alone and combined (docs/benchmarks-training.md); the compiled ones compile in their warm-up
+step bench_train_levers 240 python3 bench/bench_train.py --steps 5 --warmup 3
+# each precision's validation PSNR after 300 steps on one synthetic set from the demo model, beside float32's
+step train_precisions 240 python3 bench/bench_train_precision.py --steps 300 --size 128 \
+    --pre_train pretrain_models/CDVD_TSP_DEMO.pt
+# the data loader alone on 720p PNGs for 0, 2, 4, 8 workers, and with the frames decoded in memory
+step bench_loader 120 python3 bench/bench_loader.py --batches 10 --preload
 # accuracy of each precision: the demo model on the demo set (60 held-out frames), totals against fp32
 NEEDS=ffmpeg step demo_precisions 60 python3 - "$SCRATCH" <<'PY'
 import contextlib, io, json, sys

@@ -237,6 +237,26 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint(
     assert issubclass(TrainingDiverged, UserError)
 
 
+def test_a_non_finite_loss_between_log_lines_names_its_batch(
+    data: list[str], experiments: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss terms are read at the log lines (every third step here), not at every step: a loss that is not
+    finite in the second step is found at the third and reported as the second's, before any line is logged."""
+    real_forward, calls = Loss.forward, []
+
+    def nan_in_the_second_step(self: Loss, output: torch.Tensor, target: torch.Tensor) -> tuple:
+        total, values = real_forward(self, output, target)
+        calls.append(1)
+        return (total * float("nan"), values * float("nan")) if len(calls) == 2 else (total, values)
+
+    monkeypatch.setattr(Loss, "forward", nan_in_the_second_step)
+    with pytest.raises(TrainingDiverged, match=r"^the loss is not finite at epoch 1, batch 2 \(L1 nan, HEM nan"):
+        train(data, experiments, "diverged_late", "--test_every", "3", "--print_every", "3", "--loss", "1*L1+1*HEM")
+    assert len(calls) == 3
+    log = (experiments / "diverged_late" / "log.txt").read_text()
+    assert "Loss :" not in log and "the loss is not finite at epoch 1, batch 2" in log
+
+
 def test_only_validation_with_a_checkpoint(data: list[str], experiments: Path, uninterrupted: Path) -> None:
     checkpoint = uninterrupted / "model" / "model_latest.pt"
     assert train(data, experiments, "evaluation", "--test_only", "--pre_train", str(checkpoint)) == 0
@@ -304,7 +324,7 @@ def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) 
     for _ in range(6):
         total, values = trainer.step.compute_loss(blur, gt)
         trainer.step.optimise(total)
-        losses.append(values[-1])
+        losses.append(float(values[-1]))
     assert losses[-1] < 0.6 * losses[0], losses
     assert not (tmp_path / "unused").exists()  # a process that is not rank 0 writes nothing
 

@@ -13,16 +13,27 @@ from collections.abc import Sequence
 
 from option.checks import check_options, option_warnings
 from option.derive import DERIVED, derive
-from option.parser import AMP_MODES, MODELS, NO_VALUE, build_parser, explicit_options, read_options
+from option.parser import (
+    AMP_MODES,
+    CHANNELS_LAST_MODES,
+    MODELS,
+    NO_VALUE,
+    OPTIMIZER_IMPLEMENTATIONS,
+    build_parser,
+    explicit_options,
+    read_options,
+)
 from option.resume import ADJUSTABLE_OPTIONS, CONTROL_OPTIONS, apply_saved_options, run_options
 
 __all__ = [
     "ADJUSTABLE_OPTIONS",
     "AMP_MODES",
+    "CHANNELS_LAST_MODES",
     "CONTROL_OPTIONS",
     "DERIVED",
     "MODELS",
     "NO_VALUE",
+    "OPTIMIZER_IMPLEMENTATIONS",
     "apply_saved_options",
     "build_parser",
     "check_options",

@@ -2,6 +2,7 @@
 warnings for release flags that have no effect here. Neither changes the options."""
 
 import argparse
+import importlib.util
 
 from loss import parse_loss_spec
 from option.parser import MID_LOSS_WEIGHT, MODELS, NO_VALUE
@@ -45,6 +46,14 @@ def check_options(args: argparse.Namespace) -> None:
         reason = cpu_refusal(args.amp)
         _require(reason != NEEDS_CUDA, f"--amp {args.amp}: mixed precision needs CUDA; drop --cpu or --amp")
         _require(reason is None, f"--amp {args.amp} on the CPU: {reason}; drop --cpu or --amp")
+    _require(
+        not (args.compile and args.n_GPUs > 1),
+        f"--compile and --n_GPUs {args.n_GPUs} exclude each other (DataParallel); use torchrun for several GPUs",
+    )
+    _require(
+        not args.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+        "--tensorboard: the tensorboard package is not installed (pip install tensorboard)",
+    )
     # --load implies --resume, so its own message comes first
     _require(not (args.test_only and args.load != NO_VALUE), "--test_only and --load exclude each other")
     _require(not (args.test_only and args.resume), "--test_only and --resume exclude each other")

@@ -15,6 +15,11 @@ from utils.errors import UserError
 
 MODELS = ("CDVD_TSP",)
 AMP_MODES = ("off", "bf16", "fp16")
+CHANNELS_LAST_MODES = ("off", "restoration", "flow", "all")
+"""--channels_last: the nets of the training step that run in channels_last (NHWC) layout (`StepOptions`)."""
+OPTIMIZER_IMPLEMENTATIONS = ("default", "for", "foreach", "fused")
+"""--optimizer_impl: how Adam updates the weights; ``default`` is PyTorch's own choice (the release's), the others
+force its per-tensor loop, its multi-tensor (foreach) kernels or its fused kernel."""
 NO_VALUE = "."
 """The release's way to say 'none' for --pre_train, --load and --save."""
 MID_LOSS_WEIGHT = 1.0
@@ -61,6 +66,29 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         choices=AMP_MODES,
         help="mixed precision: bf16 autocast (CUDA, or a CPU with native bfloat16), or fp16 autocast with loss "
         "scaling (CUDA); PWC-Net stays in float32 under bf16",
+    )
+    add(
+        hardware,
+        "--channels_last",
+        default="off",
+        choices=CHANNELS_LAST_MODES,
+        help="run the restoration net, the flow net (PWC-Net, its cost volumes, the warps) or both in channels_last "
+        "(NHWC) layout; the same results up to float rounding",
+    )
+    add(
+        hardware,
+        "--optimizer_impl",
+        default="default",
+        choices=OPTIMIZER_IMPLEMENTATIONS,
+        help="Adam's implementation: PyTorch's default choice, its per-tensor loop (for), its multi-tensor kernels "
+        "(foreach) or its fused kernel (fused); the same update up to float rounding",
+    )
+    add(
+        hardware,
+        "--compile",
+        action="store_true",
+        help="torch.compile the model's forward pass in training (the first steps compile; each new input shape "
+        "compiles again)",
     )
     add(
         hardware,
@@ -146,6 +174,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "where the folder holds no run yet, start it: one command line for the first start and every restart",
     )
     add(logging_group, "--print_every", type=int, default=100, help="batches between the log lines of an epoch")
+    add(
+        logging_group,
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files to <experiment_dir>/<save>/tensorboard/ (the loss terms, learning "
+        "rates and step time of every step; each validation's PSNRs and a few of its images)",
+    )
     add(
         logging_group,
         "--save_images",

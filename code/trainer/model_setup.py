@@ -6,11 +6,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.cdvd_tsp import CDVD_TSP
+from model.cdvd_tsp import CDVD_TSP, StepOptions
 from trainer.runtime import Runtime
 from utils.errors import UserError
 
 FLOW_PRETRAIN_FILE = "network-default.pytorch"
+PARAMETER_GROUPS = ("restoration_net", "flow_net")
+"""The optimizer's parameter groups (`make_optimizer`), in order, by name (the TensorBoard curves' tags)."""
 
 
 def build_model(args: argparse.Namespace, weights_follow: bool) -> CDVD_TSP:
@@ -70,8 +72,42 @@ def wrap_model(model: CDVD_TSP, runtime: Runtime, n_gpus: int) -> nn.Module:
     return model
 
 
+def step_options(channels_last: str) -> StepOptions:
+    """The `StepOptions` of --channels_last (off, restoration, flow, all); the flows one after the other, as the
+    release computed them."""
+    return StepOptions(
+        channels_last_flow=channels_last in ("flow", "all"),
+        channels_last_restoration=channels_last in ("restoration", "all"),
+    )
+
+
+IMPLEMENTATION_SWITCHES = {
+    "default": {"foreach": None, "fused": None},
+    "for": {"foreach": False, "fused": None},
+    "foreach": {"foreach": True, "fused": None},
+    "fused": {"foreach": None, "fused": True},
+}
+"""--optimizer_impl: Adam's ``foreach`` and ``fused`` arguments (None: PyTorch's choice, which is foreach on CUDA
+and the per-tensor loop on the CPU)."""
+
+
+def set_optimizer_implementation(optimizer: torch.optim.Optimizer, implementation: str) -> None:
+    """Make ``optimizer`` update with ``implementation`` (--optimizer_impl). Also after `load_state_dict`, which
+    takes the switches of the run that saved the state: a resumed run may choose another implementation. Each
+    parameter's step count goes where the implementation keeps it (the fused kernel: on the parameter's device)."""
+    switches = IMPLEMENTATION_SWITCHES[implementation]
+    for group in optimizer.param_groups:
+        group.update(switches)
+        for parameter in group["params"]:
+            step = optimizer.state.get(parameter, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                device = parameter.device if switches["fused"] or group.get("capturable") else torch.device("cpu")
+                optimizer.state[parameter]["step"] = step.to(device=device, dtype=torch.float32)
+
+
 def make_optimizer(model: CDVD_TSP, args: argparse.Namespace) -> torch.optim.Adam:
-    """Adam with the release's two groups: the restoration net at --lr and the flow net at --flow_lr.
+    """Adam with the release's two groups: the restoration net at --lr and the flow net at --flow_lr, updated by
+    the implementation of --optimizer_impl.
 
     The flow group stays when the flow net is frozen (see `freeze_flow_net_if_asked`), so the optimizer's state keeps
     one layout whatever --flow_lr is.
@@ -81,5 +117,10 @@ def make_optimizer(model: CDVD_TSP, args: argparse.Namespace) -> torch.optim.Ada
         {"params": list(model.flow_net.parameters()), "lr": args.flow_lr},
     ]
     return torch.optim.Adam(
-        groups, betas=(args.beta1, args.beta2), eps=args.epsilon, weight_decay=args.weight_decay, lr=args.lr
+        groups,
+        betas=(args.beta1, args.beta2),
+        eps=args.epsilon,
+        weight_decay=args.weight_decay,
+        lr=args.lr,
+        **IMPLEMENTATION_SWITCHES[args.optimizer_impl],
     )

@@ -37,6 +37,16 @@ class Runtime(Ranks):
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item())
 
+    def smallest(self, value: int | None) -> int | None:
+        """The smallest of every process's ``value`` (None: this process has none); None if no process has one."""
+        if not self.distributed:
+            return value
+        none = torch.iinfo(torch.int64).max
+        smallest = torch.tensor([none if value is None else value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        found = int(smallest.item())
+        return None if found == none else found
+
     def same_everywhere(self, values: list[int]) -> bool:
         """Whether every process holds the same ``values`` (integers)."""
         if not self.distributed:

@@ -10,6 +10,7 @@ had happened.
 import argparse
 import decimal
 import math
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +24,21 @@ from tqdm import tqdm
 from data.loaders import batches_per_epoch, start_epoch, train_loader, validation_loader
 from data.videodata import VideoData
 from logger.experiment import Experiment, History
+from logger.tensorboard import TENSORBOARD_DIR, VALIDATION_IMAGES, Curves
 from loss import Loss
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_into, with_n_sequence
 from option import run_options
-from trainer.model_setup import freeze_flow_net_if_asked, make_optimizer, wrap_model
+from trainer.model_setup import (
+    PARAMETER_GROUPS,
+    freeze_flow_net_if_asked,
+    make_optimizer,
+    set_optimizer_implementation,
+    step_options,
+    wrap_model,
+)
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
+from trainer.running_loss import Reading, RunningLoss
 from trainer.runtime import Runtime, StopVote
 from trainer.step import TrainStep
 from trainer.validation import float_psnr, window_images
@@ -73,6 +83,7 @@ class Trainer:
         self.runtime = runtime
         self.model = model.to(runtime.device)
         self.model.checkpoint_steps = args.grad_checkpoint
+        self.model.step_options = step_options(args.channels_last)
         freeze_flow_net_if_asked(self.model, args.flow_lr)
         self.network = wrap_model(self.model, runtime, args.n_GPUs)
         self.loss = loss.to(runtime.device)
@@ -82,7 +93,10 @@ class Trainer:
         self.history = History(loss_names=loss.names)
         self.optimizer = make_optimizer(self.model, args)
         self.scheduler = StepLR(self.optimizer, step_size=args.lr_decay, gamma=args.gamma)
-        self.step = TrainStep(self.network, self.loss, self.optimizer, runtime.device, args.amp)
+        self.step = TrainStep(self.network, self.loss, self.optimizer, runtime.device, args.amp, args.compile)
+        self.curves: Curves | None = None
+        """The TensorBoard curves (--tensorboard, rank 0), open while `fit` runs."""
+        self._validation_images: list[torch.Tensor] = []
         pin = runtime.device.type == "cuda"
         self.train_batches = None
         if train_set is not None:
@@ -124,6 +138,7 @@ class Trainer:
             raise UserError(f"{path}: unknown state format {state.get('format')}")
         load_into(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
+        set_optimizer_implementation(self.optimizer, self.args.optimizer_impl)
         self.scheduler.load_state_dict(state["scheduler"])
         if self.step.scaler.is_enabled() and state["scaler"]:
             self.step.scaler.load_state_dict(state["scaler"])
@@ -156,6 +171,18 @@ class Trainer:
         resumed run stopped inside ``first_epoch``. A stop request in ``requests`` ends it with `Stopped` at the
         next step boundary, after committing the point reached."""
         vote = StopVote(self.runtime, requests)
+        if self.args.tensorboard and self.runtime.is_main:
+            done = (first_epoch - 1) * batches_per_epoch(self.train_batches) + (progress.batches if progress else 0)
+            self.curves = Curves(self.experiment.root / TENSORBOARD_DIR, first_step=done + 1)
+        try:
+            self._fit(first_epoch, vote, progress)
+        finally:
+            if self.curves is not None:
+                self.curves.close()
+                self.curves = None
+        vote.close()
+
+    def _fit(self, first_epoch: int, vote: StopVote, progress: Progress | None) -> None:
         for epoch in epochs_to_run(first_epoch, self.args.epochs):
             if progress is None:
                 signal_number = vote.poll(at_once=True)
@@ -181,9 +208,12 @@ class Trainer:
                 self.scheduler.step()
             self.validate(epoch)
             self.save(epoch)
+            if self.curves is not None:  # after the commit: a resumed run that validates again never logs it twice
+                psnr_stage1, psnr = self.history.psnr_stage1[-1], self.history.psnr[-1]
+                steps = epoch * batches_per_epoch(self.train_batches)
+                self.curves.validation(steps, psnr_stage1, psnr, self._validation_images)
             self.runtime.barrier()
             progress = None
-        vote.close()
 
     def _stopped(self, signal_number: int, when: str, kept: str) -> None:
         message = (
@@ -194,6 +224,10 @@ class Trainer:
 
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    def learning_rates(self) -> dict[str, float]:
+        """The learning rate of each parameter group, by `PARAMETER_GROUPS` name."""
+        return {name: group["lr"] for name, group in zip(PARAMETER_GROUPS, self.optimizer.param_groups, strict=True)}
 
     def begin_epoch(self, epoch: int) -> Progress:
         """Set up ``epoch`` from its start: its samples and order, HEM's seed, its first log line."""
@@ -227,30 +261,52 @@ class Trainer:
             disable=not runtime.is_main,
             dynamic_ncols=True,
         )
+        running = RunningLoss(progress.sums, runtime.device, keep_steps=self.curves is not None)
+        read_from, seconds, started = progress.batches, [], time.perf_counter()
         for batch, (blur, gt, _) in enumerate(progress_bar, start=progress.batches):
             total, values = self.step.compute_loss(blur, gt)
-            # every process must agree before backward, or DDP's gradient exchange would wait forever
-            if not runtime.all_true(all(math.isfinite(value) for value in values)):
-                self._stop_diverged(progress.epoch, batch, values)
             self.step.optimise(total)
-            progress.sums = [running + value for running, value in zip(progress.sums, values, strict=True)]
+            # the terms stay on the device: the host waits for them only where a log line or a stop needs them
+            running.add(batch, values)
             progress.batches += 1
-            sums, batches = progress.sums, progress.batches
-            progress_bar.set_postfix(loss=f"{sums[-1] / batches:.4f}", lr=f"{learning_rate:.2e}")
-            if (batch + 1) % args.print_every == 0:
+            now = time.perf_counter()
+            seconds.append(now - started)
+            started = now
+            batches = progress.batches
+            # after the epoch's last step the processes meet anyway (the loss sums): no need to wait a step
+            signal_number = vote.poll(at_once=batches == in_epoch)
+            logs = (batch + 1) % args.print_every == 0
+            if logs or signal_number or batches == in_epoch:
+                self._read_losses(running, progress, read_from, seconds)
+                read_from, seconds = batches, []
+                sums = progress.sums
+                progress_bar.set_postfix(loss=f"{sums[-1] / batches:.4f}", lr=f"{learning_rate:.2e}")
+            if logs:
                 terms = "".join(
-                    f"[{name}: {running / batches:.4f}]" for name, running in zip(self.loss.names, sums, strict=True)
+                    f"[{name}: {term_sum / batches:.4f}]" for name, term_sum in zip(self.loss.names, sums, strict=True)
                 )
                 self.experiment.write_log(
                     f"[{(batch + 1) * args.batch_size}/{len(self.train_set)}]\tLoss : "
                     f"[total: {sums[-1] / batches:.4f}]{terms}[mid: {0.0:.4f}]"  # CDVD_TSP has no mid loss
                 )
-            # after the epoch's last step the processes meet anyway (the loss sums): no need to wait a step
-            signal_number = vote.poll(at_once=batches == in_epoch)
             if signal_number:
                 progress_bar.close()
                 return signal_number
         return 0
+
+    def _read_losses(self, running: RunningLoss, progress: Progress, read_from: int, seconds: list[float]) -> None:
+        """Bring the running sums to the host into ``progress`` (every process at the same batch); stop the run if a
+        loss since the last read (from batch ``read_from``) was not finite in any process; log the steps read to
+        TensorBoard."""
+        reading = running.read()
+        # every process stops at the same read: a process alone would leave the others waiting in DDP's exchange
+        first_bad = reading.first_bad_batch
+        if not self.runtime.all_true(first_bad is None):
+            self._stop_diverged(progress.epoch, reading)
+        progress.sums = reading.sums
+        if self.curves is not None:
+            first_step = (progress.epoch - 1) * batches_per_epoch(self.train_batches) + read_from + 1
+            self.curves.training_steps(first_step, self.loss.names, reading.steps, self.learning_rates(), seconds)
 
     def finish_epoch(self, progress: Progress) -> None:
         """The epoch's mean loss terms over all processes, into the history."""
@@ -259,12 +315,15 @@ class Trainer:
         ).tolist()
         self.history.loss.append([running / totals[-1] for running in totals[:-1]])
 
-    def _stop_diverged(self, epoch: int, batch: int, values: list[float]) -> None:
-        local = all(math.isfinite(value) for value in values)
+    def _stop_diverged(self, epoch: int, reading: Reading) -> None:
+        """Stop the run: a loss was not finite (``reading``: here, or None when in another process)."""
+        batch = reading.first_bad_batch
+        local = batch is not None
+        batch = self.runtime.smallest(batch if local else None)
         terms = (
-            "in another process"
-            if local
-            else ", ".join(f"{name} {value}" for name, value in zip(self.loss.names, values, strict=True))
+            ", ".join(f"{name} {value}" for name, value in zip(self.loss.names, reading.bad_values, strict=True))
+            if local and batch == reading.first_bad_batch
+            else "in another process"
         )
         saved = f"epoch {epoch - 1}" if epoch > 1 else "epoch 0, the initial weights"
         message = (
@@ -283,6 +342,7 @@ class Trainer:
         self.network.eval()
         center = args.n_sequence // 2
         sums = torch.zeros(3, dtype=torch.float64)
+        self._validation_images = []
         steps = math.ceil(len(self.test_set) / runtime.world_size)
         batches = iter(self.test_batches)
         with torch.no_grad():
@@ -299,6 +359,9 @@ class Trainer:
                     sums += torch.tensor(
                         [float_psnr(first, gt_center, args.rgb_range), float_psnr(final, gt_center, args.rgb_range), 1]
                     )
+                    if self.curves is not None and len(self._validation_images) < VALIDATION_IMAGES:
+                        side_by_side = torch.cat([blur[0, center], final[0], gt_center[0]], dim=-1)
+                        self._validation_images.append((side_by_side / args.rgb_range).clamp(0, 1).cpu())
                     if args.save_images:
                         name = self.test_set.center_frame(int(index))
                         images = (name, window_images(blur[:, center], gt_center, first, final, args.rgb_range))
@@ -343,6 +406,8 @@ class Trainer:
         """Commit the point ``progress`` inside an epoch (`Experiment.save_progress`); every process waits for the
         commit, so that none ends before rank 0 has written it."""
         state = self.state(progress.epoch - 1, progress, signal_number)
+        if self.curves is not None:
+            self.curves.flush()  # what the commit covers is in the event files
         self.experiment.save_progress(state, progress.epoch, progress.batches)
         self.runtime.barrier()
 
@@ -350,6 +415,8 @@ class Trainer:
         """Commit ``epoch``'s checkpoint (one commit point: `Experiment.save_checkpoint`). Epoch 0 is the run's
         initial state, committed before training so that a run stopped in its first epoch can be resumed."""
         trained = epoch > 0
+        if self.curves is not None:
+            self.curves.flush()
         self.experiment.save_checkpoint(
             self.state(epoch),
             with_n_sequence(self.model.state_dict(), self.model.n_sequence) if trained else None,
