@@ -328,10 +328,10 @@ def test_a_folder_in_use_is_refused(argv: list[str], full: Path) -> None:
         other.close()
 
 
-def test_model_files_record_their_n_sequence_and_inference_refuses_another(full: Path) -> None:
+def test_model_files_record_their_n_sequence_and_a_model_of_another_window_refuses_them(full: Path) -> None:
     path = full / "model" / "model_latest.pt"
     assert read_checkpoint(path)[1] == 3  # --n_stages 1
     with pytest.raises(CheckpointError) as refused:
-        load_model(path, torch.device("cpu"))  # inference builds the 5-frame model
+        load_model(path, torch.device("cpu"))  # the released window, five frames (inference.py reads the record)
     message = str(refused.value)
     assert "\n" not in message and message.startswith(f"{path} was trained with n_sequence 3 (--n_stages 1); ")
