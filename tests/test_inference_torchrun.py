@@ -169,7 +169,9 @@ def test_a_killed_process_is_restarted_and_its_resume_ends_with_the_results_of_o
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "test hook: SIGKILL after the record of v1" in completed.stderr and "exitcode: -9" in completed.stderr
     restored = restored_videos(completed.stderr)
-    assert restored.count("v1") == 1 and restored.count("v2") == 2  # v1 kept; v2, begun by rank 1, done again
+    assert restored.count("v1") == 1  # kept
+    # v2 and v3 are done after the restart, and were begun before the kill or not: that depends on timing
+    assert all(1 <= restored.count(video) <= 2 for video in ("v2", "v3")), restored
     log = newest_log(tmp_path / "r")
     resumed = [line for line in log if line.startswith("+ resumed: ")]
     assert len(resumed) == 1 and resumed[0].split(" videos were")[0] in ("+ resumed: 1 of 3", "+ resumed: 2 of 3")
