@@ -162,14 +162,6 @@ PY
 step bench_cost_volume 30 python3 bench/bench_cost_volume.py --dtypes float32 float16 --repeats 10
 step sweep_720p 60 python3 bench/bench_inference.py --sweep --sizes 1280x720 --outputs 6
 step postprocessing_720p 25 python3 bench/bench_inference.py --sizes 1280x720 --outputs 1 --runners
-step bench_train_torch 30 python3 bench/bench_train.py --cost_volume torch --levers fp32 --steps 3 --warmup 1
-# every training lever alone and combined (docs/benchmarks-training.md); the compiled ones compile in their warm-up
-step bench_train_levers 240 python3 bench/bench_train.py --steps 5 --warmup 3
-# each precision's validation PSNR after 300 steps on one synthetic set from the demo model, beside float32's
-step train_precisions 240 python3 bench/bench_train_precision.py --steps 300 --size 128 \
-    --pre_train pretrain_models/CDVD_TSP_DEMO.pt
-# the data loader alone on 720p PNGs for 0, 2, 4, 8 workers, and with the frames decoded in memory
-step bench_loader 120 python3 bench/bench_loader.py --batches 10 --preload
 # accuracy of each precision: the demo model on the demo set (60 held-out frames), totals against fp32
 NEEDS=ffmpeg step demo_precisions 60 python3 - "$SCRATCH" <<'PY'
 import contextlib, io, json, sys
@@ -189,6 +181,14 @@ for precision in ("fp32", "tf32", "fp16", "bf16"):
 PY
 NEEDS="ffmpeg clip720" step pipeline_720p 60 python3 bench/bench_inference.py --pipeline "$SCRATCH/clip720" \
     --model_path pretrain_models/CDVD_TSP_DEMO.pt
+step bench_train_torch 30 python3 bench/bench_train.py --cost_volume torch --levers fp32 --steps 3 --warmup 1
+# every training lever alone and combined (docs/benchmarks-training.md); the compiled ones compile in their warm-up
+step bench_train_levers 240 python3 bench/bench_train.py --steps 5 --warmup 3
+# each precision's validation PSNR after 300 steps on one synthetic set from the demo model, beside float32's
+step train_precisions 240 python3 bench/bench_train_precision.py --steps 300 --size 128 \
+    --pre_train pretrain_models/CDVD_TSP_DEMO.pt
+# the data loader alone on 720p PNGs for 0, 2, 4, 8 workers, and with the frames decoded in memory
+step bench_loader 120 python3 bench/bench_loader.py --batches 10 --preload
 
 # ----- the summary: one line a step, then the tests' counts and the tests that failed (from junit.xml)
 
