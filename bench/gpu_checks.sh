@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # What needs a GPU, in one pass of at most $BUDGET seconds: first the whole test suite, then the measurements that
-# docs/gpu.md reports (the cost volume, the inference sweep of every precision, the training step with each cost
-# volume and every training lever, the training precisions and the data loader, the accuracy of each precision on
-# the demo set, inference.py's pipeline on 720p frames).
+# docs/gpu.md reports (the cost volume, the inference sweep of every lever and precision, the accuracy of each
+# precision on the demo set, inference.py's pipeline on 720p frames), then training's (the step with each cost
+# volume, every training lever, each precision's validation PSNR, the data loader). The step limits add up to more
+# than one pass of the default BUDGET: the steps come in order of importance and a pass cut short keeps the first
+# ones; the training steps are then a second pass of their own:
+#   ONLY="bench_train_torch bench_train_levers train_precisions bench_loader" BUDGET=540 bash bench/gpu_checks.sh
 #
 #   OUT=gpu-results WHEELS=wheels bash bench/gpu_checks.sh      # from the repository root, on a CUDA machine
 #
