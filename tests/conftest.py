@@ -7,7 +7,8 @@
 - ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``).
 - runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
-- ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py.
+- ``train_tiny_checkpoint``: a checkpoint of any number of stages written by main.py; ``tiny_training_argv`` and
+  ``run_folder``: a tiny run's command line and its folder.
 - ``inference_refused``: inference.py run as its command line runs it, refused: its one line.
 - ``hooked_inference``: inference.py in a subprocess (alone or under torchrun) that says which videos each process
   restores and kills itself, or sends itself or torchrun a signal, at a chosen point (``inference_hook_environment``);
@@ -281,6 +282,20 @@ def ensemble_video(
         forward = TimeReversal(forward, backward_outputs(runner(), reversed(padded), keep_on=None))
     outputs = [forward.push(frame, index) for frame, index in padded]
     return [output.image for output in outputs if output is not None]
+
+
+def tiny_training_argv(root: Path, *flags: str) -> list[str]:
+    """main.py's command line for a tiny run (`TINY_TRAINING`, then ``flags``) over a dataset made under ``root``
+    (two training videos of 3 frames, one validation video), its runs in ``root/runs`` (`run_folder`)."""
+    make_dataset(root / "train", {"video0": 3, "video1": 3}, height=32, width=40)
+    make_dataset(root / "test", {"video0": 3}, height=32, width=32, seed=7)
+    data = ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
+    return [*TINY_TRAINING, *flags, *data, "--experiment_dir", str(root / "runs")]
+
+
+def run_folder(argv: list[str], save: str) -> Path:
+    """The folder of run ``save`` of main.py's command line ``argv``."""
+    return Path(argv[argv.index("--experiment_dir") + 1]) / save
 
 
 def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:

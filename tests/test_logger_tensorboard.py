@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import main as train_main
-from conftest import TINY_TRAINING, assert_same_training, make_dataset
+from conftest import assert_same_training, run_folder, tiny_training_argv
 from logger.tensorboard import TENSORBOARD_DIR
 from trainer.step import TrainStep
 from utils import atomic
@@ -37,15 +37,7 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def argv(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("tensorboard")
-    make_dataset(root / "train", {"video0": 3, "video1": 3}, height=32, width=40)
-    make_dataset(root / "test", {"video0": 3}, height=32, width=32, seed=7)
-    data = ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
-    return [*TINY_TRAINING, *STEPS, *data, "--experiment_dir", str(root / "runs")]
-
-
-def run_dir(argv: list[str], save: str) -> Path:
-    return Path(argv[argv.index("--experiment_dir") + 1]) / save
+    return tiny_training_argv(tmp_path_factory.mktemp("tensorboard"), *STEPS)
 
 
 def train(argv: list[str], save: str) -> int:
@@ -70,7 +62,7 @@ def curves(run: Path) -> dict[str, list[tuple[int, float]]]:
 @pytest.fixture(scope="module")
 def reference(argv: list[str]) -> Path:
     assert train(argv, "reference") == 0
-    return run_dir(argv, "reference")
+    return run_folder(argv, "reference")
 
 
 def test_an_uninterrupted_run_logs_every_step_and_each_validation(reference: Path) -> None:
@@ -96,7 +88,7 @@ def test_stopped_killed_while_committing_and_resumed_each_step_is_there_once(arg
     """SIGTERM after step 2 (committed there); resumed, SIGTERM after step 5 and a kill during that commit: the
     event files hold steps 3 to 5 and the validation after step 3, past the last commit (step 3 and epoch 1);
     resumed again, the run ends with each step once and the uninterrupted run's values."""
-    run = run_dir(argv, "stopped")
+    run = run_folder(argv, "stopped")
     steps = []
     real_optimise, real_rename = TrainStep.optimise, atomic.rename
 

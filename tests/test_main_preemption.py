@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import main as train_main
-from conftest import TINY_TRAINING, assert_same_training, hooked_training, hooks_environment, make_dataset
+from conftest import assert_same_training, hooked_training, hooks_environment, run_folder, tiny_training_argv
 from data.videodata import VideoData
 from trainer.randomness import capture_rng_state
 from trainer.step import TrainStep
@@ -43,15 +43,7 @@ RESUME = "run the same command with --resume to continue from it"
 
 @pytest.fixture(scope="module")
 def argv(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("preemption")
-    make_dataset(root / "train", {"video0": 3, "video1": 3}, height=32, width=40)
-    make_dataset(root / "test", {"video0": 3}, height=32, width=32, seed=7)
-    data = ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
-    return [*TINY_TRAINING, *STEPS, *data, "--experiment_dir", str(root / "runs")]
-
-
-def run_dir(argv: list[str], save: str) -> Path:
-    return Path(argv[argv.index("--experiment_dir") + 1]) / save
+    return tiny_training_argv(tmp_path_factory.mktemp("preemption"), *STEPS)
 
 
 def train(argv: list[str], save: str) -> int:
@@ -79,7 +71,7 @@ def reference(argv: list[str]) -> Iterator[tuple[Path, list[tuple[int, int]]]]:
     with pytest.MonkeyPatch.context() as patch:
         read = read_training_samples(patch)
         assert train(argv, "reference") == 0
-    yield run_dir(argv, "reference"), read
+    yield run_folder(argv, "reference"), read
 
 
 def signal_after_step(monkeypatch: pytest.MonkeyPatch, step: int, number: int, draw: bool = False) -> None:
@@ -125,7 +117,7 @@ def stopped_in_epoch_2(argv: list[str], reference: tuple) -> Path:
     """A run stopped by SIGTERM during the first step of epoch 2 (the fourth step); left as the stop left it. Its
     steps draw from the global generators, so that where it left them differs from where a new process has them."""
     stopped = stop(argv, "sigterm", lambda patch: signal_after_step(patch, 4, signal.SIGTERM, draw=True))
-    run = run_dir(argv, "sigterm")
+    run = run_folder(argv, "sigterm")
     assert stopped.message == f"SIGTERM in epoch 2 after batch 1 of 3: {run} {KEPT}; {RESUME}"
     assert stopped.status == 143
     return run
@@ -180,7 +172,7 @@ def test_stops_after_an_epochs_last_step_and_during_validation_resume_exactly(
     """SIGUSR1 in epoch 1's last step stops before its validation (a point inside the epoch: all its batches done);
     resumed, SIGTERM during that validation stops at epoch 2's start (nothing more to keep than epoch 1's commit);
     resumed again, the run ends as the uninterrupted one."""
-    run = run_dir(argv, "epoch_end")
+    run = run_folder(argv, "epoch_end")
     stopped = stop(argv, "epoch_end", lambda patch: signal_after_step(patch, 3, signal.SIGUSR1))
     assert stopped.message == f"SIGUSR1 in epoch 1 after batch 3 of 3: {run} {KEPT}; {RESUME}"
     assert stopped.status == 138
@@ -200,7 +192,7 @@ def test_stops_after_an_epochs_last_step_and_during_validation_resume_exactly(
 def test_a_real_process_stopped_and_signalled_again_while_committing(argv: list[str], reference: tuple) -> None:
     """SIGTERM in step 2, then SIGTERM and SIGUSR1 just before the commit point of the point reached: the commit
     finishes (neither kills the process nor interrupts the commit), one line, exit status 143."""
-    run = run_dir(argv, "twice")
+    run = run_folder(argv, "twice")
     hooks = hooks_environment(
         {"at": "step", "count": 2, "signal": "SIGTERM"},
         {"at": "progress commit", "count": 1, "signal": "SIGTERM"},
@@ -234,7 +226,7 @@ def test_a_signal_outside_training_interrupts_like_ctrl_c(argv: list[str], monke
     with pytest.raises(Interrupted) as interrupted:
         train(argv, "setting_up")
     assert interrupted.value.signal_number == signal.SIGTERM
-    run = run_dir(argv, "setting_up")
+    run = run_folder(argv, "setting_up")
     assert not run.exists() or not any(run.iterdir())  # a start that never committed leaves nothing
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import main as train_main
-from conftest import TINY_TRAINING, assert_same_training, make_dataset
+from conftest import TINY_TRAINING, assert_same_training, run_folder, tiny_training_argv
 from data.loaders import build_datasets
 from logger.experiment import Experiment
 from loss import Loss
@@ -32,15 +32,7 @@ FAST = ["--channels_last", "all", "--optimizer_impl", "fused"]
 
 @pytest.fixture(scope="module")
 def argv(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    root = tmp_path_factory.mktemp("options")
-    make_dataset(root / "train", {"video0": 3, "video1": 3}, height=32, width=40)
-    make_dataset(root / "test", {"video0": 3}, height=32, width=32, seed=7)
-    data = ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
-    return [*TINY_TRAINING, *STEPS, *data, "--experiment_dir", str(root / "runs")]
-
-
-def run_dir(argv: list[str], save: str) -> Path:
-    return Path(argv[argv.index("--experiment_dir") + 1]) / save
+    return tiny_training_argv(tmp_path_factory.mktemp("options"), *STEPS)
 
 
 def train(argv: list[str], save: str, *flags: str) -> int:
@@ -118,7 +110,7 @@ def fast_reference(argv: list[str]) -> Path:
         patch.setattr(TrainStep, "compute_loss", compute_loss)
         assert train(argv, "fast", *FAST) == 0
     assert layouts and all(layouts)
-    return run_dir(argv, "fast")
+    return run_folder(argv, "fast")
 
 
 def test_a_run_with_the_fast_options_stopped_by_sigterm_resumes_exactly(argv: list[str], fast_reference: Path) -> None:
@@ -134,9 +126,9 @@ def test_a_run_with_the_fast_options_stopped_by_sigterm_resumes_exactly(argv: li
         patch.setattr(TrainStep, "optimise", optimise)
         with pytest.raises(Stopped):
             train(argv, "fast_stopped", *FAST)
-    assert torch.load(run_dir(argv, "fast_stopped") / "state.pt", weights_only=True)["inside"]["batches"] == 1
+    assert torch.load(run_folder(argv, "fast_stopped") / "state.pt", weights_only=True)["inside"]["batches"] == 1
     assert train(argv, "fast_stopped") == 0  # the options come back from the checkpoint
-    assert_same_training(run_dir(argv, "fast_stopped"), fast_reference)
+    assert_same_training(run_folder(argv, "fast_stopped"), fast_reference)
 
 
 def test_the_fp16_loss_scaler_is_saved_and_restored(argv: list[str], tmp_path: Path) -> None:
