@@ -137,6 +137,28 @@ def infer_threads() -> list[str]:
     return [thread.name for thread in threading.enumerate() if thread.name.startswith("infer-")]
 
 
+def refused_in_a_process(patch: str, argv: list[str]) -> str:
+    """inference.py run with ``argv`` in a process of its own as its command line runs it, after the Python lines
+    ``patch`` (run with code/ and tests/ importable): it must exit with status 2 and one ``error: ...`` line on
+    stderr, and no traceback; returns that line."""
+    script = (
+        "import sys; sys.path.insert(0, 'code'); sys.path.insert(0, 'tests')\n"
+        f"{patch}"
+        "from inference import main\n"
+        "from utils.errors import run_cli\n"
+        f"run_cli(lambda: main({argv!r}))\n"
+    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, completed.stderr[-2000:]
+    return errors[0]
+
+
 def hidden_files(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.rglob(".*"))
 
@@ -246,23 +268,9 @@ def test_a_full_disk_under_the_log_stops_the_run_with_one_line(
 def test_a_full_disk_exits_with_status_2_and_one_line(tmp_path: Path, weights: Path) -> None:
     data = make_dataset(tmp_path / "data", {"v": 5})
     result = tmp_path / "result"
-    script = (
-        "import sys, errno; sys.path.insert(0, 'code'); sys.path.insert(0, 'tests')\n"
-        "from data import frames\n"
-        "from test_inference_errors import full_after\n"
-        "frames.open = full_after(0)\n"
-        "from inference import main\n"
-        "from utils.errors import run_cli\n"
-        f"run_cli(lambda: main({evaluation_argv(data, weights, result)!r}))\n"
-    )
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=environment
-    )
-    assert completed.returncode == 2, completed.stderr[-2000:]
-    assert "Traceback" not in completed.stderr
-    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].endswith("00002.png: No space left on device")
+    patch = "from data import frames\nfrom test_inference_errors import full_after\nframes.open = full_after(0)\n"
+    error = refused_in_a_process(patch, evaluation_argv(data, weights, result))
+    assert error.endswith("00002.png: No space left on device")
     assert not (result / "results.json").exists() and hidden_files(result) == []
 
 
@@ -449,23 +457,12 @@ def test_the_command_line_stops_a_non_finite_run_with_status_2_and_one_line(tmp_
     write_frames(frames, 5)
     assert main(clip_argv(frames, weights, out)) == 0
     earlier = outputs(out)
-    script = (
-        "import sys; sys.path.insert(0, 'code'); sys.path.insert(0, 'tests')\n"
-        "from infer import pipeline\n"
-        "from test_inference_errors import poisoned_at\n"
+    patch = (
+        "from infer import pipeline\nfrom test_inference_errors import poisoned_at\n"
         "pipeline.runner_factory = poisoned_at(1, float('nan'))\n"
-        "from inference import main\n"
-        "from utils.errors import run_cli\n"
-        f"run_cli(lambda: main({clip_argv(frames, weights, out)!r}))\n"
     )
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=environment
-    )
-    assert completed.returncode == 2, completed.stderr[-2000:]
-    assert "Traceback" not in completed.stderr
-    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: clip: the output of frame 000001 holds NaN or inf")
+    error = refused_in_a_process(patch, clip_argv(frames, weights, out))
+    assert error.startswith("error: clip: the output of frame 000001 holds NaN or inf")
     assert outputs(out) == earlier and hidden_files(out) == [".results.json.manifest.json"]
 
 
