@@ -15,12 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INFERENCE, evaluation_argv, make_dataset, save_seeded_weights, sharp_frames, write_image
+from conftest import (
+    INFERENCE,
+    evaluation_argv,
+    inference_refused,
+    make_dataset,
+    save_seeded_weights,
+    sharp_frames,
+    write_image,
+)
 from data.video_io import VideoWriter
 from infer.staging import Staging
 from inference import main
 from utils import atomic, committed
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -65,17 +73,6 @@ def assert_one_run(folder: Path, results_name: str = "results.json", others: tup
     assert set(outputs(folder)) - {"notes.txt"} - theirs == {*owned(folder, results_name), results_name}
     assert hidden(folder) == sorted(committed.manifest_path(folder, name).name for name in (results_name, *others))
     return document
-
-
-def refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """Run inference.py as the command line does: it must exit with status 2 and one line; returns the line."""
-    with pytest.raises(SystemExit) as exit_status:
-        run_cli(lambda: main(argv))
-    assert exit_status.value.code == 2
-    stderr = capsys.readouterr().err
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in stderr, stderr
-    return errors[0]
 
 
 def test_a_rerun_with_other_settings_replaces_the_earlier_run_as_a_whole(tmp_path: Path, weights: Path) -> None:
@@ -237,8 +234,8 @@ def test_outputs_that_would_replace_files_no_run_wrote_are_refused(
     unrelated = tmp_path / "holiday.mp4"
     unrelated.write_bytes(b"someone's video")
     argv = ["--input", str(clip), "--model_path", str(weights), "--device", "cpu", "--output"]
-    line = refused([*argv, str(unrelated)], capsys)
-    assert line.startswith("error: --output: ") and "holiday.mp4 exists and is no output of an earlier run" in line
+    line = inference_refused([*argv, str(unrelated)], capsys)
+    assert line.startswith("--output: ") and "holiday.mp4 exists and is no output of an earlier run" in line
     assert unrelated.read_bytes() == b"someone's video" and hidden(tmp_path) == []
 
     output = tmp_path / "out" / "deblurred.mp4"
@@ -251,8 +248,8 @@ def test_outputs_that_would_replace_files_no_run_wrote_are_refused(
     folder = tmp_path / "frames_out"
     folder.mkdir()
     (folder / "00001.png").write_bytes(b"a photo")
-    line = refused([*argv, str(folder)], capsys)
-    assert line.startswith("error: --output: ") and "00001.png exists and is no output of an earlier run" in line
+    line = inference_refused([*argv, str(folder)], capsys)
+    assert line.startswith("--output: ") and "00001.png exists and is no output of an earlier run" in line
     assert everything(folder) == {"00001.png": b"a photo"}
 
 
@@ -322,8 +319,8 @@ def test_a_result_folder_this_project_did_not_write_is_refused_before_anything_i
     (tmp_path / "victim2.txt").write_text("outside the folder, named by ../")
     make(result)  # type: ignore[operator]
     before = everything(tmp_path)
-    line = refused(evaluation_argv(dataset, weights, result), capsys)
-    assert line.startswith("error: --result_path: ")
+    line = inference_refused(evaluation_argv(dataset, weights, result), capsys)
+    assert line.startswith("--result_path: ")
     assert re.search(message, line), line
     assert line.endswith("or choose another --result_path")
     assert everything(tmp_path) == before  # nothing written, nothing removed, inside the folder or outside
@@ -354,8 +351,8 @@ def test_a_tampered_manifest_is_refused_and_nothing_is_removed(
     (tmp_path / "victim2.txt").write_text("outside the folder, named by ../")
     tamper(result, change)
     before = everything(tmp_path)
-    line = refused([*evaluation_argv(dataset, weights, result), "--no_save_image"], capsys)
-    assert line.startswith(f"error: {committed.manifest_path(result, 'results.json')}: ")
+    line = inference_refused([*evaluation_argv(dataset, weights, result), "--no_save_image"], capsys)
+    assert line.startswith(f"{committed.manifest_path(result, 'results.json')}: ")
     assert "nothing was changed" in line
     assert re.search(message, line), line
     assert everything(tmp_path) == before
@@ -387,7 +384,7 @@ def test_outputs_of_two_videos_in_one_folder_are_separate_units(
     a_files = files_of("a")
     live = Staging.begin(out / "a_deblurred_results.json", [], "--output")  # a run of a, alive
     try:
-        assert "another inference run is writing into" in refused(argv("a"), capsys)
+        assert "another inference run is writing into" in inference_refused(argv("a"), capsys)
         b_files = files_of("b")
         assert main(argv("b")) == 0  # b is another unit: a live run of a is not in its way, nor it in a's
     finally:
