@@ -101,10 +101,6 @@ def _has_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and _has_image_name(path)
-
-
 def list_frames(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, in natural order. A link with an image's name that leads nowhere is a
     `UserError`: leaving it out would leave a hole in the sequence."""
