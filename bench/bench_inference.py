@@ -54,13 +54,14 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from data.frames import write_png
-from infer.switches import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, deterministic_algorithms
+from infer.switches import deterministic_algorithms
 from model.acceleration import RELEASE_OPTIONS, accelerated_step, recommended_options
 from model.cdvd_tsp import CDVD_TSP, StepOptions
 from model.correlation import BACKEND_VARIABLE, SELECTOR
 from model.streaming import Step, StreamingRunner, WindowRunner
 from utils import metrics_device
 from utils.cpu import bf16_support, configure_threads, read_cpuinfo
+from utils.determinism import set_cublas_workspace
 from utils.image import to_tensor, to_uint8
 from utils.metrics import psnr, score_frame, ssim
 from utils.metrics_device import score_frame_tensor
@@ -324,7 +325,7 @@ def cuda_sweep_setting(
 
 def cuda_sweep(size: tuple[int, int], outputs: int, device: torch.device, compile: bool) -> None:
     """Every setting of `cuda_settings` at one frame size, streamed, against eager fp32's outputs."""
-    os.environ.setdefault(CUBLAS_VARIABLE, CUBLAS_DETERMINISTIC[0])  # read once, before cuBLAS's first use
+    set_cublas_workspace()  # read once, before cuBLAS's first use
     torch.manual_seed(0)
     model = CDVD_TSP().to(device).eval()
     clip = [to_tensor(frame, device) for frame in frames(outputs + 3 + 4, *size)]

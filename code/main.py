@@ -24,9 +24,10 @@ from loss import Loss
 from model.checkpoint import load_weights
 from option import apply_saved_options, option_warnings, parse_args
 from trainer.model_setup import build_model, model_summary
-from trainer.randomness import seed_everything, use_deterministic_algorithms
+from trainer.randomness import seed_everything
 from trainer.runtime import Runtime, start_runtime, stop_runtime
 from trainer.trainer import Trainer
+from utils.determinism import use_deterministic_algorithms
 from utils.errors import UserError, run_cli
 from utils.signals import StopRequests
 
@@ -106,7 +107,7 @@ def train_or_validate(
     experiment: Experiment,
 ) -> int:
     if args.deterministic:
-        use_deterministic_algorithms()
+        use_deterministic_algorithms(warn_only=True)  # on CUDA grid_sample's backward has no deterministic kernel
     seed_everything(args.seed)
 
     model = build_model(args, weights_follow=bool(state) or args.test_only or args.pre_train_path is not None)

@@ -11,8 +11,9 @@ import torch
 
 from conftest import evaluation_argv, inference_refused, make_dataset, save_seeded_weights
 from infer import pipeline
-from infer.switches import CUBLAS_VARIABLE, deterministic_algorithms, run_switches, threads_set
+from infer.switches import deterministic_algorithms, run_switches, threads_set
 from inference import main
+from utils.determinism import CUBLAS_VARIABLE
 from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")

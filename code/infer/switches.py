@@ -7,10 +7,9 @@ model's on the CPU, docs/benchmarks-inference.md), and OpenCV's own pool is one 
 workers (PNG encoding, the metrics' filters) each use one core for their short tasks instead of a pool of every
 core that would compete with the model's threads.
 
-Deterministic: `torch.use_deterministic_algorithms` (an op without a deterministic implementation raises instead
-of warning: inference runs no backward pass, and its forward ops all have one, as has the CuPy cost-volume kernel:
-one thread per output, no atomics), cuDNN's deterministic algorithms without benchmark-mode choices, and cuBLAS's
-deterministic workspace (``CUBLAS_WORKSPACE_CONFIG``, read by cuBLAS when PyTorch first uses it, hence set here).
+Deterministic: every switch of utils/determinism.py, an op without a deterministic implementation raising instead
+of warning (inference runs no backward pass, and its forward ops all have one, as has the CuPy cost-volume kernel:
+one thread per output, no atomics); a ``CUBLAS_WORKSPACE_CONFIG`` that makes cuBLAS nondeterministic is refused.
 """
 
 import contextlib
@@ -21,14 +20,12 @@ import cv2
 import torch
 
 from utils.cpu import configure_threads
+from utils.determinism import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, use_deterministic_algorithms
 from utils.errors import UserError
 
 RESERVED_CORES = 0
 """Cores kept from the model for the pipeline's workers (docs/benchmarks-inference.md, "Threads": none)."""
 PIPELINE_CV2_THREADS = 1
-CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
-CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
-"""The values with which cuBLAS is deterministic (the first is set when the variable is not)."""
 
 
 @contextlib.contextmanager
@@ -65,10 +62,7 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         cudnn.deterministic,
         cudnn.benchmark,
     )
-    if workspace is None:
-        os.environ[CUBLAS_VARIABLE] = CUBLAS_DETERMINISTIC[0]
-    torch.use_deterministic_algorithms(True)
-    cudnn.deterministic, cudnn.benchmark = True, False
+    use_deterministic_algorithms(warn_only=False)
     try:
         yield
     finally:

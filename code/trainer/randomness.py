@@ -1,6 +1,5 @@
-"""Seeds and random number generator states: derived seeds, deterministic mode, capture and restore for --resume."""
+"""Seeds and random number generator states: derived seeds, capture and restore for --resume."""
 
-import os
 import random
 from typing import Any
 
@@ -17,14 +16,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def use_deterministic_algorithms() -> None:
-    """Deterministic kernels; on CUDA, ops without one (grid_sample's backward) warn instead of failing."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def capture_rng_state() -> dict[str, Any]:
