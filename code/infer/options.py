@@ -150,11 +150,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="continue the run that was stopped before its end in the same place, with the same settings: the "
         "videos it finished are kept; with none to continue, the run starts",
     )
+    workers = default_workers()
     parser.add_argument(
         "--workers",
         type=int,
-        default=default_workers(),
+        default=workers,
         help=f"threads that write and score outputs (default: the usable cores but two, {MIN_WORKERS} to "
-        f"{MAX_WORKERS}; here {default_workers()}; 0: all in the main thread)",
+        f"{MAX_WORKERS}; here {workers}; 0: all in the main thread)",
     )
     return parser.parse_args(argv)
