@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import evaluation_argv, make_dataset, run_frames, train_tiny_checkpoint
+from conftest import evaluation_argv, make_dataset, run_frames, sharp_frames, train_tiny_checkpoint, write_image
 from data.frames import read_rgb
-from infer.run import load_model
+from infer.restorer import load_model
 from inference import main
 from model.checkpoint import read_checkpoint
 from model.streaming import StreamingRunner, with_border
+from utils.cpu import bf16_support
 from utils.errors import UserError
 from utils.image import to_tensor, to_uint8
 
@@ -30,6 +31,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """model_latest.pt of a T = 1 and a T = 3 training run (recording n_sequence 3 and 7)."""
     root = tmp_path_factory.mktemp("stages")
     return {stages: train_tiny_checkpoint(root / f"t{stages}", stages) for stages in (1, 3)}
+
+
+BF16_BOUND, BF16_MEAN_BOUND = 8, 1.0
+"""bf16 against float32 on these tiny trained models: at most 8 grey levels at any pixel, 1 on average (seen: 4 at
+most, 0.23 on average; bfloat16 keeps 8 bits of mantissa: a few grey levels at the brightest pixels)."""
 
 
 def evaluate(data: Path, weights: Path, result: Path, *flags: str) -> dict:
@@ -84,13 +90,36 @@ def test_a_checkpoint_of_any_stages_deblurs_every_frame(
     data = make_dataset(tmp_path / "data", {"clip": stages + 1}, *SIZE, gt=False)
     folder, output = data / "blur" / "clip", tmp_path / "out"
     argv = ["--input", str(folder), "--output", str(output), "--model_path", str(checkpoints[stages])]
-    assert main([*argv, "--device", "cpu", "--workers", "0"]) == 0
+    # float32, as the library's outputs (--input's default is bf16 on CPUs with native bfloat16: see below)
+    assert main([*argv, "--device", "cpu", "--workers", "0", "--precision", "fp32"]) == 0
     ours = pngs(output)
     assert list(ours) == [f"{index:05d}" for index in range(stages + 1)]
     frames = [read_rgb(path) for path in sorted(folder.iterdir())]
     assert_same_images(list(ours.values()), library_outputs(checkpoints[stages], stages, frames, border=True))
     report = json.loads((output / "results.json").read_text())
     assert (report["settings"]["n_seq"], report["settings"]["border_mode"]) == (2 * stages + 1, "release")
+
+
+@pytest.mark.skipif(not bf16_support().native, reason="needs a CPU with native bfloat16 (AVX512-BF16, AMX-BF16)")
+@pytest.mark.parametrize("stages", [1, 3])
+def test_the_bf16_default_of_a_native_bf16_cpu_stays_near_float32(
+    tmp_path: Path, checkpoints: dict[int, Path], stages: int
+) -> None:
+    """--input's default on such a CPU is bf16 (recorded as such); its frames are bf16's, within BF16_BOUND grey
+    levels of the float32 library's, and not all equal to them."""
+    frames = sharp_frames(stages + 2, *SIZE, seed=5)
+    folder, output = tmp_path / "clip", tmp_path / "out"
+    for index, frame in enumerate(frames):
+        write_image(folder / f"{index:05d}.png", frame)
+    argv = ["--input", str(folder), "--output", str(output), "--model_path", str(checkpoints[stages])]
+    assert main([*argv, "--device", "cpu", "--workers", "0"]) == 0
+    assert json.loads((output / "results.json").read_text())["settings"]["precision"] == "bf16"
+    ours = list(pngs(output).values())
+    reference = library_outputs(checkpoints[stages], stages, frames, border=True)
+    differences = [np.abs(mine.astype(int) - other.astype(int)) for mine, other in zip(ours, reference, strict=True)]
+    assert max(int(difference.max()) for difference in differences) <= BF16_BOUND
+    assert max(float(difference.mean()) for difference in differences) <= BF16_MEAN_BOUND
+    assert any(difference.any() for difference in differences)  # bf16 indeed, not float32
 
 
 def test_n_stages_names_the_window_of_a_file_without_a_record_and_may_not_contradict_one(
