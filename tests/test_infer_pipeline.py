@@ -23,14 +23,19 @@ from infer import outputs as outputs_module
 from infer import runners as runners_module
 from infer.options import parse_args
 from infer.pipeline import Pipeline
-from infer.planning import make_plan
+from infer.planning import Plan, make_plan
 from infer.reader import Prefetcher
 from infer.report import Report
+from infer.restorer import Restorer
 from infer.workers import InOrder
 from inference import main
 from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def restorer_of(model: torch.nn.Module, plan: Plan) -> Restorer:
+    return Restorer(model, plan.restoration, plan.execution)  # type: ignore[arg-type]
 
 
 def infer_threads() -> list[str]:
@@ -192,7 +197,7 @@ def run_pipeline(
     model, report = seeded_model(7), ThreadWatch()
     with torch.inference_mode():
         started = time.perf_counter()
-        with Pipeline(model, plan, report, progress=False) as pipeline:
+        with Pipeline(restorer_of(model, plan), plan, report, progress=False) as pipeline:
             pipeline.scores_on_device = device_scores
             for job in plan.jobs:
                 pipeline.video(job)
@@ -258,14 +263,14 @@ def test_the_next_video_starts_while_the_last_outputs_of_the_previous_are_writte
     argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(tmp_path)]
     plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", "2"]))
     model = seeded_model(7)
-    with torch.inference_mode(), Pipeline(model, plan, Recording(), progress=False) as pipeline:
-        make_runner = pipeline.new_runner
+    with torch.inference_mode(), Pipeline(restorer_of(model, plan), plan, Recording(), progress=False) as pipeline:
+        make_runner = pipeline.restorer.new_runner
 
         def new_runner() -> object:
             events.append("runner")
             return make_runner()
 
-        pipeline.new_runner = new_runner
+        pipeline.restorer.new_runner = new_runner
         for job in plan.jobs:
             pipeline.video(job)
     assert events.index("finished a") > [index for index, event in enumerate(events) if event == "runner"][1]
@@ -316,7 +321,10 @@ def test_the_next_video_s_first_frames_are_read_while_the_current_one_is_restore
     monkeypatch.setattr(Pipeline, "video", video)
     argv = ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(tmp_path)]
     plan = make_plan(parse_args([*argv, "--device", "cpu", "--border", "--workers", str(workers)]))
-    with torch.inference_mode(), Pipeline(seeded_model(7), plan, Report(), progress=False) as pipeline:
+    with (
+        torch.inference_mode(),
+        Pipeline(restorer_of(seeded_model(7), plan), plan, Report(), progress=False) as pipeline,
+    ):
         pipeline.expect(plan.jobs)
         for job in plan.jobs:
             pipeline.video(job)
@@ -376,7 +384,10 @@ def test_the_x16_backward_pass_pads_the_border_as_the_forward_pass(
     argv = ["--data_path", str(tmp_path / "data"), "--model_path", str(weights), "--result_path", str(tmp_path / "r")]
     flags = ["--device", "cpu", "--border", "--border_mode", mode, "--self_ensemble", "x16", "--workers", "0"]
     plan = make_plan(parse_args([*argv, *flags]))
-    with torch.inference_mode(), Pipeline(seeded_model(), plan, Report(), progress=False) as pipeline:
+    with (
+        torch.inference_mode(),
+        Pipeline(restorer_of(seeded_model(), plan), plan, Report(), progress=False) as pipeline,
+    ):
         pipeline.video(plan.jobs[0])
     values = PADDED[mode]
     expected = [40 + 10 * (values[position + 2] + values[position - 2]) for position in range(2, 7)]

@@ -12,7 +12,8 @@ from infer import pipeline
 from infer.options import parse_args
 from infer.planning import Job, make_plan
 from infer.report import Report, RunLog
-from infer.run import load_model, load_plan_model, restore, staged
+from infer.restorer import Restorer, load_model
+from infer.run import restore, staged
 from model.checkpoint import CheckpointError, with_n_sequence
 
 CPU = torch.device("cpu")
@@ -63,9 +64,9 @@ def test_a_kept_video_is_reported_where_it_comes_and_only_the_others_are_restore
     torch.save(with_n_sequence(seeded_model(1, n_sequence=3).state_dict(), 3), weights)
     argv = [*evaluation_argv(data, weights, tmp_path / "result"), "--border", "--no_save_image", "--workers", "0"]
     plan = make_plan(parse_args(argv))
-    model = load_plan_model(plan)
+    restorer = Restorer.load(plan.restoration, plan.execution)
     whole = Report()
-    restore(plan, model, plan.jobs, whole)
+    restore(plan, restorer, plan.jobs, whole)
 
     restored: list[str] = []
     real = pipeline.Pipeline.video
@@ -77,7 +78,7 @@ def test_a_kept_video_is_reported_where_it_comes_and_only_the_others_are_restore
     monkeypatch.setattr(pipeline.Pipeline, "video", video)
     with RunLog(tmp_path, "resumed") as log:
         report = Report(log)
-        restore(plan, model, plan.jobs, report, kept={"b": whole.results.video("b")})  # b alone finished before
+        restore(plan, restorer, plan.jobs, report, kept={"b": whole.results.video("b")})  # b alone finished before
     assert restored == ["a", "c"]
     assert (
         report.finished == ["a", "b", "c"] and report.results.to_json()["videos"] == whole.results.to_json()["videos"]

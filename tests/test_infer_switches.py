@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import evaluation_argv, inference_refused, make_dataset, save_seeded_weights
-from infer import pipeline
+from infer import restorer
 from infer.switches import deterministic_algorithms, run_switches, threads_set
 from inference import main
 from utils.determinism import CUBLAS_VARIABLE
@@ -113,13 +113,13 @@ def deterministic_runs(
     """Two runs of one small dataset with ``--deterministic``: the switches seen while each restored, and their
     result folders."""
     seen = []
-    make_runners = pipeline.runner_factory
+    make_runners = restorer.runner_factory
 
     def runner_factory(*args: object) -> object:
         seen.append((*deterministic_state(), torch.get_num_threads()))
         return make_runners(*args)
 
-    monkeypatch.setattr(pipeline, "runner_factory", runner_factory)
+    monkeypatch.setattr(restorer, "runner_factory", runner_factory)
     data = make_dataset(tmp_path / "data", {"a": 3, "b": 2}, height=20, width=28)
     results = [tmp_path / f"run{index}" for index in range(2)]
     for result in results:

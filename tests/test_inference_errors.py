@@ -432,13 +432,13 @@ def test_an_output_that_turns_non_finite_stops_the_run_and_the_earlier_results_s
     value: float,
     workers: str,
 ) -> None:
-    from infer import pipeline
+    from infer import restorer
 
     frames, out = tmp_path / "clip", tmp_path / "out"
     write_frames(frames, 6)
     assert main(clip_argv(frames, weights, out)) == 0
     earlier = outputs(out)
-    monkeypatch.setattr(pipeline, "runner_factory", poisoned_at(3, value))
+    monkeypatch.setattr(restorer, "runner_factory", poisoned_at(3, value))
     line = inference_refused([*clip_argv(frames, weights, out), "--workers", workers], capsys)
     assert line == (
         "clip: the output of frame 000003 holds NaN or inf values; nothing of it was written or scored. Likely cause: "
@@ -458,8 +458,8 @@ def test_the_command_line_stops_a_non_finite_run_with_status_2_and_one_line(tmp_
     assert main(clip_argv(frames, weights, out)) == 0
     earlier = outputs(out)
     patch = (
-        "from infer import pipeline\nfrom test_inference_errors import poisoned_at\n"
-        "pipeline.runner_factory = poisoned_at(1, float('nan'))\n"
+        "from infer import restorer\nfrom test_inference_errors import poisoned_at\n"
+        "restorer.runner_factory = poisoned_at(1, float('nan'))\n"
     )
     error = refused_in_a_process(patch, clip_argv(frames, weights, out))
     assert error.startswith("error: clip: the output of frame 000001 holds NaN or inf")

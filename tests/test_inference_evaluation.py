@@ -9,7 +9,7 @@ import torch
 
 from conftest import ensemble_video, make_bsd, make_dataset, make_dvd, make_gopro, run_frames, save_seeded_weights
 from data.frames import read_rgb
-from infer.run import load_model
+from infer.restorer import load_model
 from inference import main
 from model.streaming import StreamingRunner, WindowRunner, with_border
 from model.tiling import TiledRunner

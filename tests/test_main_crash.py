@@ -29,7 +29,7 @@ import torch
 
 import main as train_main
 from conftest import TINY_TRAINING, make_dataset
-from infer.run import load_model
+from infer.restorer import load_model
 from model.checkpoint import CheckpointError, read_checkpoint
 from utils import atomic, committed
 from utils.errors import UserError

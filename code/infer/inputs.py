@@ -22,8 +22,8 @@ from data.video_io import FolderSource
 from infer.conversion import FramePreparer
 from infer.planning import Job, Restoration
 from infer.reader import read_ahead
+from infer.restorer import padded
 from infer.transfer import Transfer
-from model.streaming import with_border
 
 READ_AHEAD = 4
 """Frames decoded ahead of the model, per stream (blurred, sharp)."""
@@ -49,7 +49,7 @@ class VideoInput:
         blurred = self.stack.enter_context(
             read_ahead(self._blurred(), self.ahead, "infer-read-blurred", self._on_reader_start)
         )
-        self.pushed = self._padded(blurred)
+        self.pushed = padded(blurred, self.restoration)
         self.sharp_frames = None
         if self.job.gt is not None:
             sharp = read_ahead(self._sharp(self.job.gt), self.ahead, "infer-read-sharp", self._on_reader_start)
@@ -64,10 +64,6 @@ class VideoInput:
     def _on_reader_start(self) -> None:
         if self.transfer.cuda:  # pinned memory belongs to the current device, which is per thread
             torch.cuda.set_device(self.transfer.device)
-
-    def _padded(self, frames: Iterator) -> Iterator:
-        mode = self.restoration.border_mode
-        return frames if mode is None else with_border(frames, self.restoration.n_stages, mode)
 
     def _blurred(self) -> Iterator[tuple[int, Tensor]]:
         with contextlib.closing(self.job.source.frames()) as frames:
@@ -122,4 +118,4 @@ class VideoInput:
                 host = self.transfer.host_frame(self.prepare.image(image))
                 yield self.prepare.tensor(self.transfer.to_device(host)), index
 
-        return self._padded(frames())
+        return padded(frames(), self.restoration)

@@ -38,11 +38,9 @@ from infer.inputs import VideoInput
 from infer.outputs import QueuedOutput, VideoOutputs, WrittenOutput, queue_output, write_and_score
 from infer.planning import Job, Plan
 from infer.report import Report
-from infer.runners import runner_factory
+from infer.restorer import Restorer
 from infer.transfer import Transfer
 from infer.workers import InOrder
-from model.cdvd_tsp import CDVD_TSP
-from model.ensemble import TimeReversal, backward_outputs
 from model.streaming import Runner
 
 logger = logging.getLogger(__name__)
@@ -70,12 +68,12 @@ class Pipeline:
     pending work, stops the readers of a video opened ahead, removes unfinished video files and joins the workers.
     """
 
-    def __init__(self, model: CDVD_TSP, plan: Plan, report: Report, progress: bool = True) -> None:
+    def __init__(self, restorer: Restorer, plan: Plan, report: Report, progress: bool = True) -> None:
         self.plan = plan
         self.report = report
         self.progress = progress
         self.transfer = Transfer(plan.execution.device)
-        self.new_runner = runner_factory(model, plan.restoration, plan.execution)
+        self.restorer = restorer
         self.scores_on_device = plan.execution.device.type == "cuda"
         """Whether outputs are scored on the device (CUDA) rather than by the numpy metrics in a worker."""
         self.work = InOrder(plan.execution.workers)
@@ -133,7 +131,7 @@ class Pipeline:
 
     def _open_input(self, job: Job) -> OpenInput:
         """``job``'s input, its readers started."""
-        prepare = FramePreparer(job.source.size, self.plan.restoration.crop)
+        prepare = self.restorer.preparer(job.source.size)
         threads = self.plan.execution.workers > 0  # no workers: no threads at all
         frames = VideoInput(job, prepare, self.transfer, self.plan.restoration, threads)
         stack = contextlib.ExitStack()
@@ -164,12 +162,10 @@ class Pipeline:
 
     def _runner(self, frames: VideoInput, spans: list) -> Runner:
         """The video's runner; for x16, after the backward pass (its model time timed into ``spans``)."""
-        runner = self.new_runner()
         if not self.plan.restoration.time_reversal:
-            return runner
+            return self.restorer.runner()
         with self.transfer.timed(spans):
-            backward = backward_outputs(self.new_runner(), frames.backwards())
-        return TimeReversal(runner, backward)
+            return self.restorer.runner(frames.backwards())
 
     def video(self, job: Job) -> None:
         """Restore one video. Its outputs are written and reported in order, the last ones possibly while the next

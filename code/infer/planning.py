@@ -386,15 +386,12 @@ def plan_input(
     )
 
 
-def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
-    """Check everything and decide what the run does; every process of a torchrun run makes the same plan (only
-    the device differs: each takes the GPU of its local rank)."""
-    preset = PRESETS[args.default_data]
-    device = pick_device(args.device, local_rank)
+def make_execution(args: argparse.Namespace, device: torch.device, evaluation: bool) -> Execution:
+    """Where and how fast the model runs on ``device``: the precision (its default for ``evaluation`` or for
+    deblurring), the acceleration flags and the step's layouts, checked."""
     cuda_graphs, compile_step = pick_acceleration(args, device)
-    evaluation = not args.input
     precision = pick_precision(args.precision, device, evaluation)
-    execution = Execution(
+    return Execution(
         device=device,
         precision=precision,
         cuda_graphs=cuda_graphs,
@@ -404,6 +401,13 @@ def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
         threads=torch.get_num_threads(),
         deterministic=args.deterministic,
     )
+
+
+def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
+    """Check everything and decide what the run does; every process of a torchrun run makes the same plan (only
+    the device differs: each takes the GPU of its local rank)."""
+    preset = PRESETS[args.default_data]
+    execution = make_execution(args, pick_device(args.device, local_rank), evaluation=not args.input)
     check_metrics(args.metric_channel, args.crop_border)
     metrics = Metrics(channel=args.metric_channel, crop_border=args.crop_border)
     model_path = given_or_default(args.model_path, preset.model_path)

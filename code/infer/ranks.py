@@ -1,4 +1,5 @@
-"""The processes of a torchrun run: which one this is, its process group, and what they tell each other.
+"""The processes of a run: which one this is, its process group, and what they tell each other. A process alone
+is a group of one, whose exchanges are identities (no process group is formed), so one run path serves both.
 
 Inference shares out videos, not batches, so the processes only talk twice: rank 0 makes the demo data while the
 others wait (`barrier`), and at the end every process hands its results, or its error, to all (`all_gather`). They
@@ -27,29 +28,35 @@ later on CPUs; a process that dies makes torchrun stop the others, so this only 
 
 
 class ProcessGroup:
-    """The gloo group of a torchrun run; joined on creation, left at exit (see the module's docstring)."""
+    """The processes of the run: under torchrun their gloo group, joined on creation and left at exit (see the
+    module's docstring); alone, a group of one."""
 
     def __init__(self, ranks: Ranks) -> None:
         """Join the group (`UserError` first for torchrun restarts that could not meet, see utils/distributed.py)."""
-        check_restarts_can_meet()
         self.ranks = ranks
         self.gathered = False
-        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=WAIT_LIMIT)
-        atexit.register(self.leave)
+        if ranks.distributed:
+            check_restarts_can_meet()
+            dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=WAIT_LIMIT)
+            atexit.register(self.leave)
 
     def barrier(self) -> None:
-        dist.barrier()
+        if self.ranks.distributed:
+            dist.barrier()
 
     def broadcast(self, value: object) -> object:
         """Rank 0's ``value``, on every process."""
         values = [value]
-        dist.broadcast_object_list(values, src=0)
+        if self.ranks.distributed:
+            dist.broadcast_object_list(values, src=0)
         return values[0]
 
     def all_gather(self, value: object) -> list:
         """Every process's ``value``, in rank order, on every process."""
-        values: list = [None] * self.ranks.world_size
-        dist.all_gather_object(values, value)
+        values: list = [value]
+        if self.ranks.distributed:
+            values = [None] * self.ranks.world_size
+            dist.all_gather_object(values, value)
         self.gathered = True
         return values
 

@@ -1,9 +1,10 @@
-"""A whole run: load the model, write the log's header, restore this process's videos, report.
+"""A whole run: load the model (infer/restorer.py), write the log's header, restore this process's videos, report.
 
-Alone (`run_alone`), each frame's line is logged as the frame completes. Under torchrun (`run_shared`) every process
-makes the same plan and restores its share of the videos (`planning.shard`); at the end every process hands its
-results, or its error, to the others, and rank 0 writes one log and one results.json, those of a run in one
-process. Whatever fails in a process, it still takes part in that exchange, so no process waits forever.
+One path for every run (`run_in_group`): a process alone is a group of one (infer/ranks.py), whose exchanges are
+identities. Under torchrun every process makes the same plan and restores its share of the videos
+(`planning.shard`); at the end every process hands its results, or its error, to the others, and rank 0 writes one
+log and one results.json, those of a run in one process. Whatever fails in a process, it still takes part in that
+exchange, so no process waits forever. Alone, each frame's line is logged as the frame completes.
 
 Every output is written into a staging folder (infer/staging.py) and committed as a whole when the run succeeds:
 an earlier run's results in the same place stay untouched until then. Rank 0 makes the staging folder and tells
@@ -37,9 +38,8 @@ from pathlib import Path
 
 import torch
 
-from infer.checks import RELEASED_N_STAGES
 from infer.pipeline import Pipeline
-from infer.planning import Execution, Job, Plan, make_demo_data, make_plan, shard
+from infer.planning import Job, Plan, make_demo_data, make_plan, shard
 from infer.progress import Recorder, RunRecord, planned_videos
 from infer.ranks import ProcessGroup
 from infer.report import (
@@ -55,44 +55,20 @@ from infer.report import (
     write_summary,
     write_videos,
 )
+from infer.restorer import Restorer, on_device
 from infer.settings import RunSettings, cost_volume_code, run_settings
 from infer.staging import Staging
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
 from utils.atomic import writing
 from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
-from utils.precision import tf32_switched
 from utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
 
 logger = logging.getLogger(__name__)
 
 
-def load_model(path: Path, device: torch.device, n_stages: int = RELEASED_N_STAGES) -> CDVD_TSP:
-    """The model of ``n_stages`` stages with the weights of ``path`` (refused if the file records another number)."""
-    model = CDVD_TSP(n_sequence=2 * n_stages + 1)
-    load_weights(model, path)
-    return model.to(device).eval()
-
-
-def load_plan_model(plan: Plan) -> CDVD_TSP:
-    return load_model(plan.restoration.model_path, plan.execution.device, plan.restoration.n_stages)
-
-
-@contextlib.contextmanager
-def on_device(execution: Execution) -> Iterator[None]:
-    """The run's device as this process's current one, with the precision's TF32 switch (CUDA)."""
-    if execution.device.type != "cuda":
-        yield
-        return
-    torch.cuda.set_device(execution.device)
-    with tf32_switched(execution.precision.tf32):
-        yield
-
-
 def restore(
     plan: Plan,
-    model: CDVD_TSP,
+    restorer: Restorer,
     jobs: list[Job],
     report: Report,
     progress: bool = True,
@@ -108,7 +84,7 @@ def restore(
                     report.keep(job.source.name, kept[job.source.name])
                 continue
             jobs_to_restore = list(group)
-            with Pipeline(model, plan, report, progress) as pipeline:
+            with Pipeline(restorer, plan, report, progress) as pipeline:
                 pipeline.expect(jobs_to_restore)  # each video's first frames read while the one before runs
                 for job in jobs_to_restore:
                     pipeline.video(job)
@@ -232,31 +208,6 @@ def stop(staging: Staging, log: RunLog | None = None, error: BaseException | Non
         log.write_error(f"{EXTRA}interrupted by {interruption_name(number)}")
 
 
-def run_alone(args: argparse.Namespace) -> None:
-    """The run in this process only."""
-    make_demo_data(args)
-    plan = make_plan(args)
-    settings = run_settings(plan, processes=1)
-    model = load_plan_model(plan)
-    staging = begin_staging(plan, settings, args.resume)
-    with stopped_on_failure(staging), open_log(plan, settings, len(staging.kept)) as log:
-        report = Report(log, Recorder(staging.root, planned_videos(plan)))
-        try:
-            staged_plan = staged(plan, staging)
-            restore(staged_plan, model, staged_plan.jobs, report, kept=staging.kept)
-        except BaseException as error:  # an error, or Ctrl-C
-            with contextlib.suppress(UserError):  # the error in flight is the one to report
-                write_summary(log, report.results, report.finished, complete=False)
-            stop(staging, log, error)
-            raise
-        with held_stops() as held:  # the report and the commit are not cut short
-            try:
-                finish_report(log, report.results, report.finished, plan, settings, staging, held)
-            except UserError as error:
-                log.write_error(f"error: {error}")
-                raise
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What a process hands to the others at the end: its results, the videos it finished, and its error, or the
@@ -268,29 +219,36 @@ class Outcome:
     signal_number: int | None = None
 
 
-def describe(error: BaseException, rank: int) -> str:
+def describe(error: BaseException, ranks: Ranks) -> str:
     """An error as one line: a `UserError`'s own message, a stop by signal named, anything else named with its
-    process."""
+    process (and its traceback logged, under torchrun)."""
     if isinstance(error, UserError):
         return str(error)
     number = signal_of(error)
     if number is not None:
-        return f"process {rank} was interrupted by {interruption_name(number)}"
-    logger.exception("process %d failed", rank)
-    return f"process {rank} failed: {type(error).__name__}: {error}"
+        return f"process {ranks.rank} was interrupted by {interruption_name(number)}"
+    if ranks.distributed:
+        logger.exception("process %d failed", ranks.rank)
+    return f"process {ranks.rank} failed: {type(error).__name__}: {error}"
 
 
-def outcome_of(report: Report, failure: BaseException | None, rank: int) -> Outcome:
+def outcome_of(report: Report, failure: BaseException | None, ranks: Ranks) -> Outcome:
     """This process's `Outcome`: what it finished, and its failure (an error, or the signal that stopped it)."""
     if failure is None:
         return Outcome(report.results, report.finished, None)
-    return Outcome(report.results, report.finished, describe(failure, rank), signal_of(failure))
+    return Outcome(report.results, report.finished, describe(failure, ranks), signal_of(failure))
 
 
-def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
-    """This process's share of a torchrun run; returns the exit status (rank 0 raises the run's error, or
-    `Interrupted` if a process was stopped by a signal)."""
-    group = ProcessGroup(ranks)
+def run_in_group(args: argparse.Namespace, group: ProcessGroup, loaded: Restorer | None = None) -> int:
+    """This process's part of the run: all of it in a group of one, its share of the videos under torchrun
+    (`planning.shard`). Returns the exit status; rank 0 raises the run's error, or `Interrupted` if a process was
+    stopped by a signal.
+
+    Alone, each frame's line goes to the log as the frame completes; under torchrun rank 0 writes every process's
+    lines at the end, in the plan's order. Whatever fails in a process, it still takes part in the exchanges, so
+    that no process waits forever. ``loaded``: the model already loaded for this plan (the Python API's)."""
+    ranks = group.ranks
+    live = not ranks.distributed
     failure: BaseException | None = None
     if ranks.is_main:
         try:
@@ -309,7 +267,9 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
             raise failure
         plan = make_plan(args, ranks.local_rank)
         settings = run_settings(plan, ranks.world_size)
-        model = load_plan_model(plan)
+        restorer = loaded or Restorer.load(plan.restoration, plan.execution)
+        if not restorer.serves(plan):
+            raise ValueError("the model was loaded for another plan")
         if ranks.is_main:
             staging = begin_staging(plan, settings, args.resume)
     except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchanges below
@@ -323,55 +283,66 @@ def run_shared(args: argparse.Namespace, ranks: Ranks) -> int:
             token, kept = begun
             staging = staging or Staging.join(plan.destination.results_path, token)
             staged_plan = staged(plan, staging)
-            todo = [job for job in staged_plan.jobs if job.source.name not in kept]
-            mine = [todo[index] for index in shard(todo, ranks.world_size)[ranks.rank]]
             report.recorder = Recorder(staging.root, planned_videos(plan))
             if ranks.is_main:
                 log = open_log(plan, settings, len(kept))
-            restore(staged_plan, model, mine, report, progress=ranks.is_main)
+            if live:  # every frame's line as it completes, the finished videos' where they come
+                report.log = log
+                restore(staged_plan, restorer, staged_plan.jobs, report, kept=staging.kept)
+            else:
+                todo = [job for job in staged_plan.jobs if job.source.name not in kept]
+                mine = [todo[index] for index in shard(todo, ranks.world_size)[ranks.rank]]
+                restore(staged_plan, restorer, mine, report, progress=ranks.is_main)
     except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchange below
         failure = error
     # from here on a signal waits for the exchange, the report and the commit (`held_stops`)
     with held_stops() as held:
-        outcomes: list[Outcome] = group.all_gather(outcome_of(report, failure, ranks.rank))
+        outcomes: list[Outcome] = group.all_gather(outcome_of(report, failure, ranks))
         errors = [outcome.error for outcome in outcomes if outcome.error is not None and outcome.signal_number is None]
         interrupts = [outcome for outcome in outcomes if outcome.signal_number is not None]
         if not ranks.is_main:
             if errors:
                 return EXIT_USER_ERROR
             return exit_status(interrupts[0].signal_number) if interrupts else 0  # type: ignore[arg-type]
-        report_shared(log, plan, settings, staging, outcomes, errors, interrupts, held)
+        stopping: BaseException | None = None
+        if live:
+            stopping = failure  # alone, the error itself goes on
+        elif errors:
+            stopping = UserError(errors[0])
+        elif interrupts:
+            stopping = Interrupted(interrupts[0].signal_number)  # type: ignore[arg-type]
+        if staging is None:  # rank 0 failed before it began
+            assert stopping is not None
+            raise stopping
+        results, finished = report.results, report.finished
+        if not live:
+            assert plan is not None  # rank 0 planned before it began staging
+            order = [job.source.name for job in plan.jobs]
+            results = merge([Results(dict(staging.kept)), *(outcome.results for outcome in outcomes)], order)
+            finished = [*staging.kept, *(name for outcome in outcomes for name in outcome.finished)]
+        report_end(log, plan, settings, staging, results, finished, stopping, live, held)
     return 0
 
 
-def report_shared(
+def report_end(
     log: RunLog | None,
     plan: Plan | None,
     settings: RunSettings | None,
-    staging: Staging | None,
-    outcomes: list[Outcome],
-    errors: list[str],
-    interrupts: list[Outcome],
+    staging: Staging,
+    results: Results,
+    finished: list[str],
+    stopping: BaseException | None,
+    live: bool,
     held: StopRequests,
 ) -> None:
-    """Rank 0's end of a torchrun run: every process's lines in the log, then the commit, or, if a process failed
-    or was stopped by a signal, the staging folder kept for --resume and the error (or `Interrupted`) raised."""
-    if staging is None:  # rank 0 failed before it began (so errors, or interrupts, hold its failure)
-        if errors:
-            raise UserError(errors[0])
-        raise Interrupted(interrupts[0].signal_number)  # type: ignore[arg-type]
-    stopping: BaseException | None = None
-    if errors:
-        stopping = UserError(errors[0])
-    elif interrupts:
-        stopping = Interrupted(interrupts[0].signal_number)  # type: ignore[arg-type]
+    """Rank 0's end of a run: (under torchrun, every process's lines in the log, then) the summary and the commit,
+    or, if a process failed or was stopped by a signal, the staging folder kept for --resume and the error (or
+    `Interrupted`) raised."""
     with stopped_on_failure(staging):
-        if log is not None and plan is not None and settings is not None:  # rank 0 planned: every process's lines
+        if log is not None and plan is not None and settings is not None:  # rank 0 planned and opened the log
             with log:
-                order = [job.source.name for job in plan.jobs]
-                results = merge([Results(dict(staging.kept)), *(outcome.results for outcome in outcomes)], order)
-                write_videos(log, results)
-                finished = [*staging.kept, *(name for outcome in outcomes for name in outcome.finished)]
+                if not live:
+                    write_videos(log, results)
                 if stopping is not None:
                     with contextlib.suppress(UserError):  # the error in flight is the one to report
                         write_summary(log, results, finished, complete=False)
@@ -386,12 +357,9 @@ def report_shared(
             raise stopping
 
 
-def run(args: argparse.Namespace) -> int:
-    """The run this process is part of: alone, or one of torchrun's processes. SIGTERM and SIGUSR1 stop it as
-    Ctrl-C does (see the module's docstring)."""
+def run(args: argparse.Namespace, loaded: Restorer | None = None, ranks: Ranks | None = None) -> int:
+    """The run this process is part of: alone (a group of one), or one of torchrun's processes (``ranks``: as
+    torchrun says; ``loaded``: the model already loaded for it). SIGTERM and SIGUSR1 stop it as Ctrl-C does (see
+    the module's docstring)."""
     with StopRequests(STOP_SIGNALS, raise_in_main=True):
-        ranks = Ranks.from_environment()
-        if not ranks.distributed:
-            run_alone(args)
-            return 0
-        return run_shared(args, ranks)
+        return run_in_group(args, ProcessGroup(ranks or Ranks.from_environment()), loaded)
