@@ -33,5 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The installed command (``cdvd-tsp-infer``): inference.py as from a clone."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

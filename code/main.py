@@ -164,5 +164,10 @@ def prepare_demo_data(args: argparse.Namespace, runtime: Runtime) -> None:
     runtime.barrier()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The installed command (``cdvd-tsp-train``): main.py (train) as from a clone."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

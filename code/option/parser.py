@@ -29,7 +29,6 @@ MID_LOSS_WEIGHT = 1.0
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser; with ``suppress_defaults`` only the flags actually given appear in the result."""
     parser = argparse.ArgumentParser(
-        prog="main.py",
         description="Train, fine-tune or validate CDVD-TSP video deblurring (python code/main.py ...).",
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
