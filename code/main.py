@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
-from data.demo import ensure_demo_split, is_demo_split
+from data.demo import make_demo_data
 from data.loaders import build_datasets
 from logger.experiment import Experiment, check_folder, read_state
 from loss import Loss
@@ -25,10 +26,10 @@ from model.checkpoint import load_weights
 from option import apply_saved_options, option_warnings, parse_args
 from trainer.model_setup import build_model, model_summary
 from trainer.randomness import seed_everything
-from trainer.runtime import Runtime, start_runtime, stop_runtime
 from trainer.trainer import Trainer
 from utils.determinism import use_deterministic_algorithms
 from utils.errors import UserError, run_cli
+from utils.runtime import Ranks, Runtime, join, leave, pick_device
 from utils.signals import StopRequests
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,20 @@ def start(argv: Sequence[str] | None) -> int:
     try:
         return run(args, runtime, state, restored)
     finally:
-        stop_runtime(runtime)
+        leave()
+
+
+def start_runtime(cpu: bool, n_gpus: int) -> Runtime:
+    """The device (the CPU with ``cpu``, else the GPU of this process's local rank) and, under torchrun, the
+    process group (gloo on the CPU, NCCL on GPUs) of DistributedDataParallel; --n_GPUs (DataParallel) checked."""
+    ranks = Ranks.from_environment()
+    if ranks.distributed and n_gpus > 1:
+        raise UserError("--n_GPUs > 1 (DataParallel) and torchrun (DistributedDataParallel) exclude each other")
+    choice, instead = ("cpu" if cpu else "cuda"), "pass --cpu to train on the CPU"
+    device = pick_device(choice, ranks.local_rank, asked="training on CUDA", instead=instead)
+    if device.type == "cuda" and n_gpus > torch.cuda.device_count():
+        raise UserError(f"--n_GPUs {n_gpus}: only {torch.cuda.device_count()} CUDA devices are visible")
+    return join(ranks, device, backend="gloo" if cpu else "nccl")
 
 
 def checkpoint_position(state: dict[str, Any] | None) -> list[int]:
@@ -119,7 +133,9 @@ def train_or_validate(
         if not best.is_file():
             raise UserError(f"--test_only: {best} not found; pass --pre_train <checkpoint> or the --save of a run")
         load_weights(model, best)
-    prepare_demo_data(args, runtime)
+    if runtime.is_main:  # the embedded demo splits the run reads (dataset/DEMO/...), made once
+        make_demo_data([args.test_dir] if args.test_only else [args.train_dir, args.test_dir])
+    runtime.barrier()
     train_set, test_set = build_datasets(args, train=not args.test_only)
     runtime.barrier()  # every process has checked the folder, the weights and the data before rank 0 writes
 
@@ -152,16 +168,6 @@ def train_or_validate(
     with StopRequests() as requests:  # from here on a stop signal is honoured at the next step boundary
         trainer.fit(first_epoch, requests, progress)
     return 0
-
-
-def prepare_demo_data(args: argparse.Namespace, runtime: Runtime) -> None:
-    """Make the embedded demo splits (dataset/DEMO/...) the run reads, if they are not there yet (rank 0 only)."""
-    folders = [args.test_dir] if args.test_only else [args.train_dir, args.test_dir]
-    if runtime.is_main:
-        for folder in folders:
-            if is_demo_split(folder) and ensure_demo_split(folder):
-                logger.info("made the demo data set %s", folder)
-    runtime.barrier()
 
 
 def cli() -> None:

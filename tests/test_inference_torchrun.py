@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import (
     free_port,
@@ -20,12 +21,11 @@ from conftest import (
     restored_videos,
     save_seeded_weights,
 )
-from infer.ranks import ProcessGroup
 from inference import main
 from utils import committed
-from utils.distributed import SHARED_STORE_SWITCH, Ranks
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
+from utils.runtime import SHARED_STORE_SWITCH, Ranks, join
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -185,7 +185,7 @@ def test_torchrun_restarts_need_a_store_of_their_own(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
     message = f"torchrun --max-restarts 1: launch torchrun with {SHARED_STORE_SWITCH}=1 (and --standalone or"
     with pytest.raises(UserError, match=re.escape(message)):
-        ProcessGroup(Ranks(rank=0, local_rank=0, world_size=2))  # would wait for a second process if it joined
+        join(Ranks(rank=0, local_rank=0, world_size=2), torch.device("cpu"))  # would wait for a second process
 
 
 def test_a_process_that_fails_stops_every_process_with_one_line(dataset: tuple[Path, Path], tmp_path: Path) -> None:

@@ -308,8 +308,8 @@ def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) 
     from logger.experiment import Experiment
     from option import parse_args
     from trainer.model_setup import build_model
-    from trainer.runtime import Runtime
     from trainer.trainer import Trainer
+    from utils.runtime import Runtime
 
     args = parse_args([*TINY_TRAINING, *data, "--no_augment", "--save", "fit"])
     train_set, test_set = build_datasets(args, train=True)

@@ -19,10 +19,10 @@ from loss import Loss
 from model.cdvd_tsp import StepOptions
 from option import parse_args
 from trainer.model_setup import build_model, make_optimizer, set_optimizer_implementation, step_options
-from trainer.runtime import Runtime
 from trainer.step import TrainStep
 from trainer.trainer import Trainer
 from utils.errors import Stopped, UserError
+from utils.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,12 +20,12 @@ import torch
 
 import main as train_main
 from conftest import TINY_TRAINING, assert_same_training, free_port, hooked_training, hooks_environment, make_dataset
+from main import start_runtime
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
-from trainer.runtime import start_runtime
-from utils.distributed import SHARED_STORE_SWITCH, check_restarts_can_meet
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
+from utils.runtime import SHARED_STORE_SWITCH, check_restarts_can_meet
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -33,7 +33,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 RUN = ["--test_every", "3", "--epochs", "2", "--flow_lr", "0", "--save_images"]
 """Global batch 2 (one sample per process), six samples an epoch: three steps; PWC-Net frozen (smaller files)."""
 RESTARTABLE = {SHARED_STORE_SWITCH: "1"}
-"""torchrun's environment for --max-restarts (utils/distributed.py, check_restarts_can_meet)."""
+"""torchrun's environment for --max-restarts (utils/runtime.py, check_restarts_can_meet)."""
 
 
 @pytest.fixture(scope="module")

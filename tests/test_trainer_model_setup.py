@@ -25,8 +25,8 @@ from trainer.model_setup import (
     unwrap,
     wrap_model,
 )
-from trainer.runtime import Runtime
 from utils.errors import UserError
+from utils.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

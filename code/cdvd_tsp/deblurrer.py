@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infer.checks import check_size, frames_with_output, pick_device
+from infer.checks import check_size, frames_with_output
 from infer.options import parse_args
 from infer.planning import PRESETS, make_execution, plan_restoration
 from infer.restorer import Restorer
 from infer.run import run
-from utils.distributed import Ranks
 from utils.errors import UserError
 from utils.paths import from_repo
+from utils.runtime import Ranks, pick_device
 
 
 class DeblurError(UserError):

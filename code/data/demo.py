@@ -8,9 +8,10 @@ Three splits, made on first use and cached under ``dataset/DEMO/<split>``; nothi
 """
 
 import contextlib
+import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from data.camera_blur import make_photo_dataset
 from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS
 from utils.locking import wait_lock
 from utils.paths import from_repo
+
+logger = logging.getLogger(__name__)
 
 DEMO_ROOT = "dataset/DEMO"
 RECORD = "synthesis.json"
@@ -86,3 +89,12 @@ def ensure_demo_split(folder: Path) -> bool:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return True
+
+
+def make_demo_data(folders: Iterable[Path]) -> None:
+    """Make each of ``folders`` that is a demo split (``dataset/DEMO/<split>``) and not there yet, saying so; other
+    folders are left alone. The one demo-data maker of both commands (under torchrun rank 0 calls it while the
+    others wait)."""
+    for folder in folders:
+        if is_demo_split(folder) and ensure_demo_split(folder):
+            logger.warning("made the demo data set %s (synthetic camera blur over sample photos)", folder)

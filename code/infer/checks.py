@@ -25,20 +25,6 @@ RELEASED_N_STAGES = 2
 """The released cascade (five frames): the number of stages of a checkpoint that does not record its own."""
 
 
-def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """The device of ``--device``; on CUDA the GPU of this process's local rank (torchrun), cuda:0 alone."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: PyTorch sees no CUDA device here; use --device cpu (or auto)")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if local_rank >= torch.cuda.device_count():
-        raise UserError(
-            f"process {local_rank} of this machine has no GPU: PyTorch sees {torch.cuda.device_count()}; "
-            "start at most that many processes per machine, or pass --device cpu"
-        )
-    return torch.device("cuda", local_rank)
-
-
 def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
     """``--precision``, or its default: fp32 for evaluation on the CPU, and on CUDA tf32 (it leaves the published
     totals unchanged at their printed precision); for deblurring fp16 on CUDA and bf16 on a CPU that computes

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from data.demo import ensure_demo_split, is_demo_split
 from data.frames import check_same_size
 from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
@@ -33,7 +32,6 @@ from infer.checks import (
     frames_with_output,
     pick_acceleration,
     pick_border,
-    pick_device,
     pick_n_stages,
     pick_precision,
     pick_step_options,
@@ -44,6 +42,7 @@ from model.cdvd_tsp import StepOptions
 from utils.errors import UserError
 from utils.paths import from_repo
 from utils.precision import Precision
+from utils.runtime import pick_device
 from utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger(__name__)
@@ -213,14 +212,10 @@ def given_or_default(given: str | None, default: str) -> Path:
     return Path(given).expanduser().resolve() if given else from_repo(default)
 
 
-def make_demo_data(args: argparse.Namespace) -> None:
-    """Make the DEMO preset's test set if this run evaluates on it and it is not there yet (once, before planning;
-    under torchrun only rank 0 calls this)."""
-    if args.input:
-        return
-    data_path = given_or_default(args.data_path, PRESETS[args.default_data].data_path)
-    if is_demo_split(data_path) and ensure_demo_split(data_path):
-        logger.warning("made the demo data set %s (synthetic blur over held-out sample photos)", data_path)
+def demo_folders(args: argparse.Namespace) -> list[Path]:
+    """The dataset this run evaluates (none with ``--input``), for `data.demo.make_demo_data`: made before planning
+    if it is the DEMO preset's test set and not there yet."""
+    return [] if args.input else [given_or_default(args.data_path, PRESETS[args.default_data].data_path)]
 
 
 def plan_restoration(args: argparse.Namespace, model_path: Path, border_default: bool, crop: bool) -> Restoration:

@@ -1,6 +1,6 @@
 """A whole run: load the model (infer/restorer.py), write the log's header, restore this process's videos, report.
 
-One path for every run (`run_in_group`): a process alone is a group of one (infer/ranks.py), whose exchanges are
+One path for every run (`run_in_group`): a process alone is a group of one (utils/runtime.py), whose exchanges are
 identities. Under torchrun every process makes the same plan and restores its share of the videos
 (`planning.shard`); at the end every process hands its results, or its error, to the others, and rank 0 writes one
 log and one results.json, those of a run in one process. Whatever fails in a process, it still takes part in that
@@ -27,8 +27,10 @@ part in the final exchange as a failed one does; rank 0 keeps what every process
 """
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
+import datetime
 import itertools
 import logging
 import signal
@@ -38,10 +40,10 @@ from pathlib import Path
 
 import torch
 
+from data.demo import make_demo_data
 from infer.pipeline import Pipeline
-from infer.planning import Job, Plan, make_demo_data, make_plan, shard
+from infer.planning import Job, Plan, demo_folders, make_plan, shard
 from infer.progress import Recorder, RunRecord, planned_videos
-from infer.ranks import ProcessGroup
 from infer.report import (
     EXTRA,
     Report,
@@ -59,8 +61,8 @@ from infer.restorer import Restorer, on_device
 from infer.settings import RunSettings, cost_volume_code, run_settings
 from infer.staging import Staging
 from utils.atomic import writing
-from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
+from utils.runtime import Ranks, Runtime, join
 from utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,12 @@ def staged(plan: Plan, staging: Staging) -> Plan:
     )
     return dataclasses.replace(plan, jobs=jobs, destination=destination)
 
+
+WAIT_LIMIT = datetime.timedelta(days=7)
+"""How long a process waits for the others: at the final gather, and at exit for rank 0's report (a process that
+ended sooner would make torchrun stop the others, perhaps before rank 0 had printed its error). A process with
+longer videos may finish hours later on CPUs; a process that dies makes torchrun stop the others, so this only
+bounds a hang. The processes talk through gloo (Python objects; on GPU machines too)."""
 
 HELD_SIGNALS = (*STOP_SIGNALS, signal.SIGINT)
 """What `held_stops` holds back: the stop signals and Ctrl-C."""
@@ -239,7 +247,7 @@ def outcome_of(report: Report, failure: BaseException | None, ranks: Ranks) -> O
     return Outcome(report.results, report.finished, describe(failure, ranks), signal_of(failure))
 
 
-def run_in_group(args: argparse.Namespace, group: ProcessGroup, loaded: Restorer | None = None) -> int:
+def run_in_group(args: argparse.Namespace, runtime: Runtime, loaded: Restorer | None = None) -> int:
     """This process's part of the run: all of it in a group of one, its share of the videos under torchrun
     (`planning.shard`). Returns the exit status; rank 0 raises the run's error, or `Interrupted` if a process was
     stopped by a signal.
@@ -247,15 +255,15 @@ def run_in_group(args: argparse.Namespace, group: ProcessGroup, loaded: Restorer
     Alone, each frame's line goes to the log as the frame completes; under torchrun rank 0 writes every process's
     lines at the end, in the plan's order. Whatever fails in a process, it still takes part in the exchanges, so
     that no process waits forever. ``loaded``: the model already loaded for this plan (the Python API's)."""
-    ranks = group.ranks
+    ranks = runtime  # this process's place among the processes
     live = not ranks.distributed
     failure: BaseException | None = None
     if ranks.is_main:
         try:
-            make_demo_data(args)
+            make_demo_data(demo_folders(args))
         except (Exception, KeyboardInterrupt) as error:  # reported with the others' outcomes, below
             failure = error
-    group.barrier()  # the demo data exists before anyone plans
+    runtime.barrier()  # the demo data exists before anyone plans
 
     report: Report = Report()
     log: RunLog | None = None
@@ -275,7 +283,7 @@ def run_in_group(args: argparse.Namespace, group: ProcessGroup, loaded: Restorer
     except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchanges below
         failure = error
     # where rank 0 put the staging folder, and the videos an earlier start finished (with --resume)
-    begun = group.broadcast(None if staging is None else (staging.token, list(staging.kept)))
+    begun = runtime.broadcast(None if staging is None else (staging.token, list(staging.kept)))
     try:
         if failure is not None:
             raise failure
@@ -297,7 +305,9 @@ def run_in_group(args: argparse.Namespace, group: ProcessGroup, loaded: Restorer
         failure = error
     # from here on a signal waits for the exchange, the report and the commit (`held_stops`)
     with held_stops() as held:
-        outcomes: list[Outcome] = group.all_gather(outcome_of(report, failure, ranks))
+        outcomes: list[Outcome] = runtime.all_gather(outcome_of(report, failure, ranks))
+        if ranks.distributed:  # at exit, wait for rank 0's report (see WAIT_LIMIT)
+            atexit.register(runtime.barrier)
         errors = [outcome.error for outcome in outcomes if outcome.error is not None and outcome.signal_number is None]
         interrupts = [outcome for outcome in outcomes if outcome.signal_number is not None]
         if not ranks.is_main:
@@ -362,4 +372,5 @@ def run(args: argparse.Namespace, loaded: Restorer | None = None, ranks: Ranks |
     torchrun says; ``loaded``: the model already loaded for it). SIGTERM and SIGUSR1 stop it as Ctrl-C does (see
     the module's docstring)."""
     with StopRequests(STOP_SIGNALS, raise_in_main=True):
-        return run_in_group(args, ProcessGroup(ranks or Ranks.from_environment()), loaded)
+        runtime = join(ranks or Ranks.from_environment(), torch.device("cpu"), "gloo", WAIT_LIMIT)
+        return run_in_group(args, runtime, loaded)

@@ -7,8 +7,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.cdvd_tsp import CDVD_TSP, StepOptions
-from trainer.runtime import Runtime
 from utils.errors import UserError
+from utils.runtime import Runtime
 
 FLOW_PRETRAIN_FILE = "network-default.pytorch"
 PARAMETER_GROUPS = ("restoration_net", "flow_net")

@@ -1,7 +1,7 @@
 """The training loop: epochs of optimisation, validation after each, and a resumable checkpoint after each.
 
 A stop request (SIGTERM, SIGUSR1: utils/signals.py) stops training at the next step boundary, the same one in every
-process (`trainer.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
+process (`utils.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
 optimizer, scheduler, loss scaler, every random state of every process, the batches done and each process's
 running loss sums, the log lines) and `Stopped` ends the command; --resume continues from that step as if nothing
 had happened.
@@ -39,10 +39,10 @@ from trainer.model_setup import (
 )
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
 from trainer.running_loss import Reading, RunningLoss
-from trainer.runtime import Runtime, StopVote
 from trainer.step import TrainStep
 from trainer.validation import float_psnr, window_images
 from utils.errors import Stopped, UserError
+from utils.runtime import Runtime, StopVote
 from utils.signals import StopRequests, signal_name
 
 STATE_FORMAT = 2

@@ -1,7 +1,9 @@
-"""trainer/runtime.py with two real processes (forked, gloo through a file store): what they agree on.
+"""utils/runtime.py: a process alone is a group of one; two real processes (forked, gloo through a file store)
+agree.
 
 The stop vote: a request in one process stops both at the same poll, one poll later (or at once where asked); the
-check that every process read the same commit; gathering each process's state in rank 0.
+check that every process read the same commit; gathering each process's state in rank 0, and every process's in
+every process; rank 0's value broadcast.
 """
 
 import datetime
@@ -13,7 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from trainer.runtime import Runtime, StopVote
+from conftest import free_port
+from utils.errors import UserError
+from utils.runtime import Ranks, Runtime, StopVote, join, leave, pick_device
 from utils.signals import StopRequests
 
 
@@ -41,9 +45,11 @@ def agree(rank: int, store: str, results: multiprocessing.Queue) -> None:
         at_once = polls_until_stop(vote, requests, request_at=2 if rank == 0 else None, at_once=True)
         same = [runtime.same_everywhere([4, 0]), runtime.same_everywhere([4, rank])]
         gathered = runtime.gather({"rank": rank, "sums": [0.5 * rank]})
+        everywhere = runtime.all_gather(("results", rank))
+        broadcast = runtime.broadcast({"token": f"from {rank}"})
         vote.close()
         dist.destroy_process_group()
-        results.put((rank, stepwise, at_once, same, gathered))
+        results.put((rank, stepwise, at_once, same, gathered, everywhere, broadcast))
     except BaseException:
         results.put((rank, traceback.format_exc()))
 
@@ -67,11 +73,12 @@ def test_two_processes_stop_at_the_same_poll_and_see_what_differs(tmp_path: Path
     assert not failures, failures[0]
     answers = {item[0]: item[1:] for item in collected}
     for rank in (0, 1):
-        stepwise, at_once, same, gathered = answers[rank]
+        stepwise, at_once, same, gathered, everywhere, broadcast = answers[rank]
         assert stepwise == [0, 0, 0, 15]  # requested in rank 1 before poll 3: both stop at poll 4
         assert at_once == [0, 15]  # requested in rank 0 before poll 2, answered at once: both stop there
         assert same == [True, False]
         assert gathered == ([{"rank": 0, "sums": [0.0]}, {"rank": 1, "sums": [0.5]}] if rank == 0 else None)
+        assert everywhere == [("results", 0), ("results", 1)] and broadcast == {"token": "from 0"}
 
 
 def test_one_process_stops_where_it_polls() -> None:
@@ -80,6 +87,45 @@ def test_one_process_stops_where_it_polls() -> None:
     assert polls_until_stop(vote, requests, request_at=2, at_once=False) == [0, 15]
     runtime = Runtime(device=torch.device("cpu"))
     assert runtime.same_everywhere([3, 1]) and runtime.gather({"a": 1}) == [{"a": 1}]
+
+
+def test_a_process_alone_is_a_group_of_one_that_forms_no_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    runtime = join(Ranks.from_environment(), torch.device("cpu"))
+    assert not dist.is_initialized()
+    assert (runtime.rank, runtime.world_size, runtime.is_main, runtime.distributed) == (0, 1, True, False)
+    runtime.barrier()
+    assert runtime.broadcast({"token": "abc"}) == {"token": "abc"}
+    assert runtime.all_gather(("results", 3)) == [("results", 3)]
+    assert runtime.sum(torch.tensor([2.0])).item() == 2.0 and runtime.all_true(False) is False
+    assert runtime.smallest(None) is None and runtime.smallest(4) == 4
+    leave()  # nothing to leave
+
+
+def test_a_group_of_one_launched_by_torchrun_joins_and_leaves_its_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    runtime = join(Ranks(rank=0, local_rank=0, world_size=1), torch.device("cpu"))
+    assert not dist.is_initialized()  # world size 1 is alone, whoever started it
+    assert runtime.all_gather(1) == [1]
+
+
+def test_the_one_device_picker_names_how_each_command_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    with pytest.raises(UserError) as refused:
+        pick_device("cuda")
+    assert str(refused.value) == "--device cuda: PyTorch sees no CUDA device here; use --device cpu (or auto)"
+    with pytest.raises(UserError) as refused:
+        pick_device("cuda", 0, asked="training on CUDA", instead="pass --cpu to train on the CPU")
+    assert str(refused.value) == "training on CUDA: PyTorch sees no CUDA device here; pass --cpu to train on the CPU"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("auto", 1) == torch.device("cuda", 1)
+    with pytest.raises(UserError, match=r"^process 2 of this machine has no GPU: PyTorch sees 2; start at most"):
+        pick_device("cuda", 2)
 
 
 @pytest.fixture(autouse=True)
