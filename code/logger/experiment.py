@@ -48,7 +48,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ import torch
 
 from data.frames import write_png
 from logger.plots import render_series
-from utils import atomic, committed
+from utils import atomic, committed, manifest
 from utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
 from utils.errors import UserError, first_line
 
@@ -140,9 +140,9 @@ def holds_only_leftovers(folder: Path) -> bool:
 def committed_state(root: Path) -> Path | None:
     """Where the state.pt of the last committed epoch is now (in the staging folder while its commit is being
     finished); a previous version's state.pt where the folder has no manifest yet; None if there is none."""
-    if committed.read_manifest(root, STATE_FILE) is None:
+    if manifest.read_manifest(root, STATE_FILE) is None:
         return root / STATE_FILE if (root / STATE_FILE).is_file() else None
-    return committed.find(root, STATE_FILE, STATE_FILE)
+    return manifest.find(root, STATE_FILE, STATE_FILE)
 
 
 def read_state(root: Path) -> dict[str, Any]:
@@ -150,9 +150,9 @@ def read_state(root: Path) -> dict[str, Any]:
     process finishes its commit."""
     path = root / STATE_FILE
     try:
-        if committed.read_manifest(root, STATE_FILE) is None:
+        if manifest.read_manifest(root, STATE_FILE) is None:
             return torch.load(path, map_location="cpu", weights_only=True)
-        with committed.open_file(root, STATE_FILE, STATE_FILE) as handle:
+        with manifest.open_file(root, STATE_FILE, STATE_FILE) as handle:
             return torch.load(handle, map_location="cpu", weights_only=True)
     except UserError:
         raise
@@ -185,8 +185,25 @@ def previous_version_files(root: Path) -> list[str]:
     candidates = [*root.iterdir(), *((root / "model").iterdir() if (root / "model").is_dir() else [])]
     names = [path.relative_to(root).as_posix() for path in candidates]
     return sorted(
-        name for name in names if CHECKPOINT_FILES.fullmatch(name) and committed.disk_problem(root, name) is None
+        name for name in names if CHECKPOINT_FILES.fullmatch(name) and manifest.disk_problem(root, name) is None
     )
+
+
+def adopt(unit: committed.Unit, files: Collection[str], meta: dict[str, Any]) -> manifest.Manifest:
+    """Record ``files``, already in place, as the first commit of ``unit`` (open, without a manifest): a folder of
+    this project's previous version, written before manifests."""
+    if unit.manifest is not None:
+        raise ValueError(f"{unit.folder}: {unit.name} has a manifest already")
+    if unit.name not in files:
+        raise committed.CommitError(f"cannot adopt {unit.folder}: no {unit.name}")
+    for relative in files:
+        obstacle = unit.obstacle(relative)
+        if (obstacle is not None and not obstacle.unowned) or not (unit.folder / relative).is_file():
+            raise committed.CommitError(f"cannot adopt {unit.folder}: {relative} is not a regular file inside it")
+    first = manifest.Manifest(unit.name, committed.new_token(), frozenset(files), dict(meta))
+    atomic.atomic_write_bytes(manifest.manifest_path(unit.folder, unit.name), first.to_bytes())
+    unit.manifest = first
+    return first
 
 
 class Experiment:
@@ -260,7 +277,7 @@ class Experiment:
             finish_previous_commit(self.root)
         if self.unit.manifest is None and self.state_path.is_file():
             files = previous_version_files(self.root)
-            self.unit.adopt(files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
+            adopt(self.unit, files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
             logger.info("%s: recorded the %d checkpoint files of a run of the previous version", self.root, len(files))
 
     def write_log(self, line: str, show: bool = True) -> None:
