@@ -23,7 +23,7 @@ from utils.errors import UserError
 LOSS_NAMES = ["L1", "HEM", "Total"]
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 
 def tiny_model() -> CDVD_TSP:

@@ -45,7 +45,7 @@ TINY = [
 COMPARED = ("model/model_latest.pt", "model/model_best.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt", "psnr.png")
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 
 @pytest.fixture(scope="module")
