@@ -4,6 +4,7 @@
 - generated clips: ``sharp_frames``, ``blurred``, ``write_image``, ``make_dataset`` (the dataset form);
 - seeded models: ``seeded_model``, ``save_seeded_weights``;
 - ``single_thread``: one intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``);
+  ``plots_once``: each distinct plot of the training runs of a test module rendered once;
 - ``TINY_TRAINING``: the flags of the tiny training runs of main.py.
 - tiny mirrors of the downloaded dataset layouts: ``make_gopro``, ``make_dvd``, ``make_bsd`` (``write_frames``).
 - runners over whole clips: ``run_frames`` (every output of a runner), ``ensemble_video`` (a self-ensembled clip).
@@ -182,6 +183,27 @@ def single_thread() -> Iterator[None]:
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = variable
+
+
+@pytest.fixture(scope="module")
+def plots_once() -> Iterator[None]:
+    """Each distinct plot of an experiment folder rendered once in the test module (logger/experiment.py's
+    `render_series`, a pure function of its series): the training tests' many runs of the same tiny history (a
+    resumed run and its uninterrupted reference) otherwise render the same PNG and PDF again at every commit, ~40%
+    of a tiny run's time. Different series are rendered as usual, so comparing plots still compares histories."""
+    from logger import experiment
+
+    real, rendered = experiment.render_series, {}
+
+    def render_series(title: str, ylabel: str, series: dict[str, list[float]]) -> dict[str, bytes]:
+        key = (title, ylabel, tuple((label, tuple(values)) for label, values in series.items()))
+        if key not in rendered:
+            rendered[key] = real(title, ylabel, series)
+        return dict(rendered[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "render_series", render_series)
+        yield
 
 
 # ----- tiny training runs

@@ -64,17 +64,17 @@ def record_all(stage: Stage) -> dict[str, VideoResults]:
 
 
 def test_finished_videos_are_read_back_exactly_and_nothing_else_is_kept(stage: Stage) -> None:
-    assert progress.read_run(stage.progress) == RUN
+    assert progress.read_run(stage.private) == RUN
     expected = record_all(stage)
     stage.write("d/00000.png", b"an unfinished video's frame")
     stage.write("a/.00002.png.x1y2.tmp", b"a partial frame")
-    (stage.progress / ".video-000003.json.abc.tmp").write_bytes(b'{"format": "cdvd-tsp inf')  # killed writing it
+    (stage.private / ".video-000003.json.abc.tmp").write_bytes(b'{"format": "cdvd-tsp inf')  # killed writing it
     assert progress.finished_count(stage) == 3
 
     kept = keep_finished(stage, RUN)
     assert list(kept) == ["a", "b", "c"] and kept == expected  # every float as it was, inf included
     assert stage.staged_files() == sorted(relative for video in VIDEOS for relative in video.files)
-    assert sorted(path.name for path in stage.progress.iterdir()) == [
+    assert sorted(path.name for path in stage.private.iterdir()) == [
         "run.json",
         "video-000000.json",
         "video-000001.json",
@@ -83,23 +83,23 @@ def test_finished_videos_are_read_back_exactly_and_nothing_else_is_kept(stage: S
 
 
 def corrupt_record(stage: Stage) -> None:
-    path = stage.progress / "video-000001.json"
+    path = stage.private / "video-000001.json"
     path.write_bytes(path.read_bytes()[:40])  # cut short (a file system that lost the end)
 
 
 def record_of_another_video(stage: Stage) -> None:
-    (stage.progress / "video-000001.json").write_bytes((stage.progress / "video-000000.json").read_bytes())
+    (stage.private / "video-000001.json").write_bytes((stage.private / "video-000000.json").read_bytes())
 
 
 def named_otherwise(stage: Stage) -> None:
-    path = stage.progress / "video-000001.json"
+    path = stage.private / "video-000001.json"
     document = json.loads(path.read_bytes())
     document["video"] = "z"  # all else b's
     path.write_text(json.dumps(document))
 
 
 def other_frames(stage: Stage) -> None:
-    path = stage.progress / "video-000001.json"
+    path = stage.private / "video-000001.json"
     document = json.loads(path.read_bytes())
     document["frames"][0][0] = "y"
     path.write_text(json.dumps(document))
@@ -117,7 +117,7 @@ def file_gone(stage: Stage) -> None:
 
 
 def not_a_number(stage: Stage) -> None:
-    path = stage.progress / "video-000001.json"
+    path = stage.private / "video-000001.json"
     document = json.loads(path.read_bytes())
     document["frames"][0][2][1] = "fast"
     path.write_text(json.dumps(document))
@@ -137,7 +137,7 @@ def test_a_record_that_does_not_hold_is_never_trusted(
     assert kept == {"a": expected["a"], "c": expected["c"]}  # b is done again
     assert f"{stage.root}: b is not as its record says; it is restored again" in caplog.messages
     assert stage.staged_files() == ["a/00000.png", "a/00001.png", "showcase/a.gif"]  # b's file removed
-    assert not (stage.progress / "video-000001.json").exists()
+    assert not (stage.private / "video-000001.json").exists()
 
 
 def test_a_kill_at_each_write_of_a_record_leaves_it_whole_or_absent(
@@ -154,7 +154,7 @@ def test_a_kill_at_each_write_of_a_record_leaves_it_whole_or_absent(
             patch.setattr(atomic, name, lambda *args, _real=real, _name=name: operations.append(_name) or _real(*args))
         Recorder(stage.root, VIDEOS)("a", results)
     assert operations == ["write_file", "rename"]  # then the folder is flushed
-    (stage.progress / "video-000000.json").unlink()
+    (stage.private / "video-000000.json").unlink()
 
     for name in operations:
         for half in (False, True) if name == "write_file" else (False,):
@@ -169,9 +169,9 @@ def test_a_kill_at_each_write_of_a_record_leaves_it_whole_or_absent(
                 patch.setattr(atomic, name, killed)
                 with pytest.raises(Killed):
                     Recorder(stage.root, VIDEOS)("a", results)
-            assert not (stage.progress / "video-000000.json").exists()  # never there half-written
+            assert not (stage.private / "video-000000.json").exists()  # never there half-written
             assert keep_finished(stage, RUN) == {}
-            assert sorted(path.name for path in stage.progress.iterdir()) == ["run.json"]  # the temporary removed
+            assert sorted(path.name for path in stage.private.iterdir()) == ["run.json"]  # the temporary removed
             for relative in VIDEOS[0].files:
                 stage.write(relative, f"the bytes of {relative}".encode())
     Recorder(stage.root, VIDEOS)("a", results)

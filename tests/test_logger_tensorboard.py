@@ -23,7 +23,7 @@ from utils import atomic
 from utils.errors import Stopped
 from utils.paths import REPO_ROOT
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 STEPS = ["--test_every", "3", "--epochs", "2", "--flow_lr", "0", "--print_every", "2", "--tensorboard"]
 LOSS_TAGS = ("loss/L1", "loss/HEM", "loss/Total")

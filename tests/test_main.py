@@ -23,7 +23,7 @@ from utils.errors import UserError
 LOSS_NAMES = ["L1", "HEM", "Total"]
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 
 def tiny_model() -> CDVD_TSP:
@@ -111,6 +111,9 @@ def test_a_short_run_writes_every_expected_file(uninterrupted: Path) -> None:
     logs = {"state.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt", "log.txt", "config.txt"}
     manifest = {".state.pt.manifest.json"}  # the checkpoint's files (utils/committed.py)
     assert files == plots | images | models | logs | manifest  # nothing else: no temporary files left behind
+    state = torch.load(uninterrupted / "state.pt", weights_only=True)  # the weights are written once per commit:
+    assert state["files"] == {"model": "model/model_latest.pt", "optimizer": "optimizer.pt"}  # state.pt names them
+    assert "model" not in state and "optimizer" not in state and (uninterrupted / "state.pt").stat().st_size < 100_000
 
     for name in ("latest", "best", "1", "2"):
         load_weights(tiny_model(), uninterrupted / "model" / f"model_{name}.pt")  # strict: every name and shape

@@ -45,7 +45,7 @@ TINY = [
 COMPARED = ("model/model_latest.pt", "model/model_best.pt", "optimizer.pt", "loss_log.pt", "psnr_log.pt", "psnr.png")
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +293,7 @@ def previous_version(run: Path, epoch_1: Path, epoch_2: Path, kill: str | None) 
     killed in the commit of epoch 2: before state.pt's rename ("staged") or after it ("committed")."""
     shutil.copytree(epoch_1, run)
     committed.manifest_path(run, "state.pt").unlink()
+    (run / "state.pt").write_bytes(format_2_state(epoch_1))  # the weights and the optimizer inside it
     if kill is None:
         return
     for name in ("log.txt", "config.txt"):  # the previous version wrote them as it went, as this one does
@@ -302,7 +303,29 @@ def previous_version(run: Path, epoch_1: Path, epoch_2: Path, kill: str | None) 
         (run / ".commit" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(epoch_2 / name, run / ".commit" / name)
     (run / ".commit" / "files.json").write_text(json.dumps({"epoch": 2, "files": names}))
-    shutil.copy(epoch_2 / "state.pt", run / ("state.pt" if kill == "committed" else ".commit/state.pt"))
+    (run / ("state.pt" if kill == "committed" else ".commit/state.pt")).write_bytes(format_2_state(epoch_2))
+
+
+def format_2_state(folder: Path) -> bytes:
+    """The state.pt of ``folder`` as this project wrote it before state.pt named the files of the weights and the
+    optimizer (format 2: both inside it), as the previous version did too."""
+    state = torch.load(folder / "state.pt", weights_only=True)
+    named = state.pop("files")
+    assert named == {"model": "model/model_latest.pt", "optimizer": "optimizer.pt"}
+    for key, relative in named.items():
+        state[key] = dict(torch.load(folder / relative, weights_only=True))
+    buffer = io.BytesIO()
+    torch.save({**state, "format": 2}, buffer)
+    return buffer.getvalue()
+
+
+def test_a_state_with_the_weights_inside_resumes_to_the_same_files(
+    argv: list[str], space: Path, full: Path, full_1: Path
+) -> None:
+    run = Path(shutil.copytree(full_1, space / "runs" / "state_format_2"))
+    (run / "state.pt").write_bytes(format_2_state(run))
+    assert resume(argv, run.name, "--epochs", "2") == 0
+    assert_same_run(run, full)
 
 
 @pytest.mark.parametrize("kill", [None, "staged", "committed"])

@@ -33,7 +33,7 @@ from utils.errors import Stopped, UserError
 from utils.paths import REPO_ROOT
 from utils.signals import Interrupted
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 STEPS = ["--test_every", "3", "--epochs", "2", "--flow_lr", "0"]
 """Two training windows at batch 2, repeated three times: three steps an epoch; PWC-Net frozen (smaller files)."""

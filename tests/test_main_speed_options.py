@@ -24,7 +24,7 @@ from trainer.trainer import Trainer
 from utils.errors import Stopped, UserError
 from utils.runtime import Runtime
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 STEPS = ["--test_every", "3", "--epochs", "2", "--flow_lr", "0"]
 FAST = ["--channels_last", "all", "--optimizer_impl", "fused"]

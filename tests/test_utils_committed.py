@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from utils import atomic, committed, locking
-from utils.committed import CommitError, ManifestError, Stage, Unit
+from logger.experiment import adopt
+from utils import atomic, committed, locking, manifest
+from utils.committed import CommitError, Stage, Unit
+from utils.manifest import ManifestError
 from utils.paths import REPO_ROOT
 
 KEY = "results.json"
@@ -282,7 +284,7 @@ def test_a_parent_that_is_a_link_or_a_file_is_refused_and_nothing_outside_is_wri
     ],
 )
 def test_names_a_manifest_may_list(relative: str, problem: str | None) -> None:
-    assert committed.name_problem(relative, KEY) == problem
+    assert manifest.name_problem(relative, KEY) == problem
 
 
 def tamperings(folder: Path, outside: Path) -> Iterator[tuple[str, Callable[[dict], object], str]]:
@@ -397,16 +399,16 @@ def test_readers_find_the_last_commit_while_it_is_being_rolled_forward(tmp_path:
     pending(folder)
     (token,) = committed.staging_tokens(folder, KEY)
     assert (folder / KEY).read_bytes() == EARLIER[KEY]  # killed at the commit point: nothing moved yet
-    assert committed.find(folder, KEY, KEY) == committed.staging_path(folder, KEY, token) / KEY
-    with committed.open_file(folder, KEY, KEY) as handle:
+    assert manifest.find(folder, KEY, KEY) == committed.staging_path(folder, KEY, token) / KEY
+    with manifest.open_file(folder, KEY, KEY) as handle:
         assert handle.read() == LATER[KEY]
-    assert committed.find(folder, KEY, "b/1.png") is None  # not of the last commit, though still in place
+    assert manifest.find(folder, KEY, "b/1.png") is None  # not of the last commit, though still in place
     with pytest.raises(FileNotFoundError):
-        committed.open_file(folder, KEY, "b/1.png")
+        manifest.open_file(folder, KEY, "b/1.png")
     assert committed.read_manifest(folder, KEY).meta == {}  # type: ignore[union-attr]
     Unit.open(folder, KEY).close()
-    assert committed.find(folder, KEY, KEY) == folder / KEY
-    with committed.open_file(folder, KEY, "c/d/1.png") as handle:
+    assert manifest.find(folder, KEY, KEY) == folder / KEY
+    with manifest.open_file(folder, KEY, "c/d/1.png") as handle:
         assert handle.read() == LATER["c/d/1.png"]
 
 
@@ -442,16 +444,16 @@ def test_the_progress_folder_is_kept_with_an_uncommitted_stage_and_never_committ
     prepared(folder, "replace")
     unit = Unit.open(folder, KEY)
     stage = unit.begin()
-    stage.progress.mkdir()
-    (stage.progress / "video-000000.json").write_bytes(b"what the writer keeps")
+    stage.private.mkdir()
+    (stage.private / "video-000000.json").write_bytes(b"what the writer keeps")
     stage.write("a/2.png", LATER["a/2.png"])
     os.close(unit.lock.descriptor)  # killed: the lock is released, the staging folder stays
     unit.lock.descriptor = -1
 
     with Unit.open(folder, KEY, keep_uncommitted=True) as reopened:
         continued = reopened.begin(stage.token)
-        assert continued.progress == stage.progress
-        assert (continued.progress / "video-000000.json").read_bytes() == b"what the writer keeps"
+        assert continued.private == stage.private
+        assert (continued.private / "video-000000.json").read_bytes() == b"what the writer keeps"
         assert continued.staged_files() == ["a/2.png"]  # the progress folder is no file of the commit
         for relative, data in LATER.items():
             continued.write(relative, data)
@@ -578,10 +580,10 @@ def test_a_folder_written_before_manifests_is_adopted(tmp_path: Path) -> None:
     with Unit.open(folder, KEY) as unit:
         assert unit.manifest is None
         with pytest.raises(CommitError, match=r"a/9\.png is not a regular file inside it"):
-            unit.adopt([*EARLIER, "a/9.png"], {})
+            adopt(unit, [*EARLIER, "a/9.png"], {})
         with pytest.raises(CommitError, match="a is not a regular file inside it"):
-            unit.adopt([*EARLIER, "a"], {})
-        unit.adopt(list(EARLIER), {"adopted": True})
+            adopt(unit, [*EARLIER, "a"], {})
+        adopt(unit, list(EARLIER), {"adopted": True})
     assert unit_files(folder) == EARLIER
     commit(folder, KEY, LATER)
     assert in_place(folder) == LATER

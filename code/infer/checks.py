@@ -13,10 +13,10 @@ from model.cdvd_tsp import StepOptions
 from model.checkpoint import read_checkpoint
 from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
 from model.tiling import DEFAULT_OVERLAP, Tiler
-from utils.committed import read_manifest
 from utils.cpu import bf16_support
 from utils.errors import UserError
 from utils.image import cropped_size
+from utils.manifest import read_manifest
 from utils.metrics import check_options, min_size
 from utils.precision import Precision, get_precision
 

@@ -1,7 +1,7 @@
 """What a run keeps of its work while it works, so that a stopped run can be continued (``inference.py --resume``).
 
-A run's staging folder (infer/staging.py) has a progress folder (utils/committed.py: ``.progress/``, never
-committed, gone with the staging folder) holding:
+A run's staging folder (infer/staging.py) keeps, in its private folder (utils/committed.py: ``.progress/``, never
+committed, gone with the staging folder):
 
     run.json             what the run is (`RunRecord`): its settings, the model file's SHA-256, and its videos, each
                          with the frames that get an output and the files it makes; written before any video starts
@@ -32,7 +32,7 @@ from infer.report import METRICS, FrameTimes, VideoResults, json_number
 from infer.settings import RunSettings
 from utils import atomic
 from utils.atomic import writing
-from utils.committed import PROGRESS, Stage
+from utils.committed import PRIVATE, Stage
 from utils.metrics import FrameScores
 
 logger = logging.getLogger(__name__)
@@ -180,15 +180,15 @@ def read_run(folder: Path) -> RunRecord | None:
 
 def start(stage: Stage, run: RunRecord) -> None:
     """Record what the run is in a new staging folder, before any video starts."""
-    atomic.make_folders(stage.progress)
-    atomic.atomic_write_bytes(stage.progress / RUN, run.to_bytes())
+    atomic.make_folders(stage.private)
+    atomic.atomic_write_bytes(stage.private / RUN, run.to_bytes())
 
 
 def finished_count(stage: Stage) -> int:
     """How many video records the staging folder holds (not checked)."""
-    if not stage.progress.is_dir():
+    if not stage.private.is_dir():
         return 0
-    return sum(1 for path in stage.progress.glob("video-*.json") if path.is_file())
+    return sum(1 for path in stage.private.glob("video-*.json") if path.is_file())
 
 
 def _number(value: object) -> float | None:
@@ -285,7 +285,7 @@ class Recorder:
 
     def __init__(self, stage_root: Path, videos: Iterable[PlannedVideo]) -> None:
         self.root = stage_root
-        self.progress = stage_root / PROGRESS
+        self.progress = stage_root / PRIVATE
         self.videos = {video.name: (index, video) for index, video in enumerate(videos)}
 
     def __call__(self, name: str, results: VideoResults) -> None:
@@ -299,7 +299,7 @@ class Recorder:
 def keep_finished(stage: Stage, run: RunRecord) -> dict[str, VideoResults]:
     """The trusted records' videos (name: results, in plan order) of the staging folder ``stage`` of ``run``;
     everything else it holds is removed (see the module docstring)."""
-    progress = stage.progress
+    progress = stage.private
     recorded: list[tuple[Path, PlannedVideo, tuple[VideoResults, dict[str, tuple[int, str]]] | None]] = []
     for index, video in enumerate(run.videos):
         path = progress / video_record_name(index)

@@ -31,7 +31,7 @@ from typing import Any
 from infer import progress
 from infer.progress import RunRecord
 from infer.report import VideoResults
-from utils import atomic, committed
+from utils import atomic, committed, manifest
 from utils.committed import Stage, Unit
 from utils.errors import UserError
 
@@ -60,7 +60,7 @@ class Staging:
         self.folder = folder
         self.results_name = results_name
         self.token = token
-        self.root = committed.staging_path(folder, results_name, token)
+        self.root = manifest.staging_path(folder, results_name, token)
         self.unit = unit
         """The open (locked) unit: in the process that began the run; None in the others of a torchrun run."""
         self.meta = {"tool": TOOL, **(meta or {})}
@@ -182,7 +182,7 @@ def continued(unit: Unit, run: RunRecord) -> str | None:
     candidates = []
     for token in unit.uncommitted:
         stage = Stage(unit, token)
-        earlier = progress.read_run(stage.progress)
+        earlier = progress.read_run(stage.private)
         if earlier is not None:
             candidates.append((progress.finished_count(stage), token, earlier))
     if not candidates:
@@ -202,7 +202,7 @@ def continued(unit: Unit, run: RunRecord) -> str | None:
 
 def warn_removal(stage: Stage, run: RunRecord | None, resume: bool) -> None:
     """Say that the uncommitted staging folder ``stage`` goes, and what ``--resume`` would have kept of it."""
-    earlier = progress.read_run(stage.progress)
+    earlier = progress.read_run(stage.private)
     finished = progress.finished_count(stage)
     if earlier is None or not finished:
         logger.warning("%s: removed the outputs of an earlier run that was stopped before it ended", stage.root)
@@ -234,7 +234,7 @@ def check_outputs(unit: Unit, paths: list[Path], option: str) -> None:
         if obstacle.unowned:
             raise UserError(
                 f"{option}: {obstacle.path} exists and is no output of an earlier run (not listed by "
-                f"{committed.manifest_path(unit.folder, unit.name).name}); move it away or choose another {option}"
+                f"{manifest.manifest_path(unit.folder, unit.name).name}); move it away or choose another {option}"
             )
         raise UserError(
             f"{option}: {obstacle.path} {obstacle.problem}, where an output goes; move it away or choose "

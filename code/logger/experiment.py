@@ -2,7 +2,7 @@
 
 Layout (the release's, plus ``state.pt``)::
 
-    state.pt                 everything --resume needs (the key file of the epoch's commit, see below)
+    state.pt                 everything else --resume needs (the key file of the epoch's commit, see below)
     model/model_latest.pt    weights after the last epoch (a plain state dict, loadable by the strict loader)
     model/model_best.pt      weights of the epoch with the best validation PSNR
     model/model_<epoch>.pt   with --save_middle_models
@@ -25,8 +25,11 @@ initial state, only state.pt) before it trains, so a run killed in its first epo
 any other; one killed before that has left nothing but leftovers (`holds_only_leftovers`), and starting it again
 with the same command works, with or without --resume (which starts a run where none has committed).
 
-A run stopped by a signal commits the point it reached inside an epoch (`Experiment.save_progress`): state.pt only,
-which holds the weights and everything else --resume needs; the files of the last complete epoch stay as they are.
+The weights and the optimizer are written once per commit: an epoch's state.pt names the files of the same commit
+that hold them (``"files": {"model": "model/model_latest.pt", "optimizer": "optimizer.pt"}``) and `read_state` puts
+them back. A run stopped by a signal commits the point it reached inside an epoch (`Experiment.save_progress`):
+state.pt only, which then holds the weights and the optimizer itself (as does epoch 0's, and any state.pt written
+before this version, which resumes as it did); the files of the last complete epoch stay as they are.
 
 A folder of this project's previous version (``state.pt`` and no manifest; each epoch staged in ``.commit/`` and
 committed by renaming ``.commit/state.pt``) is adopted by the first start that opens it: its ``.commit/`` is finished
@@ -48,7 +51,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,7 @@ import torch
 
 from data.frames import write_png
 from logger.plots import render_series
-from utils import atomic, committed
+from utils import atomic, committed, manifest
 from utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
 from utils.errors import UserError, first_line
 
@@ -140,25 +143,38 @@ def holds_only_leftovers(folder: Path) -> bool:
 def committed_state(root: Path) -> Path | None:
     """Where the state.pt of the last committed epoch is now (in the staging folder while its commit is being
     finished); a previous version's state.pt where the folder has no manifest yet; None if there is none."""
-    if committed.read_manifest(root, STATE_FILE) is None:
+    if manifest.read_manifest(root, STATE_FILE) is None:
         return root / STATE_FILE if (root / STATE_FILE).is_file() else None
-    return committed.find(root, STATE_FILE, STATE_FILE)
+    return manifest.find(root, STATE_FILE, STATE_FILE)
 
 
 def read_state(root: Path) -> dict[str, Any]:
-    """The resume state of the run in ``root`` (written by `Experiment.save_checkpoint`); safe while another
-    process finishes its commit."""
+    """The resume state of the run in ``root`` (written by `Experiment.save_checkpoint`), the weights and the
+    optimizer that state.pt names read from their files of the same commit; safe while another process finishes
+    its commit (and read again if another commit lands meanwhile)."""
     path = root / STATE_FILE
     try:
-        if committed.read_manifest(root, STATE_FILE) is None:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with committed.open_file(root, STATE_FILE, STATE_FILE) as handle:
-            return torch.load(handle, map_location="cpu", weights_only=True)
+        while True:
+            last = manifest.read_manifest(root, STATE_FILE)
+            state = _load_committed(root, STATE_FILE, last is not None)
+            for key, relative in state.pop("files", {}).items():
+                state[key] = _load_committed(root, relative, last is not None)
+            now = manifest.read_manifest(root, STATE_FILE)
+            if last is None or now is None or now.commit == last.commit:
+                return state
     except UserError:
         raise
     except Exception as error:  # damaged or foreign file: torch raises many types
         reason = first_line(error)
         raise UserError(f"--resume: cannot read {path} ({reason})") from None
+
+
+def _load_committed(root: Path, relative: str, listed: bool) -> Any:
+    """torch.load of the last commit's ``relative`` (where it is now); of ``root/relative`` without a manifest."""
+    if not listed:
+        return torch.load(root / relative, map_location="cpu", weights_only=True)
+    with manifest.open_file(root, STATE_FILE, relative) as handle:
+        return torch.load(handle, map_location="cpu", weights_only=True)
 
 
 def finish_previous_commit(root: Path) -> None:
@@ -185,8 +201,25 @@ def previous_version_files(root: Path) -> list[str]:
     candidates = [*root.iterdir(), *((root / "model").iterdir() if (root / "model").is_dir() else [])]
     names = [path.relative_to(root).as_posix() for path in candidates]
     return sorted(
-        name for name in names if CHECKPOINT_FILES.fullmatch(name) and committed.disk_problem(root, name) is None
+        name for name in names if CHECKPOINT_FILES.fullmatch(name) and manifest.disk_problem(root, name) is None
     )
+
+
+def adopt(unit: committed.Unit, files: Collection[str], meta: dict[str, Any]) -> manifest.Manifest:
+    """Record ``files``, already in place, as the first commit of ``unit`` (open, without a manifest): a folder of
+    this project's previous version, written before manifests."""
+    if unit.manifest is not None:
+        raise ValueError(f"{unit.folder}: {unit.name} has a manifest already")
+    if unit.name not in files:
+        raise committed.CommitError(f"cannot adopt {unit.folder}: no {unit.name}")
+    for relative in files:
+        obstacle = unit.obstacle(relative)
+        if (obstacle is not None and not obstacle.unowned) or not (unit.folder / relative).is_file():
+            raise committed.CommitError(f"cannot adopt {unit.folder}: {relative} is not a regular file inside it")
+    first = manifest.Manifest(unit.name, committed.new_token(), frozenset(files), dict(meta))
+    atomic.atomic_write_bytes(manifest.manifest_path(unit.folder, unit.name), first.to_bytes())
+    unit.manifest = first
+    return first
 
 
 class Experiment:
@@ -260,7 +293,7 @@ class Experiment:
             finish_previous_commit(self.root)
         if self.unit.manifest is None and self.state_path.is_file():
             files = previous_version_files(self.root)
-            self.unit.adopt(files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
+            adopt(self.unit, files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
             logger.info("%s: recorded the %d checkpoint files of a run of the previous version", self.root, len(files))
 
     def write_log(self, line: str, show: bool = True) -> None:
@@ -305,10 +338,15 @@ class Experiment:
     ) -> None:
         """Commit one epoch: stage every file, commit them (utils/committed.py), state.pt landing last.
 
-        ``weights`` and ``optimizer`` are None for epoch 0 (the run's initial state: state.pt only). A `WriteError`
-        while staging removes what was staged; the folder keeps the previous epoch, intact.
+        ``weights`` and ``optimizer`` are None for epoch 0 (the run's initial state: state.pt only); otherwise they
+        are ``state``'s ``model`` and ``optimizer``, which state.pt then names instead of holding a second copy. A
+        `WriteError` while staging removes what was staged; the folder keeps the previous epoch, intact.
         """
         files = self._epoch_files(weights, optimizer, history, epoch, is_best, keep_epoch)
+        named = {"model": "model/model_latest.pt"} if weights is not None else {}
+        named |= {"optimizer": "optimizer.pt"} if optimizer is not None else {}
+        if named:
+            state = {**{key: value for key, value in state.items() if key not in named}, "files": named}
         self._commit(state, files, {"tool": TOOL, "epoch": epoch}, f"the checkpoint of epoch {epoch}", epoch - 1)
 
     def save_progress(self, state: dict[str, Any], epoch: int, batches: int) -> None:

@@ -45,9 +45,11 @@ from utils.errors import Stopped, UserError
 from utils.runtime import Runtime, StopVote
 from utils.signals import StopRequests, signal_name
 
-STATE_FORMAT = 2
-"""Version 2 keeps each process's random states (``ranks``) and may hold a point inside an epoch (``inside``);
-version 1 (one ``rng`` for all processes, epoch boundaries only) is read too."""
+STATE_FORMAT = 3
+"""Version 3: state.pt of an epoch's commit holds no copy of the weights and the optimizer, only the names of the
+files of the same commit that hold them (logger/experiment.py `read_state` puts them back). Version 2 keeps each
+process's random states (``ranks``) and may hold a point inside an epoch (``inside``); version 1 (one ``rng`` for all
+processes, epoch boundaries only) is read too, and so is version 2, its weights inside."""
 
 
 class TrainingDiverged(UserError):
@@ -134,7 +136,7 @@ class Trainer:
     def restore(self, state: dict[str, Any]) -> tuple[int, Progress | None]:
         """Load a `state`; returns the epoch it was taken after and, for a point inside the next epoch, where."""
         path = self.experiment.state_path
-        if state.get("format") not in (1, STATE_FORMAT):
+        if state.get("format") not in (1, 2, STATE_FORMAT):
             raise UserError(f"{path}: unknown state format {state.get('format')}")
         load_into(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])

@@ -1,8 +1,13 @@
 """An exclusive lock on an open file or folder, held until its descriptor is closed (the kernel also releases it
 when the process dies, so a killed process never leaves a stale lock): `try_lock` without waiting, `wait_lock`
-until the holder lets go."""
+until the holder lets go; `LockFile`, a lock on a file that exists while it is held."""
 
+import contextlib
 import errno
+import os
+from pathlib import Path
+
+from utils.atomic import WriteError, writing
 
 try:
     import fcntl
@@ -34,3 +39,44 @@ def wait_lock(descriptor: int) -> None:
     has no ``flock``)."""
     if fcntl is not None:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+
+class LockFile:
+    """An flock on a lock file, held from `acquire` until `release` removes the file and closes it. The kernel
+    releases the lock when the process dies: a killed holder leaves the file, never a stale lock."""
+
+    def __init__(self, path: Path, descriptor: int) -> None:
+        self.path = path
+        self.descriptor = descriptor
+
+    @classmethod
+    def acquire(cls, path: Path) -> "LockFile | None":
+        """Lock ``path`` (created if missing); None if another live process holds it. A holder that removed the
+        file as this process opened it is noticed (the name leads to another file): the file there now is locked."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        while True:
+            with writing(path):
+                descriptor = os.open(path, flags, 0o666)
+            try:
+                locked = try_lock(descriptor)
+            except OSError as error:
+                os.close(descriptor)
+                raise WriteError(path, error) from None
+            if not locked:
+                os.close(descriptor)
+                return None
+            try:
+                same = os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(descriptor))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return cls(path, descriptor)
+            os.close(descriptor)
+
+    def release(self) -> None:
+        if self.descriptor < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # while still locked: whoever locks the removed file sees that it is gone
+        os.close(self.descriptor)
+        self.descriptor = -1
