@@ -15,10 +15,13 @@ from model.acceleration import (
     CHANNELS_LAST_RESTORATION,
     GRAPH_WARMUP_CALLS,
     MAX_GRAPHS,
+    MEASURED_OPTIONS,
     RELEASE_OPTIONS,
     AutocastStep,
     GraphedStep,
     accelerated_step,
+    cpu_kinds,
+    recommended_choice,
     recommended_options,
 )
 from model.cdvd_tsp import CDVD_TSP, StepOptions
@@ -99,26 +102,44 @@ def test_the_step_with_options_gives_the_plain_step_to_float_rounding(tiny_model
 
 
 @pytest.mark.parametrize(
-    ("capability", "name", "native", "expected"),
+    ("unit", "capability", "name", "native", "expected", "kind"),
     [
-        ("AVX2", "fp32", False, CHANNELS_LAST_RESTORATION),
-        ("AVX512", "fp32", False, CHANNELS_LAST_RESTORATION),
-        ("AVX512", "bf16", True, CHANNELS_LAST_RESTORATION),
-        ("AVX512", "bf16", False, RELEASE_OPTIONS),
-        ("DEFAULT", "fp32", False, RELEASE_OPTIONS),
+        (None, "AVX2", "fp32", False, CHANNELS_LAST_RESTORATION, "AVX2"),
+        (None, "AVX512", "fp32", False, CHANNELS_LAST_RESTORATION, "AVX512"),
+        ("AMX-BF16", "AVX512", "fp32", True, CHANNELS_LAST_RESTORATION, "AVX512"),  # fp32 does not use AMX
+        ("AMX-BF16", "AVX512", "bf16", True, CHANNELS_LAST_RESTORATION, "AMX-BF16"),
+        ("AVX512-BF16", "AVX512", "fp32", True, CHANNELS_LAST_RESTORATION, "AVX512-BF16"),
+        ("AVX512-BF16", "AVX512", "bf16", True, RELEASE_OPTIONS, "AVX512-BF16"),  # Zen 4: bf16 faster in NCHW
+        ("AVX512-BF16", "AVX2", "bf16", True, RELEASE_OPTIONS, "AVX512-BF16"),
+        (None, "AVX512", "bf16", False, RELEASE_OPTIONS, None),  # emulated bf16: refused anyway
+        (None, "DEFAULT", "fp32", False, RELEASE_OPTIONS, None),
     ],
 )
 def test_recommended_options_follow_the_measurements_of_the_cpu_kind(
-    monkeypatch: pytest.MonkeyPatch, capability: str, name: str, native: bool, expected: StepOptions
+    monkeypatch: pytest.MonkeyPatch,
+    unit: str | None,
+    capability: str,
+    name: str,
+    native: bool,
+    expected: StepOptions,
+    kind: str | None,
 ) -> None:
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: unit)
     monkeypatch.setattr(acceleration, "bf16_support", lambda: Bf16Support(native, "mocked"))
-    assert recommended_options(CPU, PRECISIONS[name]) == expected
+    assert cpu_kinds() == ((unit, capability) if unit else (capability,))
+    choice = recommended_choice(CPU, PRECISIONS[name])
+    assert recommended_options(CPU, PRECISIONS[name]) == choice.options == expected
+    if kind is None:
+        assert choice.reason.startswith("the release's:")
+    else:
+        assert choice.reason == f"for {kind} in {name}, measured ({MEASURED_OPTIONS[(kind, name)].evidence})"
 
 
 def test_recommended_options_on_cuda_are_the_release_way_until_measured() -> None:
     for precision in PRECISIONS.values():
         assert recommended_options(torch.device("cuda"), precision) == RELEASE_OPTIONS
+        assert recommended_choice(torch.device("cuda"), precision).reason.startswith("the release's")
 
 
 # ----- compile

@@ -94,6 +94,23 @@ def bf16_support() -> Bf16Support:
     return detect_bf16(read_cpuinfo(), onednn_bf16())
 
 
+BF16_UNITS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
+"""x86 flag -> the kind of bfloat16 unit it names, the widest first: what decides the layouts' speed in bf16
+(`model.acceleration.MEASURED_OPTIONS`)."""
+
+
+def bf16_unit(info: CpuInfo) -> str | None:
+    """The widest bfloat16 unit of the CPU of ``info``: ``AMX-BF16`` (tile matrix units, Intel Xeon from Sapphire
+    Rapids), ``AVX512-BF16`` (vector dot products only: AMD Zen 4, Intel Cooper Lake), or None."""
+    return next((unit for flag, unit in BF16_UNITS.items() if flag in info.flags), None)
+
+
+@functools.cache
+def this_bf16_unit() -> str | None:
+    """`bf16_unit` of this machine (computed once per process)."""
+    return bf16_unit(read_cpuinfo())
+
+
 def cpu_capability() -> str:
     """PyTorch's vector capability for this CPU: ``AVX512``, ``AVX2``, ``DEFAULT`` ... (what its kernels use)."""
     return torch.backends.cpu.get_cpu_capability()
