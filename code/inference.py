@@ -11,19 +11,24 @@ the record, such as the released ones: 2).
 Deblurring only: ``python code/inference.py --input my_frames/ --output deblurred/`` (or a video file in and out).
 Several GPUs: ``torchrun --nproc_per_node N code/inference.py ...`` shares the videos among N processes.
 
-``--threads`` and ``--deterministic`` are process-wide switches, set here for the run (infer/switches.py).
+``--threads`` and ``--deterministic`` are process-wide switches, set here for the run (infer/switches.py); the
+OpenMP threads' passive wait policy is set first of all, before torch loads (utils/openmp.py).
 Everything that can be checked is checked before any output is written (infer/planning.py, infer/checks.py); the
 frames are read, restored, written and scored in an overlapped pipeline (infer/pipeline.py); docs/inference.md has
 the details and a map of infer/.
 """
 
-import logging
-from collections.abc import Sequence
+from utils.openmp import prefer_passive_waiting
 
-from infer.options import parse_args
-from infer.run import run
-from infer.switches import run_switches
-from utils.errors import run_cli
+prefer_passive_waiting()  # before anything loads torch: libgomp reads its wait policy once, when it is loaded
+
+import logging  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from infer.options import parse_args  # noqa: E402
+from infer.run import run  # noqa: E402
+from infer.switches import run_switches  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from infer.checks import (
     pick_border,
     pick_n_stages,
     pick_precision,
+    pick_step_choice,
     pick_step_options,
     pick_tiles,
 )
@@ -219,24 +220,43 @@ def test_a_model_path_that_is_no_file_is_named_for_what_it_is(tmp_path: Path) ->
     )
 
 
-@pytest.mark.parametrize("capability", ["AVX2", "AVX512"])
+@pytest.mark.parametrize(("capability", "unit"), [("AVX2", None), ("AVX512", "AMX-BF16"), ("AVX512", "AVX512-BF16")])
 def test_the_step_options_are_the_recommended_ones_on_a_cpu_that_has_measurements(
-    monkeypatch: pytest.MonkeyPatch, capability: str, cpu_bf16: Bf16Support
+    monkeypatch: pytest.MonkeyPatch, capability: str, unit: str | None, cpu_bf16: Bf16Support
 ) -> None:
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: unit)
     fp32 = pick_precision("fp32", CPU, evaluation=False)
-    recommended = StepOptions(channels_last_restoration=True)  # measured faster on both (acceleration.py)
+    recommended = StepOptions(channels_last_restoration=True)  # measured faster on each (acceleration.py)
     assert pick_step_options(flags(), CPU, fp32) == recommended  # evaluation and deblurring alike
     if cpu_bf16.native:
         bf16 = pick_precision(None, CPU, evaluation=False)
-        expected = recommended if capability == "AVX512" else RELEASE_OPTIONS  # nothing measured on AVX2 bf16
-        assert pick_step_options(flags(), CPU, bf16) == expected
+        # bf16 in channels_last only with AMX's tile units; NCHW with AVX512-BF16 alone; nothing measured on AVX2
+        expected = recommended if unit == "AMX-BF16" else RELEASE_OPTIONS
+        choice = pick_step_choice(flags(), CPU, bf16)
+        assert choice.options == expected
+        assert choice.reason.startswith(f"for {unit} in bf16, measured" if unit else "the release's: nothing measured")
+
+
+def test_the_layout_s_reason_names_the_flags_that_overrode_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: None)
+    fp32 = pick_precision("fp32", CPU, evaluation=False)
+    measured = (
+        "for AVX2 in fp32, measured (AMD EPYC Zen 3, AVX2: the fp32 restoration net 1.2x faster in channels_last)"
+    )
+    assert pick_step_choice(flags(), CPU, fp32).reason == measured
+    given = pick_step_choice(flags(channels_last="off", batched_flows="on"), CPU, fp32)
+    assert given.reason == f"--channels_last off, --batched_flows on; otherwise {measured}"
+    assert given.options == StepOptions(batch_flows=True)
+    assert pick_step_choice(flags(release_step=True), CPU, fp32).reason == "--release_step"
 
 
 def test_each_lever_overrides_the_recommended_options_and_the_release_step_is_the_release_s(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: None)
     fp32 = pick_precision("fp32", CPU, evaluation=False)
 
     def picked(**given: object) -> StepOptions:

@@ -13,8 +13,10 @@ from infer.planning import make_plan
 from infer.report import RELEASE_HEADER, RunLog, write_header
 from infer.settings import Setting, cost_volume_code, planned_cost_volume, run_settings
 from model import acceleration
+from model.acceleration import recommended_choice
 from utils import precision
-from utils.cpu import Bf16Support
+from utils.cpu import Bf16Support, thread_choice
+from utils.openmp import wait_policy
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,8 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
     flags = ["--border", "--border_mode", "replicate", "--tile", "64", "--self_ensemble", "--workers", "2"]
     flags += ["--channels_last", "all", "--batched_flows", "on", "--deterministic"]
     settings = run_settings(make_plan(parse_args([*evaluation_argv(data, weights, result), *flags])), processes=3)
+    recommended = recommended_choice(torch.device("cpu"), precision.PRECISIONS["fp32"]).reason
+    layout_choice = f"--channels_last all, --batched_flows on; otherwise {recommended}"
     assert settings.header() == {
         "save_image": "True",
         "data_path": str(data),
@@ -51,11 +55,14 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
         "precision": "fp32",
         "channels_last": "all (the flow net, the warps and the restoration net in channels_last)",
         "batched_flows": "True",
+        "layout_choice": layout_choice,
         "cost_volume": "PyTorch, tiled products",
         "cuda_graphs": "False",
         "compile": "False",
         "deterministic": "True",
         "threads": str(torch.get_num_threads()),
+        "threads_choice": thread_choice().reason,
+        "openmp_wait": wait_policy(),
         "workers": "2",
         "processes": "3",
     }
@@ -77,10 +84,13 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
         "precision": "fp32",
         "channels_last": "all",
         "batched_flows": True,
+        "layout_choice": layout_choice,
         "cuda_graphs": False,
         "compile": False,
         "deterministic": True,
         "threads": torch.get_num_threads(),
+        "threads_choice": thread_choice().reason,
+        "openmp_wait": wait_policy(),
         "workers": 2,
         "processes": 3,
         "cost_volume": "PyTorch",
@@ -166,3 +176,39 @@ def test_deblurring_records_bf16_on_a_cpu_with_native_bf16_and_evaluation_fp32(
     assert evaluation.to_json("PyTorch")["precision"] == "fp32"
     assert deblurring.to_json("PyTorch")["precision"] == ("bf16" if native else "fp32")
     assert deblurring.header()["precision"] == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize(
+    ("unit", "layouts"), [("AMX-BF16", "restoration"), ("AVX512-BF16", "off")], ids=["AMX", "AVX512-BF16 alone"]
+)
+def test_the_layout_picked_for_the_cpu_s_bf16_unit_and_why_are_recorded(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, unit: str, layouts: str
+) -> None:
+    support = Bf16Support(True, "as this test says")
+    for module in (checks, precision, acceleration):
+        monkeypatch.setattr(module, "bf16_support", lambda: support)
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: unit)
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: "AVX512")
+    folder = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26) / "blur" / "a"
+    argv = ["--input", str(folder), "--output", str(tmp_path / "out"), "--model_path", str(weights), "--device", "cpu"]
+    settings = run_settings(make_plan(parse_args(argv)), processes=1)
+    recorded, header = settings.to_json("PyTorch"), settings.header()
+    evidence = acceleration.MEASURED_OPTIONS[(unit, "bf16")].evidence
+    assert (recorded["precision"], recorded["channels_last"]) == ("bf16", layouts)
+    assert recorded["layout_choice"] == header["layout_choice"] == f"for {unit} in bf16, measured ({evidence})"
+    settings = run_settings(make_plan(parse_args([*argv, "--channels_last", "all"])), processes=1)
+    assert settings.to_json("PyTorch")["channels_last"] == "all"  # the flag overrides the choice, and says so
+    assert settings.header()["layout_choice"].startswith("--channels_last all; otherwise for ")
+
+
+def test_the_thread_choice_and_the_wait_policy_are_recorded(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from utils import cpu
+
+    data = make_dataset(tmp_path / "data", {"a": 5}, height=22, width=26)
+    monkeypatch.setattr(cpu, "LAST_CHOICE", cpu.ThreadChoice(torch.get_num_threads(), "2 usable cores, 0.4 idle"))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    settings = run_settings(make_plan(parse_args(evaluation_argv(data, weights, tmp_path / "r"))), processes=1)
+    recorded = settings.to_json("PyTorch")
+    assert (recorded["threads_choice"], recorded["openmp_wait"]) == ("2 usable cores, 0.4 idle", "passive")

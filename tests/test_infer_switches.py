@@ -13,6 +13,7 @@ from conftest import evaluation_argv, inference_refused, make_dataset, save_seed
 from infer import restorer
 from infer.switches import deterministic_algorithms, run_switches, threads_set
 from inference import main
+from utils import cpu
 from utils.determinism import CUBLAS_VARIABLE
 from utils.errors import UserError
 
@@ -54,8 +55,12 @@ def test_threads_are_the_flag_s_then_the_environment_s_and_opencv_gets_one_until
         assert used == 2 == torch.get_num_threads()
     monkeypatch.delenv("MKL_NUM_THREADS")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    monkeypatch.setattr(cpu, "idle_cores", lambda: 4.8)
     with threads_set(None) as used:
         assert used == 5  # every usable core: none is kept for the pipeline's workers
+    monkeypatch.setattr(cpu, "idle_cores", lambda: 1.2)
+    with threads_set(None) as used:
+        assert used == 1  # other jobs use the others: a thread per idle core
     assert torch.get_num_threads() == before[0]
 
 

@@ -15,9 +15,10 @@ from data.video_io import VideoWriter, open_video
 from infer.checks import channels_last_name
 from infer.options import default_workers
 from inference import main
-from model.acceleration import recommended_options
+from model.acceleration import recommended_choice, recommended_options
 from utils import committed
 from utils.metrics import psnr, ssim
+from utils.openmp import wait_policy
 from utils.precision import PRECISIONS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -154,10 +155,13 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "precision": "fp32",
         "channels_last": channels_last_name(recommended_options(torch.device("cpu"), PRECISIONS["fp32"])),
         "batched_flows": False,
+        "layout_choice": recommended_choice(torch.device("cpu"), PRECISIONS["fp32"]).reason,
         "cuda_graphs": False,
         "compile": False,
         "deterministic": False,
         "threads": 1,
+        "threads_choice": "OMP_NUM_THREADS 1",  # tests/conftest.py's single_thread
+        "openmp_wait": wait_policy(),
         "workers": default_workers(),
         "runner": "streaming",
         "device": "cpu",

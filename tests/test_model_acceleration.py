@@ -3,6 +3,7 @@ the model, the compile settings, the recommended options per device, and the CUD
 (warm-up, one capture per shape, eviction). On a GPU: graphs against eager, a compiled step inside the project's
 graphs, and torch.compile's own graphs (reduce-overhead)."""
 
+import math
 from typing import ClassVar
 from unittest import mock
 
@@ -15,15 +16,18 @@ from model.acceleration import (
     CHANNELS_LAST_RESTORATION,
     GRAPH_WARMUP_CALLS,
     MAX_GRAPHS,
+    MEASURED_OPTIONS,
     RELEASE_OPTIONS,
     AutocastStep,
     GraphedStep,
     accelerated_step,
+    cpu_kinds,
+    recommended_choice,
     recommended_options,
 )
 from model.cdvd_tsp import CDVD_TSP, StepOptions
 from model.streaming import Step, StreamingRunner
-from utils.cpu import Bf16Support
+from utils.cpu import Bf16Support, bf16_support
 from utils.precision import PRECISIONS, autocast, tf32_switched
 
 CPU = torch.device("cpu")
@@ -99,26 +103,74 @@ def test_the_step_with_options_gives_the_plain_step_to_float_rounding(tiny_model
 
 
 @pytest.mark.parametrize(
-    ("capability", "name", "native", "expected"),
+    ("unit", "capability", "name", "native", "expected", "kind"),
     [
-        ("AVX2", "fp32", False, CHANNELS_LAST_RESTORATION),
-        ("AVX512", "fp32", False, CHANNELS_LAST_RESTORATION),
-        ("AVX512", "bf16", True, CHANNELS_LAST_RESTORATION),
-        ("AVX512", "bf16", False, RELEASE_OPTIONS),
-        ("DEFAULT", "fp32", False, RELEASE_OPTIONS),
+        (None, "AVX2", "fp32", False, CHANNELS_LAST_RESTORATION, "AVX2"),
+        (None, "AVX512", "fp32", False, CHANNELS_LAST_RESTORATION, "AVX512"),
+        ("AMX-BF16", "AVX512", "fp32", True, CHANNELS_LAST_RESTORATION, "AVX512"),  # fp32 does not use AMX
+        ("AMX-BF16", "AVX512", "bf16", True, CHANNELS_LAST_RESTORATION, "AMX-BF16"),
+        ("AVX512-BF16", "AVX512", "fp32", True, CHANNELS_LAST_RESTORATION, "AVX512-BF16"),
+        ("AVX512-BF16", "AVX512", "bf16", True, RELEASE_OPTIONS, "AVX512-BF16"),  # Zen 4: bf16 faster in NCHW
+        ("AVX512-BF16", "AVX2", "bf16", True, RELEASE_OPTIONS, "AVX512-BF16"),
+        (None, "AVX512", "bf16", False, RELEASE_OPTIONS, None),  # emulated bf16: refused anyway
+        (None, "DEFAULT", "fp32", False, RELEASE_OPTIONS, None),
     ],
 )
 def test_recommended_options_follow_the_measurements_of_the_cpu_kind(
-    monkeypatch: pytest.MonkeyPatch, capability: str, name: str, native: bool, expected: StepOptions
+    monkeypatch: pytest.MonkeyPatch,
+    unit: str | None,
+    capability: str,
+    name: str,
+    native: bool,
+    expected: StepOptions,
+    kind: str | None,
 ) -> None:
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: unit)
     monkeypatch.setattr(acceleration, "bf16_support", lambda: Bf16Support(native, "mocked"))
-    assert recommended_options(CPU, PRECISIONS[name]) == expected
+    assert cpu_kinds() == ((unit, capability) if unit else (capability,))
+    choice = recommended_choice(CPU, PRECISIONS[name])
+    assert recommended_options(CPU, PRECISIONS[name]) == choice.options == expected
+    if kind is None:
+        assert choice.reason.startswith("the release's:")
+    else:
+        assert choice.reason == f"for {kind} in {name}, measured ({MEASURED_OPTIONS[(kind, name)].evidence})"
 
 
 def test_recommended_options_on_cuda_are_the_release_way_until_measured() -> None:
     for precision in PRECISIONS.values():
         assert recommended_options(torch.device("cuda"), precision) == RELEASE_OPTIONS
+        assert recommended_choice(torch.device("cuda"), precision).reason.startswith("the release's")
+
+
+# ----- bf16 on a CPU that computes it natively
+
+BF16_MAX_DIFFERENCE = 0.01
+"""Largest difference bf16 makes to an output (values in [0, 1] units; 2.55 grey levels) on the tiny frames below:
+measured 0.003 with the seeded full-size model (0.0017 with the tiny one), in both layouts."""
+BF16_MIN_PSNR = 50.0
+"""Least PSNR (dB) of a bf16 output against the float32 one: measured 64.5 dB with the seeded model."""
+
+
+@pytest.mark.skipif(not bf16_support().native, reason="no native bfloat16 on this CPU (bf16 is refused here)")
+@pytest.mark.parametrize("options", [RELEASE_OPTIONS, CHANNELS_LAST_RESTORATION], ids=["NCHW", "channels_last"])
+def test_the_bf16_path_stays_within_its_bound_of_float32_in_either_layout(options: StepOptions) -> None:
+    model = seeded_model(0)
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, 32, 48, generator=generator)
+    clip = [(base + 0.05 * torch.rand(1, 3, 32, 48, generator=generator)).clamp(0, 1) for _ in range(6)]
+    with torch.inference_mode():
+        reference = run_frames(StreamingRunner(model, accelerated_step(model, PRECISIONS["fp32"], CPU)), clip)
+        bf16 = run_frames(
+            StreamingRunner(model, accelerated_step(model, PRECISIONS["bf16"], CPU, options=options)), clip
+        )
+    assert len(bf16) == len(reference) == 2
+    for output, expected in zip(bf16, reference, strict=True):
+        assert output.dtype == torch.float32  # the stages' frames keep full precision
+        difference = (output - expected).abs().max().item()
+        assert 0 < difference <= BF16_MAX_DIFFERENCE  # above 0: bf16 did run
+        mse = (output.clamp(0, 1) - expected.clamp(0, 1)).square().mean().item()
+        assert 10 * math.log10(1 / mse) >= BF16_MIN_PSNR
 
 
 # ----- compile

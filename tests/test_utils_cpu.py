@@ -1,5 +1,5 @@
 """utils/cpu.py: the CPU's features read at run time (native bfloat16 both ways, with made-up /proc/cpuinfo files),
-and torch's intra-op threads from --threads or the environment."""
+and torch's intra-op threads from --threads, the environment, or the cores found idle (made-up /proc/stat files)."""
 
 from pathlib import Path
 from unittest import mock
@@ -11,11 +11,16 @@ from utils import cpu
 from utils.cpu import (
     Bf16Support,
     CpuInfo,
+    ThreadChoice,
     bf16_support,
+    choose_threads,
     configure_threads,
     detect_bf16,
+    idle_cores,
     read_cpuinfo,
     requested_threads,
+    thread_choice,
+    threads_for_idle,
 )
 from utils.errors import UserError
 
@@ -136,3 +141,64 @@ def test_configure_threads_sets_torch_and_keeps_cores_for_other_work(monkeypatch
     assert configure_threads(threads=1, reserve=1) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert configure_threads(reserve=2) == 2  # the environment decides, as --threads does
+
+
+def proc_stat(idle: tuple[int, ...], busy: tuple[int, ...]) -> str:
+    """A /proc/stat with one line per core: ``busy`` user ticks, ``idle`` idle and I/O-wait ticks (and the
+    total line)."""
+    lines = [f"cpu  {sum(busy)} 0 0 {sum(idle)} 0 0 0 0 0 0"]
+    lines += [  # a quarter of the idle time waiting for I/O
+        f"cpu{core} {b} 0 0 {i - i // 4} {i // 4} 0 0 0 0 0" for core, (i, b) in enumerate(zip(idle, busy, strict=True))
+    ]
+    return "\n".join([*lines, "intr 12345 0", "ctxt 999"]) + "\n"
+
+
+def test_idle_cores_are_the_idle_share_of_the_cores_over_the_probe(tmp_path: Path) -> None:
+    path = tmp_path / "stat"
+    snapshots = iter([proc_stat((100, 100, 100), (50, 50, 50)), proc_stat((200, 125, 100), (50, 125, 150))])
+
+    def sleep(seconds: float) -> None:
+        assert seconds == 0.2
+        path.write_text(next(snapshots))
+
+    path.write_text(next(snapshots))
+    # cores 0 and 1 of the three: 100 + 25 idle ticks of 200 + 100 -> 2 * 0.625 idle cores
+    assert idle_cores(0.2, {0, 1}, path, sleep) == pytest.approx(1.25)
+    path.write_text(proc_stat((100,), (50,)))
+    assert idle_cores(0.2, {0}, path, lambda seconds: None) is None  # no time passed
+    assert idle_cores(0.2, {0}, tmp_path / "missing", lambda seconds: None) is None
+
+
+def test_this_machine_s_idle_cores_are_between_none_and_all() -> None:
+    idle = idle_cores(0.05)
+    assert idle is None or -0.01 <= idle <= cpu.usable_cores() + 0.01
+
+
+@pytest.mark.parametrize(
+    ("usable", "idle", "expected"),
+    [(2, 2.0, 2), (2, 1.6, 2), (2, 1.4, 1), (2, 0.0, 1), (8, 5.5, 6), (8, 9.0, 8), (4, None, 4)],
+)
+def test_threads_are_the_idle_cores_rounded_at_least_one(usable: int, idle: float | None, expected: int) -> None:
+    assert threads_for_idle(usable, idle) == expected
+
+
+@pytest.mark.usefixtures("restored_threads")
+def test_the_idle_probe_decides_only_when_nothing_is_given_and_the_choice_is_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in cpu.THREAD_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(cpu, "usable_cores", lambda: 2)
+    assert choose_threads(probe=lambda: 0.3) == ThreadChoice(1, "2 usable cores, 0.3 idle at start-up")
+    assert choose_threads(probe=lambda: 1.9) == ThreadChoice(2, "2 usable cores, 1.9 idle at start-up")
+    assert choose_threads(probe=lambda: None) == ThreadChoice(2, "2 usable cores (their load unknown)")
+    assert choose_threads() == ThreadChoice(2, "2 usable cores")  # no probe: every core
+    assert choose_threads(2, probe=lambda: 0.0) == ThreadChoice(2, "--threads 2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    assert choose_threads(probe=lambda: 0.0) == ThreadChoice(2, "MKL_NUM_THREADS 2")
+    monkeypatch.delenv("MKL_NUM_THREADS")
+    monkeypatch.setattr(cpu, "idle_cores", lambda: 0.2)
+    assert configure_threads(probe_idle=True) == 1 == torch.get_num_threads()
+    assert thread_choice() == ThreadChoice(1, "2 usable cores, 0.2 idle at start-up")
+    torch.set_num_threads(2)  # set by someone else: the record does not claim it
+    assert thread_choice() == ThreadChoice(2, "torch's setting")

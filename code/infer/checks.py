@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from data.frames import BLUR_DIR, GT_DIR
-from model.acceleration import RELEASE_OPTIONS, recommended_options
+from model.acceleration import RELEASE_OPTIONS, LayoutChoice, recommended_choice
 from model.cdvd_tsp import StepOptions
 from model.checkpoint import read_checkpoint
 from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
@@ -39,7 +39,7 @@ def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> 
 
 
 LEVER_AUTO = "auto"
-"""``--channels_last`` and ``--batched_flows``: what measured fastest on the device (`recommended_options`)."""
+"""``--channels_last`` and ``--batched_flows``: what measured fastest on the device (`recommended_choice`)."""
 CHANNELS_LAST = {"off": (False, False), "restoration": (False, True), "flow": (True, False), "all": (True, True)}
 """``--channels_last``: which parts of the step run in channels_last layout, as (PWC-Net and the warps, the
 restoration net)."""
@@ -54,9 +54,15 @@ def channels_last_name(options: StepOptions) -> str:
 
 
 def pick_step_options(args: argparse.Namespace, device: torch.device, precision: Precision) -> StepOptions:
-    """How the streaming runner's step lays out its work: the release's way with ``--release_step`` or ``--window``
-    (which runs the whole model the release's way), otherwise `recommended_options` for the device and precision,
-    each lever overridden by ``--channels_last`` and ``--batched_flows`` when given.
+    """The options of `pick_step_choice`."""
+    return pick_step_choice(args, device, precision).options
+
+
+def pick_step_choice(args: argparse.Namespace, device: torch.device, precision: Precision) -> LayoutChoice:
+    """How the streaming runner's step lays out its work, and why: the release's way with ``--release_step`` or
+    ``--window`` (which runs the whole model the release's way), otherwise `recommended_choice` for the device and
+    precision (on the CPU: its bfloat16 unit and instruction set), each lever overridden by ``--channels_last`` and
+    ``--batched_flows`` when given.
 
     Evaluation and deblurring have the same default: the recommended options left the DEMO set's printed totals
     unchanged on the CPU (26.043 dB / 0.7715; the full values within 1.2e-6 dB, docs/benchmarks-inference.md);
@@ -71,14 +77,17 @@ def pick_step_options(args: argparse.Namespace, device: torch.device, precision:
         reason = "runs the release's step" if args.release_step else "runs the whole model the release's way"
         raise UserError(f"{given[0]}: {'--release_step' if args.release_step else '--window'} {reason}; leave it out")
     if args.release_step or args.window:
-        return RELEASE_OPTIONS
-    options = recommended_options(device, precision)
+        return LayoutChoice(RELEASE_OPTIONS, "--release_step" if args.release_step else "--window")
+    recommended = recommended_choice(device, precision)
+    options = recommended.options
     if args.channels_last != LEVER_AUTO:
         flow, restoration = CHANNELS_LAST[args.channels_last]
         options = dataclasses.replace(options, channels_last_flow=flow, channels_last_restoration=restoration)
     if args.batched_flows != LEVER_AUTO:
         options = dataclasses.replace(options, batch_flows=BATCHED_FLOWS[args.batched_flows])
-    return options
+    if given:
+        return LayoutChoice(options, f"{', '.join(given)}; otherwise {recommended.reason}")
+    return recommended
 
 
 def pick_acceleration(args: argparse.Namespace, device: torch.device) -> tuple[bool, bool]:

@@ -137,7 +137,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         help="threads the model computes with on the CPU (default: OMP_NUM_THREADS or MKL_NUM_THREADS if set, "
-        "else every core this process may use)",
+        "else the cores this process may use that are idle at start-up, at least one)",
     )
     parser.add_argument(
         "--deterministic",

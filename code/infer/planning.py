@@ -34,11 +34,12 @@ from infer.checks import (
     pick_border,
     pick_n_stages,
     pick_precision,
-    pick_step_options,
+    pick_step_choice,
     pick_tiles,
 )
 from infer.report import LOG_PREFIX
 from model.cdvd_tsp import StepOptions
+from utils.cpu import thread_choice
 from utils.errors import UserError
 from utils.paths import from_repo
 from utils.precision import Precision
@@ -169,6 +170,10 @@ class Execution:
     """Torch's intra-op threads (set by infer/switches.py before the run plans)."""
     deterministic: bool
     """Deterministic algorithms (``--deterministic``, set by infer/switches.py)."""
+    threads_reason: str = ""
+    """Why torch has ``threads`` threads (`utils.cpu.thread_choice`)."""
+    layout_reason: str = ""
+    """Why the step has ``step_options`` (`checks.pick_step_choice`)."""
 
 
 @dataclass(frozen=True)
@@ -386,15 +391,18 @@ def make_execution(args: argparse.Namespace, device: torch.device, evaluation: b
     deblurring), the acceleration flags and the step's layouts, checked."""
     cuda_graphs, compile_step = pick_acceleration(args, device)
     precision = pick_precision(args.precision, device, evaluation)
+    layout, threads = pick_step_choice(args, device, precision), thread_choice()
     return Execution(
         device=device,
         precision=precision,
         cuda_graphs=cuda_graphs,
         compile=compile_step,
-        step_options=pick_step_options(args, device, precision),
+        step_options=layout.options,
         workers=check_workers(args.workers),
-        threads=torch.get_num_threads(),
+        threads=threads.threads,
         deterministic=args.deterministic,
+        threads_reason=threads.reason,
+        layout_reason=layout.reason,
     )
 
 

@@ -40,10 +40,21 @@ logger = logging.getLogger(__name__)
 FORMAT = "cdvd-tsp inference progress"
 VERSION = 1
 RUN = "run.json"
-UNCHECKED = ("workers", "processes", "threads", "result_path", "output")
+UNCHECKED = (
+    "workers",
+    "processes",
+    "threads",
+    "threads_choice",
+    "openmp_wait",
+    "layout_choice",
+    "result_path",
+    "output",
+)
 """Settings a stopped run is continued with other values of (results.json and the log record the last start's): the
 outputs are the same with any number of workers or processes; the threads are the machine's (a requeued job may
-land on a machine of other cores), and change at most the order of a few float sums; where the results go is where
+land on a machine of other cores, or find other load), and change at most the order of a few float sums, as the
+OpenMP wait policy changes nothing computed; the layouts' reason is a comment (the layouts themselves are checked);
+where the results go is where
 the stopped run is found (a result folder moved whole, its staging folder with it, goes on). Every other setting is
 checked, the step's layouts and batched flows, the precision, compile and deterministic included: they are how the
 outputs are computed, and a run continued with others would not give the outputs of one uninterrupted run."""

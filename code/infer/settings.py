@@ -14,6 +14,7 @@ from infer.checks import channels_last_name
 from infer.planning import Deblurring, Evaluation, Execution, Plan
 from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
 from model.streaming import SIZE_MULTIPLE
+from utils.openmp import wait_policy
 
 ENSEMBLE_TEXT = {
     None: "off",
@@ -129,12 +130,15 @@ def run_settings(plan: Plan, processes: int) -> RunSettings:
             Setting("precision", execution.precision.name),
             Setting("channels_last", layouts, text=CHANNELS_LAST_TEXT[layouts]),
             Setting("batched_flows", execution.step_options.batch_flows),
+            Setting("layout_choice", execution.layout_reason),
             # results.json records the code that computed the cost volumes, known after the run (`to_json`)
             Setting("cost_volume", planned_cost_volume(execution), recorded=False),
             Setting("cuda_graphs", execution.cuda_graphs),
             Setting("compile", execution.compile),
             Setting("deterministic", execution.deterministic),
             Setting("threads", execution.threads),
+            Setting("threads_choice", execution.threads_reason),
+            Setting("openmp_wait", wait_policy()),
             Setting("workers", execution.workers),
             Setting("processes", processes),
         )

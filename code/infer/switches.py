@@ -2,10 +2,13 @@
 the threads the model computes with (``--threads``) and deterministic algorithms (``--deterministic``).
 
 Threads: torch's intra-op threads are ``--threads N``, else ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, else every
-usable core (`utils.cpu.configure_threads`, nothing reserved: the pipeline's per-frame work is under 1 % of the
-model's on the CPU, docs/benchmarks-inference.md), and OpenCV's own pool is one thread, so that the pipeline's
-workers (PNG encoding, the metrics' filters) each use one core for their short tasks instead of a pool of every
-core that would compete with the model's threads.
+usable core that is idle at start-up (`utils.cpu.configure_threads` with its idle probe, at least one; nothing
+reserved: the pipeline's per-frame work is under 1 % of the model's on the CPU, docs/benchmarks-inference.md): on
+a machine whose cores other jobs use, threads beyond the idle cores make every parallel region wait for a
+descheduled thread. The threads wait for each other passively (``OMP_WAIT_POLICY=PASSIVE``, set by inference.py
+before torch loads, `utils.openmp`), so a machine that gets busy during the run costs little more than one thread
+would. OpenCV's own pool is one thread, so that the pipeline's workers (PNG encoding, the metrics' filters) each
+use one core for their short tasks instead of a pool of every core that would compete with the model's threads.
 
 Deterministic: every switch of utils/determinism.py, an op without a deterministic implementation raising instead
 of warning (inference runs no backward pass, and its forward ops all have one, as has the CuPy cost-volume kernel:
@@ -35,7 +38,7 @@ def threads_set(threads: int | None) -> Iterator[int]:
     variable."""
     previous = torch.get_num_threads(), cv2.getNumThreads()
     try:
-        used = configure_threads(threads, reserve=RESERVED_CORES)
+        used = configure_threads(threads, reserve=RESERVED_CORES, probe_idle=True)
         cv2.setNumThreads(PIPELINE_CV2_THREADS)
         yield used
     finally:

@@ -5,20 +5,22 @@ layout, its `step_options` their values), so the parity tests keep testing the p
 the step with the same shapes frame after frame, which is what a CUDA graph needs: one graph launch replaces the
 ~1,500 kernel launches of a step, which otherwise keep the GPU waiting on the CPU.
 
-`recommended_options` holds the `StepOptions` measured fastest for a device and precision
-(docs/benchmarks-inference.md); where nothing was measured faster, the release's way.
+`recommended_choice` picks the `StepOptions` measured fastest for a device and precision, on the CPU by its
+bfloat16 unit and instruction set (docs/benchmarks-inference.md); where nothing was measured faster, the
+release's way.
 """
 
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from model.cdvd_tsp import CDVD_TSP, StepOptions
 from model.streaming import Step
-from utils.cpu import bf16_support, cpu_capability
+from utils.cpu import bf16_support, cpu_capability, this_bf16_unit
 from utils.precision import Precision, autocast
 
 logger = logging.getLogger(__name__)
@@ -35,31 +37,82 @@ CUDA graphs, so it excludes ``cuda_graphs`` (the project's graphs); the others c
 RELEASE_OPTIONS = StepOptions()
 """The release's way: flows one after the other, NCHW everywhere."""
 CHANNELS_LAST_RESTORATION = StepOptions(channels_last_restoration=True)
-MEASURED_OPTIONS: dict[tuple[str, str], StepOptions] = {
-    # Intel Xeon with AMX-BF16 (the issue 21 measurements, 2 vCPUs, one thread, 448x256): the restoration net
-    # took 1.34 s in channels_last against 1.95 s in NCHW (float32) and 0.20 s against 0.54 s (bf16 autocast),
-    # while PWC-Net was slower in channels_last (0.37-0.56 s against 0.31-0.44 s per flow)
-    ("AVX512", "fp32"): CHANNELS_LAST_RESTORATION,
-    ("AVX512", "bf16"): CHANNELS_LAST_RESTORATION,
+
+
+@dataclass(frozen=True)
+class Measured:
+    options: StepOptions
+    evidence: str
+    """What was measured, in a few words (recorded with a run's settings as the reason for its layout)."""
+
+
+MEASURED_OPTIONS: dict[tuple[str, str], Measured] = {
+    # Intel Xeon with AMX-BF16 (the issue 21 measurements, 2 vCPUs, one thread, 448x256); PWC-Net was slower in
+    # channels_last (0.37-0.56 s against 0.31-0.44 s per flow) in both precisions
+    ("AMX-BF16", "bf16"): Measured(
+        CHANNELS_LAST_RESTORATION, "Intel Xeon, AMX-BF16: the bf16 restoration net 0.20 s in channels_last, 0.54 s NCHW"
+    ),
+    ("AVX512", "fp32"): Measured(
+        CHANNELS_LAST_RESTORATION, "Intel Xeon, AVX512: the fp32 restoration net 1.34 s in channels_last, 1.95 s NCHW"
+    ),
+    # AMD Zen 4 (AVX512-BF16 without AMX, issue 31, one thread, the restoration net at 448x256), speed-ups over NCHW
+    # fp32: channels_last fp32 1.14x, bf16 NCHW 3.87x, bf16 channels_last 2.39x; without tile units the bf16
+    # kernels of the reordered (channels_last) layout are the slower ones
+    ("AVX512-BF16", "bf16"): Measured(
+        RELEASE_OPTIONS,
+        "AMD Zen 4, AVX512-BF16 without AMX: the bf16 restoration net 3.87x fp32's speed NCHW, 2.39x in channels_last",
+    ),
+    ("AVX512-BF16", "fp32"): Measured(
+        CHANNELS_LAST_RESTORATION, "AMD Zen 4, AVX512-BF16: the fp32 restoration net 1.14x faster in channels_last"
+    ),
     # AMD EPYC Zen 3, AVX2 (docs/benchmarks-inference.md, the CPU sweep, one thread): the restoration net 1.2 times
     # faster in channels_last from 960x540 up, the same at 640x360 and below; PWC-Net the same in either layout, and
     # slower with its two flows batched
-    ("AVX2", "fp32"): CHANNELS_LAST_RESTORATION,
+    ("AVX2", "fp32"): Measured(
+        CHANNELS_LAST_RESTORATION, "AMD EPYC Zen 3, AVX2: the fp32 restoration net 1.2x faster in channels_last"
+    ),
 }
-"""(device kind, precision) -> the options measured fastest there; `recommended_options` reads it. The device
-kind of a CPU is PyTorch's CPU capability (`utils.cpu.cpu_capability`), of a GPU ``cuda``."""
+"""(CPU kind, precision) -> the options measured fastest there; `recommended_choice` reads it. A CPU's kinds
+(`cpu_kinds`), most specific first: its bfloat16 unit (``AMX-BF16``, ``AVX512-BF16``; in bf16 the unit decides the
+layout: tile units favour channels_last, vector dot products NCHW), then PyTorch's CPU capability (``AVX512``,
+``AVX2``: the float32 kernels'). A GPU's kind is ``cuda``."""
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    options: StepOptions
+    reason: str
+    """Why: the measurement it follows, or that none was made (recorded with a run's settings)."""
+
+
+def cpu_kinds() -> tuple[str, ...]:
+    """This CPU's kinds in `MEASURED_OPTIONS`, most specific first: its bfloat16 unit, if any, then PyTorch's CPU
+    capability."""
+    unit = this_bf16_unit()
+    return (unit, cpu_capability()) if unit else (cpu_capability(),)
+
+
+def recommended_choice(device: torch.device, precision: Precision) -> LayoutChoice:
+    """The `StepOptions` measured fastest for ``device`` and ``precision``, and why; the release's way where no
+    other was measured faster (so far: every CUDA setting, which the GPU sweep of bench/bench_inference.py
+    measures)."""
+    if device.type != "cpu":
+        return LayoutChoice(RELEASE_OPTIONS, f"the release's: nothing measured faster on {device.type} yet")
+    kinds = cpu_kinds()
+    if precision.name == "bf16" and not bf16_support().native:
+        return LayoutChoice(RELEASE_OPTIONS, "the release's: no native bf16 here")  # refused by utils.precision
+    for kind in kinds:
+        measured = MEASURED_OPTIONS.get((kind, precision.name))
+        if measured is not None:
+            return LayoutChoice(measured.options, f"for {kind} in {precision.name}, measured ({measured.evidence})")
+    return LayoutChoice(
+        RELEASE_OPTIONS, f"the release's: nothing measured faster for {'/'.join(kinds)} in {precision.name}"
+    )
 
 
 def recommended_options(device: torch.device, precision: Precision) -> StepOptions:
-    """The `StepOptions` measured fastest for ``device`` and ``precision``; the release's way where no other was
-    measured faster (so far: every CUDA setting, which the GPU sweep of bench/bench_inference.py measures)."""
-    if device.type == "cpu":
-        kind = cpu_capability()
-        if precision.name == "bf16" and not bf16_support().native:
-            return RELEASE_OPTIONS  # refused by utils.precision anyway; nothing measured
-    else:
-        kind = device.type
-    return MEASURED_OPTIONS.get((kind, precision.name), RELEASE_OPTIONS)
+    """The options of `recommended_choice`."""
+    return recommended_choice(device, precision).options
 
 
 class AutocastStep:
