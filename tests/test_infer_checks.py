@@ -25,13 +25,14 @@ from infer.checks import (
     pick_tiles,
 )
 from model import acceleration
-from model.acceleration import RELEASE_OPTIONS
+from model.acceleration import BF16_FLOW, BF16_FLOW_CHANNELS_LAST_RESTORATION, RELEASE_OPTIONS
 from model.cdvd_tsp import StepOptions
 from model.checkpoint import with_n_sequence
 from utils import precision
 from utils.committed import Unit
 from utils.cpu import Bf16Support
 from utils.errors import UserError
+from utils.precision import PRECISIONS
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 NATIVE_BF16 = Bf16Support(True, "native bfloat16 (amx_bf16)")
@@ -76,7 +77,8 @@ def test_a_precision_given_is_taken_where_the_device_runs_it() -> None:
 
 def flags(**given: object) -> argparse.Namespace:
     defaults = {"window": False, "compile": False, "cuda_graphs": None, "release_step": False}
-    return argparse.Namespace(**{**defaults, "channels_last": "auto", "batched_flows": "auto", **given})
+    levers = {"channels_last": "auto", "batched_flows": "auto", "flow_bf16": "auto"}
+    return argparse.Namespace(**{**defaults, **levers, **given})
 
 
 def test_cuda_graphs_are_on_by_default_on_cuda_for_the_streaming_runner_only() -> None:
@@ -231,8 +233,11 @@ def test_the_step_options_are_the_recommended_ones_on_a_cpu_that_has_measurement
     assert pick_step_options(flags(), CPU, fp32) == recommended  # evaluation and deblurring alike
     if cpu_bf16.native:
         bf16 = pick_precision(None, CPU, evaluation=False)
-        # bf16 in channels_last only with AMX's tile units; NCHW with AVX512-BF16 alone; nothing measured on AVX2
-        expected = recommended if unit == "AMX-BF16" else RELEASE_OPTIONS
+        # bf16 in channels_last only with AMX's tile units; NCHW with AVX512-BF16 alone; nothing measured on AVX2;
+        # with native bf16, PWC-Net in bf16 too
+        expected = {"AMX-BF16": BF16_FLOW_CHANNELS_LAST_RESTORATION, "AVX512-BF16": BF16_FLOW}.get(
+            unit, RELEASE_OPTIONS
+        )
         choice = pick_step_choice(flags(), CPU, bf16)
         assert choice.options == expected
         assert choice.reason.startswith(f"for {unit} in bf16, measured" if unit else "the release's: nothing measured")
@@ -274,9 +279,27 @@ def test_each_lever_overrides_the_recommended_options_and_the_release_step_is_th
     assert pick_step_options(flags(batched_flows="on"), CUDA, tf32) == StepOptions(batch_flows=True)
 
 
+def test_pwc_net_runs_in_bf16_where_native_bf16_runs_the_step_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: "AMX-BF16")
+    monkeypatch.setattr(acceleration, "bf16_support", lambda: Bf16Support(True, "mocked"))
+    bf16 = PRECISIONS["bf16"]
+    assert pick_step_options(flags(), CPU, bf16).flow_in_bf16
+    off = pick_step_choice(flags(flow_bf16="off"), CPU, bf16)
+    assert not off.options.flow_in_bf16 and off.options.channels_last_restoration
+    assert off.reason.startswith("--flow_bf16 off; otherwise for AMX-BF16 in bf16, measured")
+    fp32 = pick_precision("fp32", CPU, evaluation=False)
+    assert not pick_step_options(flags(), CPU, fp32).flow_in_bf16
+    with pytest.raises(UserError, match=r"^--flow_bf16 on: runs PWC-Net in bfloat16 under --precision bf16, and this"):
+        pick_step_options(flags(flow_bf16="on"), CPU, fp32)
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [
+        ({"release_step": True, "flow_bf16": "on"}, "--flow_bf16 on: --release_step runs the release's step"),
         ({"release_step": True, "channels_last": "all"}, "--channels_last all: --release_step runs the release's step"),
         ({"release_step": True, "batched_flows": "off"}, "--batched_flows off: --release_step runs the release's"),
         ({"window": True, "channels_last": "off"}, "--channels_last off: --window runs the whole model the release's"),

@@ -13,6 +13,8 @@ import torch
 from conftest import run_frames, seeded_model
 from model import acceleration
 from model.acceleration import (
+    BF16_FLOW,
+    BF16_FLOW_CHANNELS_LAST_RESTORATION,
     CHANNELS_LAST_RESTORATION,
     GRAPH_WARMUP_CALLS,
     MAX_GRAPHS,
@@ -108,10 +110,11 @@ def test_the_step_with_options_gives_the_plain_step_to_float_rounding(tiny_model
         (None, "AVX2", "fp32", False, CHANNELS_LAST_RESTORATION, "AVX2"),
         (None, "AVX512", "fp32", False, CHANNELS_LAST_RESTORATION, "AVX512"),
         ("AMX-BF16", "AVX512", "fp32", True, CHANNELS_LAST_RESTORATION, "AVX512"),  # fp32 does not use AMX
-        ("AMX-BF16", "AVX512", "bf16", True, CHANNELS_LAST_RESTORATION, "AMX-BF16"),
+        # native bf16: PWC-Net in bf16 too
+        ("AMX-BF16", "AVX512", "bf16", True, BF16_FLOW_CHANNELS_LAST_RESTORATION, "AMX-BF16"),
         ("AVX512-BF16", "AVX512", "fp32", True, CHANNELS_LAST_RESTORATION, "AVX512-BF16"),
-        ("AVX512-BF16", "AVX512", "bf16", True, RELEASE_OPTIONS, "AVX512-BF16"),  # Zen 4: bf16 faster in NCHW
-        ("AVX512-BF16", "AVX2", "bf16", True, RELEASE_OPTIONS, "AVX512-BF16"),
+        ("AVX512-BF16", "AVX512", "bf16", True, BF16_FLOW, "AVX512-BF16"),  # Zen 4: bf16 faster in NCHW
+        ("AVX512-BF16", "AVX2", "bf16", True, BF16_FLOW, "AVX512-BF16"),
         (None, "AVX512", "bf16", False, RELEASE_OPTIONS, None),  # emulated bf16: refused anyway
         (None, "DEFAULT", "fp32", False, RELEASE_OPTIONS, None),
     ],

@@ -83,6 +83,21 @@ def test_estimate_flow_at_a_multiple_of_64_is_not_rescaled() -> None:
     assert flow[:, 0].eq(-10.0).all() and flow[:, 1].eq(2.5).all()
 
 
+def test_under_a_bf16_autocast_pwc_net_runs_in_float32_unless_let_run_in_bf16() -> None:
+    torch.manual_seed(3)
+    flow_net = Flow_PWC().eval()
+    first, second = torch.rand(2, 1, 3, 64, 64)
+    with torch.no_grad():
+        plain = flow_net.estimate_flow(first, second)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            kept = flow_net.estimate_flow(first, second)
+            low = flow_net.estimate_flow(first, second, in_bf16=True)
+        outside = flow_net.estimate_flow(first, second, in_bf16=True)  # no autocast: nothing changes
+    assert torch.equal(kept, plain) and torch.equal(outside, plain)
+    assert not torch.equal(low, plain)  # bfloat16's rounding: the network ran in it
+    assert (low.float() - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
 def test_both_warps_keep_their_inputs_layout() -> None:
     generator = torch.Generator().manual_seed(0)
     frame = torch.rand(2, 3, 6, 9, generator=generator, dtype=torch.float64)

@@ -92,6 +92,7 @@ class Deblurrer:
         release_step: bool = False,
         channels_last: str | None = None,
         batched_flows: str | None = None,
+        flow_bf16: str | None = None,
         cuda_graphs: bool | None = None,
         compile: bool = False,
     ) -> "Deblurrer":
@@ -116,6 +117,7 @@ class Deblurrer:
             "release_step": release_step,
             "channels_last": channels_last,
             "batched_flows": batched_flows,
+            "flow_bf16": flow_bf16,
             "cuda_graphs": cuda_graphs,
             "compile": compile,
         }

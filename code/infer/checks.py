@@ -44,6 +44,8 @@ CHANNELS_LAST = {"off": (False, False), "restoration": (False, True), "flow": (T
 """``--channels_last``: which parts of the step run in channels_last layout, as (PWC-Net and the warps, the
 restoration net)."""
 BATCHED_FLOWS = {"on": True, "off": False}
+FLOW_BF16 = {"on": True, "off": False}
+"""``--flow_bf16``: PWC-Net in bfloat16 under ``--precision bf16``, or in float32 there."""
 """``--batched_flows``: both flows of a step in one call of PWC-Net, or one after the other."""
 
 
@@ -61,8 +63,8 @@ def pick_step_options(args: argparse.Namespace, device: torch.device, precision:
 def pick_step_choice(args: argparse.Namespace, device: torch.device, precision: Precision) -> LayoutChoice:
     """How the streaming runner's step lays out its work, and why: the release's way with ``--release_step`` or
     ``--window`` (which runs the whole model the release's way), otherwise `recommended_choice` for the device and
-    precision (on the CPU: its bfloat16 unit and instruction set), each lever overridden by ``--channels_last`` and
-    ``--batched_flows`` when given.
+    precision (on the CPU: its bfloat16 unit and instruction set), each lever overridden by ``--channels_last``,
+    ``--batched_flows`` and ``--flow_bf16`` when given.
 
     Evaluation and deblurring have the same default: the recommended options left the DEMO set's printed totals
     unchanged on the CPU (26.043 dB / 0.7715; the full values within 1.2e-6 dB, docs/benchmarks-inference.md);
@@ -70,12 +72,21 @@ def pick_step_choice(args: argparse.Namespace, device: torch.device, precision: 
     """
     given = [
         f"--{flag} {value}"
-        for flag, value in (("channels_last", args.channels_last), ("batched_flows", args.batched_flows))
+        for flag, value in (
+            ("channels_last", args.channels_last),
+            ("batched_flows", args.batched_flows),
+            ("flow_bf16", args.flow_bf16),
+        )
         if value != LEVER_AUTO
     ]
     if given and (args.release_step or args.window):
         reason = "runs the release's step" if args.release_step else "runs the whole model the release's way"
         raise UserError(f"{given[0]}: {'--release_step' if args.release_step else '--window'} {reason}; leave it out")
+    if args.flow_bf16 == "on" and precision.name != "bf16":
+        raise UserError(
+            f"--flow_bf16 on: runs PWC-Net in bfloat16 under --precision bf16, and this run is in "
+            f"{precision.name}; leave it out"
+        )
     if args.release_step or args.window:
         return LayoutChoice(RELEASE_OPTIONS, "--release_step" if args.release_step else "--window")
     recommended = recommended_choice(device, precision)
@@ -85,6 +96,8 @@ def pick_step_choice(args: argparse.Namespace, device: torch.device, precision: 
         options = dataclasses.replace(options, channels_last_flow=flow, channels_last_restoration=restoration)
     if args.batched_flows != LEVER_AUTO:
         options = dataclasses.replace(options, batch_flows=BATCHED_FLOWS[args.batched_flows])
+    if args.flow_bf16 != LEVER_AUTO:
+        options = dataclasses.replace(options, flow_in_bf16=FLOW_BF16[args.flow_bf16])
     if given:
         return LayoutChoice(options, f"{', '.join(given)}; otherwise {recommended.reason}")
     return recommended

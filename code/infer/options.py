@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
-from infer.checks import BATCHED_FLOWS, CHANNELS_LAST, LEVER_AUTO, RELEASED_N_STAGES
+from infer.checks import BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, RELEASED_N_STAGES
 from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
 from model.tiling import DEFAULT_OVERLAP
@@ -127,6 +127,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=LEVER_AUTO,
         help="on: both flows of a stage step in one call of the flow net; off: one after the other (the release's); "
         "auto: what measured fastest on this device",
+    )
+    parser.add_argument(
+        "--flow_bf16",
+        choices=[LEVER_AUTO, *FLOW_BF16],
+        default=LEVER_AUTO,
+        help="with --precision bf16, on: PWC-Net in bfloat16 too; off: PWC-Net in float32 (the default elsewhere); "
+        "auto: what measured fastest within the accuracy bound on this device (on: CPUs with native bfloat16)",
     )
     parser.add_argument(
         "--release_step",

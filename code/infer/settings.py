@@ -130,6 +130,7 @@ def run_settings(plan: Plan, processes: int) -> RunSettings:
             Setting("precision", execution.precision.name),
             Setting("channels_last", layouts, text=CHANNELS_LAST_TEXT[layouts]),
             Setting("batched_flows", execution.step_options.batch_flows),
+            Setting("flow_bf16", execution.step_options.flow_in_bf16),
             Setting("layout_choice", execution.layout_reason),
             # results.json records the code that computed the cost volumes, known after the run (`to_json`)
             Setting("cost_volume", planned_cost_volume(execution), recorded=False),

@@ -29,6 +29,9 @@ class StepOptions:
     """PWC-Net, its cost volumes and the frame warps run in channels_last (NHWC) layout instead of NCHW."""
     channels_last_restoration: bool = False
     """The restoration net runs in channels_last layout."""
+    flow_in_bf16: bool = False
+    """Under a bfloat16 autocast PWC-Net runs in bfloat16 too; otherwise it runs in float32 there
+    (`model.flow_pwc.AUTOCAST_UNSAFE_DTYPES`). Nothing changes outside a bfloat16 autocast."""
 
 
 class CDVD_TSP(nn.Module):
@@ -78,18 +81,20 @@ class CDVD_TSP(nn.Module):
             load_weights(self.recons_net, recons_pretrain_fn)
             logger.info("loaded restoration net weights from %s", recons_pretrain_fn)
 
-    def align(self, center: Tensor, neighbor: Tensor) -> tuple[Tensor, Tensor]:
+    def align(self, center: Tensor, neighbor: Tensor, flow_in_bf16: bool = False) -> tuple[Tensor, Tensor]:
         """Warp ``neighbor`` onto ``center`` with the flow from center to neighbor: (warped, mask)."""
-        return self.flow_net.warp(neighbor, self.flow_net.estimate_flow(center, neighbor))
+        return self.flow_net.warp(neighbor, self.flow_net.estimate_flow(center, neighbor, flow_in_bf16))
 
-    def align_both(self, previous: Tensor, center: Tensor, following: Tensor, batch: bool) -> tuple[Tensor, ...]:
+    def align_both(
+        self, previous: Tensor, center: Tensor, following: Tensor, batch: bool, flow_in_bf16: bool = False
+    ) -> tuple[Tensor, ...]:
         """Both neighbours warped onto ``center``: (previous aligned, previous mask, following aligned, following
         mask), either in one call of the flow net and one warp on a batch of two (``batch``) or in two."""
         if not batch:
-            return (*self.align(center, previous), *self.align(center, following))
+            return (*self.align(center, previous, flow_in_bf16), *self.align(center, following, flow_in_bf16))
         neighbours = torch.cat([previous, following])
         warped, masks = self.flow_net.warp(
-            neighbours, self.flow_net.estimate_flow(torch.cat([center, center]), neighbours)
+            neighbours, self.flow_net.estimate_flow(torch.cat([center, center]), neighbours, flow_in_bf16)
         )
         (previous_aligned, following_aligned), (previous_mask, following_mask) = warped.chunk(2), masks.chunk(2)
         return previous_aligned, previous_mask, following_aligned, following_mask
@@ -104,7 +109,7 @@ class CDVD_TSP(nn.Module):
         options = self.step_options if options is None else options
         frames = [in_layout(frame, options.channels_last_flow) for frame in (previous, center, following)]
         previous_aligned, previous_mask, following_aligned, following_mask = self.align_both(
-            *frames, batch=options.batch_flows
+            *frames, batch=options.batch_flows, flow_in_bf16=options.flow_in_bf16
         )
         aligned = [previous_aligned, frames[1], following_aligned]
         prior = temporal_sharpness_prior(aligned, [previous_mask, None, following_mask], smooth=self.is_mask_filter)

@@ -215,13 +215,16 @@ class Flow_PWC(nn.Module):
             load_weights(self.moduleNetwork, pretrain_fn)
             logger.info("loaded PWC-Net weights from %s", pretrain_fn)
 
-    def estimate_flow(self, first: Tensor, second: Tensor) -> Tensor:
+    def estimate_flow(self, first: Tensor, second: Tensor, in_bf16: bool = False) -> Tensor:
         """Flow [B, 2, H, W] telling, for each pixel of ``first``, where it is in ``second`` (in pixels).
 
-        Under an autocast to a dtype in `AUTOCAST_UNSAFE_DTYPES` the network runs in float32 instead.
+        Under an autocast to a dtype in `AUTOCAST_UNSAFE_DTYPES` the network runs in float32 instead, unless
+        ``in_bf16`` lets it run in bfloat16 (measured harmless on the CPU: docs/benchmarks-inference.md).
         """
         device_type = first.device.type
-        if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) in AUTOCAST_UNSAFE_DTYPES:
+        autocast_dtype = torch.get_autocast_dtype(device_type)
+        allowed = in_bf16 and autocast_dtype == torch.bfloat16
+        if torch.is_autocast_enabled(device_type) and autocast_dtype in AUTOCAST_UNSAFE_DTYPES and not allowed:
             with torch.autocast(device_type, enabled=False):
                 return self._estimate_flow(first.float(), second.float())
         return self._estimate_flow(first, second)
