@@ -20,6 +20,9 @@ from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
 from infer.checks import (
     INPUT_META,
+    ONNXRUNTIME,
+    PYTORCH,
+    check_backend,
     check_dataset_folder,
     check_default_place,
     check_folder_target,
@@ -35,12 +38,14 @@ from infer.checks import (
     pick_border,
     pick_device,
     pick_n_stages,
+    pick_onnx_n_stages,
     pick_precision,
     pick_step_options,
     pick_tiles,
 )
 from infer.report import LOG_PREFIX
 from model.cdvd_tsp import StepOptions
+from model.onnx_step import EXPORTED_OPTIONS
 from utils.errors import UserError
 from utils.paths import from_repo
 from utils.precision import Precision
@@ -170,6 +175,8 @@ class Execution:
     """Torch's intra-op threads (set by infer/switches.py before the run plans)."""
     deterministic: bool
     """Deterministic algorithms (``--deterministic``, set by infer/switches.py)."""
+    backend: str = PYTORCH
+    """What computes the step: the model in PyTorch, or the exported ONNX step in onnxruntime (`checks.BACKENDS`)."""
 
 
 @dataclass(frozen=True)
@@ -227,9 +234,10 @@ def plan_restoration(args: argparse.Namespace, model_path: Path, border_default:
     """The restoration settings of either mode (``border_default``: whether a run of this mode restores the border
     frames unless told otherwise)."""
     check_model_file(model_path)
+    onnx = getattr(args, "backend", PYTORCH) == ONNXRUNTIME
     return Restoration(
         model_path=model_path,
-        n_stages=pick_n_stages(model_path, args.n_stages),
+        n_stages=pick_onnx_n_stages(model_path, args.n_stages) if onnx else pick_n_stages(model_path, args.n_stages),
         border_mode=pick_border(args.border, args.border_mode, border_default),
         crop=crop,
         window=args.window,
@@ -390,19 +398,22 @@ def make_plan(args: argparse.Namespace, local_rank: int = 0) -> Plan:
     """Check everything and decide what the run does; every process of a torchrun run makes the same plan (only
     the device differs: each takes the GPU of its local rank)."""
     preset = PRESETS[args.default_data]
-    device = pick_device(args.device, local_rank)
-    cuda_graphs, compile_step = pick_acceleration(args, device)
+    backend = check_backend(args)
+    onnx = backend == ONNXRUNTIME
+    device = torch.device("cpu") if onnx else pick_device(args.device, local_rank)
+    cuda_graphs, compile_step = (False, False) if onnx else pick_acceleration(args, device)
     evaluation = not args.input
-    precision = pick_precision(args.precision, device, evaluation)
+    precision = pick_precision("fp32" if onnx else args.precision, device, evaluation)
     execution = Execution(
         device=device,
         precision=precision,
         cuda_graphs=cuda_graphs,
         compile=compile_step,
-        step_options=pick_step_options(args, device, precision),
+        step_options=EXPORTED_OPTIONS if onnx else pick_step_options(args, device, precision),
         workers=check_workers(args.workers),
         threads=torch.get_num_threads(),
         deterministic=args.deterministic,
+        backend=backend,
     )
     check_metrics(args.metric_channel, args.crop_border)
     metrics = Metrics(channel=args.metric_channel, crop_border=args.crop_border)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from infer.checks import RELEASED_N_STAGES
+from infer.checks import ONNXRUNTIME, RELEASED_N_STAGES
 from infer.pipeline import Pipeline
 from infer.planning import Execution, Job, Plan, make_demo_data, make_plan, shard
 from infer.progress import Recorder, RunRecord, planned_videos
@@ -59,6 +59,7 @@ from infer.settings import RunSettings, cost_volume_code, run_settings
 from infer.staging import Staging
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
+from model.onnx_step import OnnxModel
 from utils.atomic import writing
 from utils.distributed import Ranks
 from utils.errors import EXIT_USER_ERROR, UserError
@@ -76,6 +77,8 @@ def load_model(path: Path, device: torch.device, n_stages: int = RELEASED_N_STAG
 
 
 def load_plan_model(plan: Plan) -> CDVD_TSP:
+    if plan.execution.backend == ONNXRUNTIME:  # the exported step (model/onnx_step.py) stands in for the model
+        return OnnxModel(plan.restoration.model_path, threads=plan.execution.threads)  # type: ignore[return-value]
     return load_model(plan.restoration.model_path, plan.execution.device, plan.restoration.n_stages)
 
 
