@@ -82,7 +82,7 @@ def export_step(model: CDVD_TSP, destination: Path, opset: int = DEFAULT_OPSET) 
     import_optional("onnxscript", "--format onnx")
     if opset not in OPSETS:
         raise ValueError(f"opset {opset}: export at {' or '.join(map(str, OPSETS))}")
-    step = StepModule(model.float().eval())
+    step = StepModule(model.float().eval()).eval()
     frames = sample_frames(TRACE_SIZE, seed=0)
     started = time.perf_counter()
     with torch.no_grad():
