@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from infer.run import load_model
+from infer.restorer import load_model
 from model import flow_pwc
 from model.acceleration import accelerated_step, recommended_options
 from model.streaming import StreamingRunner

@@ -3,6 +3,7 @@ runs on it), the number of stages, the border, the frames that get an output, si
 whose results a default place holds."""
 
 import argparse
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -309,3 +310,30 @@ def test_a_lever_with_the_release_s_way_is_refused(given: dict, message: str) ->
     fp32 = pick_precision("fp32", CPU, evaluation=True)
     with pytest.raises(UserError, match=f"^{message}"):
         pick_step_options(flags(**given), CPU, fp32)
+
+
+def test_the_onnxruntime_backend_refuses_the_pytorch_step_s_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infer.options import parse_args
+
+    pytest.importorskip("onnxruntime")
+    assert checks.check_backend(parse_args([])) == "pytorch"
+    assert checks.check_backend(parse_args(["--backend", "onnxruntime"])) == "onnxruntime"
+    refused = {
+        "--window": ["--window"],
+        "--compile": ["--compile"],
+        "--cuda_graphs": ["--cuda_graphs"],
+        "--precision": ["--precision", "fp32"],
+        "--release_step": ["--release_step"],
+        "--channels_last": ["--channels_last", "off"],
+        "--batched_flows": ["--batched_flows", "on"],
+    }
+    for flag, given in refused.items():
+        with pytest.raises(UserError, match=f"^{flag} applies to the PyTorch backend; leave it out with --backend"):
+            checks.check_backend(parse_args(["--backend", "onnxruntime", *given]))
+    with pytest.raises(UserError, match=r"^--backend onnxruntime runs on the CPU; leave out --device cuda"):
+        checks.check_backend(parse_args(["--backend", "onnxruntime", "--device", "cuda"]))
+    assert checks.check_backend(parse_args(["--backend", "onnxruntime", "--no_cuda_graphs", "--device", "cpu"]))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(UserError, match=r"^--backend onnxruntime needs the package onnxruntime, which is not install"):
+        checks.check_backend(parse_args(["--backend", "onnxruntime"]))
+    assert checks.check_backend(parse_args([])) == "pytorch"  # the default backend never imports it

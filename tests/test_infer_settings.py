@@ -47,6 +47,7 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
         "size_must_mode": "4",
         "device": "cpu",
         "device_name": "cpu",
+        "backend": "pytorch",
         "runner": "streaming",
         "metric_channel": "rgb",
         "crop_border": "4",
@@ -76,6 +77,7 @@ def test_one_record_gives_the_log_header_and_the_results_settings(tmp_path: Path
         "border": True,
         "border_mode": "replicate",
         "device": "cpu",
+        "backend": "pytorch",
         "runner": "streaming",
         "metric_channel": "rgb",
         "crop_border": 4,
@@ -149,6 +151,8 @@ def test_the_cost_volume_recorded_is_the_code_the_run_uses(
     assert cost_volume_code(plan.execution) == "PyTorch, shifted products"
     monkeypatch.setenv("CDVD_COST_VOLUME", "tiled")
     assert planned_cost_volume(cuda) == "PyTorch, tiled products (CDVD_COST_VOLUME=tiled)"
+    exported = replace(plan.execution, backend="onnxruntime")  # the exported graph's code, whatever the variable
+    assert (planned_cost_volume(exported), cost_volume_code(exported)) == ("ONNX, shifted products (exported)",) * 2
 
 
 def test_the_settings_record_the_step_options_the_plan_picked(tmp_path: Path, weights: Path) -> None:

@@ -95,6 +95,7 @@ class Deblurrer:
         flow_bf16: str | None = None,
         cuda_graphs: bool | None = None,
         compile: bool = False,
+        backend: str = "pytorch",
     ) -> "Deblurrer":
         """Load ``checkpoint`` (a preset name, ``"DVD"``, ``"GOPRO"`` or ``"DEMO"``, or a checkpoint's path) as
         ``inference.py --input`` does, with its defaults: ``device`` ``"auto"``, ``"cpu"`` or ``"cuda"``;
@@ -102,7 +103,8 @@ class Deblurrer:
         fp32) or one of fp32, tf32, fp16, bf16; ``border_mode`` how the first and last T frames get their
         outputs (``"release"``, ``"replicate"``, ``"reflect"``; None: they get none); ``n_stages`` for a file that
         does not record its number of stages (the released ones: 2); ``tile``, ``tile_overlap`` and
-        ``self_ensemble`` (``"x8"`` or ``"x16"``) as the flags of the same names; the speed options likewise.
+        ``self_ensemble`` (``"x8"`` or ``"x16"``) as the flags of the same names; the speed options likewise;
+        ``backend="onnxruntime"`` with the path of a step exported by ``export_model.py --format onnx``.
         Torch's threads are left as they are (``torch.set_num_threads``)."""
         options: dict[str, object] = {
             "device": device,
@@ -120,6 +122,7 @@ class Deblurrer:
             "flow_bf16": flow_bf16,
             "cuda_graphs": cuda_graphs,
             "compile": compile,
+            "backend": backend,
         }
         path = model_path(checkpoint)
         with api_errors():

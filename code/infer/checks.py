@@ -23,6 +23,20 @@ from utils.precision import Precision, get_precision
 README_HINT = 'see README.md, section "Released weights and datasets"'
 RELEASED_N_STAGES = 2
 """The released cascade (five frames): the number of stages of a checkpoint that does not record its own."""
+PYTORCH, ONNXRUNTIME = "pytorch", "onnxruntime"
+BACKENDS = (PYTORCH, ONNXRUNTIME)
+"""``--backend``: the model in PyTorch, or the step exported to ONNX (model/onnx_export.py) run by onnxruntime."""
+ONNX_FIXED = (
+    ("--window", "window", False),
+    ("--compile", "compile", False),
+    ("--cuda_graphs", "cuda_graphs", (None, False)),
+    ("--precision", "precision", None),
+    ("--release_step", "release_step", False),
+    ("--channels_last", "channels_last", "auto"),
+    ("--batched_flows", "batched_flows", "auto"),
+    ("--flow_bf16", "flow_bf16", "auto"),
+)
+"""Flags of the PyTorch step that the onnxruntime backend does not take: (flag, attribute, values it accepts)."""
 
 
 def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
@@ -172,6 +186,35 @@ def pick_n_stages(path: Path, given: int | None) -> int:
             f"--n_stages {given}: {path} records n_sequence {recorded} (--n_stages {stages}); leave --n_stages out"
         )
     return stages
+
+
+def check_backend(args: argparse.Namespace) -> str:
+    """``--backend``; for onnxruntime: the package importable, the CPU, and none of the PyTorch step's flags (the
+    exported file fixes the step and its dtype)."""
+    if args.backend not in BACKENDS:
+        raise UserError(f"--backend {args.backend}: unknown; use one of {', '.join(BACKENDS)}")
+    if args.backend == PYTORCH:
+        return PYTORCH
+    from model.onnx_step import import_onnxruntime
+
+    import_onnxruntime()
+    if args.device == "cuda":
+        raise UserError("--backend onnxruntime runs on the CPU; leave out --device cuda (or use --backend pytorch)")
+    for flag, name, accepted in ONNX_FIXED:
+        value = getattr(args, name)
+        if value not in (accepted if isinstance(accepted, tuple) else (accepted,)):
+            raise UserError(f"{flag} applies to the PyTorch backend; leave it out with --backend onnxruntime")
+    return ONNXRUNTIME
+
+
+def pick_onnx_n_stages(path: Path, given: int | None) -> int:
+    """The stages T an exported ONNX step records; a ``given`` ``--n_stages`` must agree."""
+    from model.onnx_step import read_n_stages
+
+    recorded = read_n_stages(path)
+    if given is not None and given != recorded:
+        raise UserError(f"--n_stages {given}: {path} records {recorded} stages; leave --n_stages out")
+    return recorded
 
 
 def pick_border(given: bool | None, mode: str | None, default: bool) -> str | None:

@@ -4,7 +4,7 @@ import argparse
 from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
-from infer.checks import BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, RELEASED_N_STAGES
+from infer.checks import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH, RELEASED_N_STAGES
 from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
 from model.tiling import DEFAULT_OVERLAP
@@ -67,6 +67,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tile_overlap", type=int, help=f"with --tile: overlap of neighbouring tiles (default {DEFAULT_OVERLAP})"
     )
     parser.add_argument("--model_path", help="checkpoint to load (default: the preset's released model)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=PYTORCH,
+        help="pytorch (default): the model in PyTorch; onnxruntime: the step exported by export_model.py --format onnx "
+        "(--model_path the .onnx file), run by onnxruntime on the CPU (pip install onnxruntime)",
+    )
     parser.add_argument(
         "--n_stages",
         type=int,

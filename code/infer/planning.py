@@ -19,6 +19,9 @@ from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
 from infer.checks import (
     INPUT_META,
+    ONNXRUNTIME,
+    PYTORCH,
+    check_backend,
     check_dataset_folder,
     check_default_place,
     check_folder_target,
@@ -33,12 +36,15 @@ from infer.checks import (
     pick_acceleration,
     pick_border,
     pick_n_stages,
+    pick_onnx_n_stages,
     pick_precision,
     pick_step_choice,
     pick_tiles,
 )
 from infer.report import LOG_PREFIX
+from model.acceleration import LayoutChoice
 from model.cdvd_tsp import StepOptions
+from model.onnx_step import EXPORTED_OPTIONS
 from utils.cpu import thread_choice
 from utils.errors import UserError
 from utils.paths import from_repo
@@ -174,6 +180,8 @@ class Execution:
     """Why torch has ``threads`` threads (`utils.cpu.thread_choice`)."""
     layout_reason: str = ""
     """Why the step has ``step_options`` (`checks.pick_step_choice`)."""
+    backend: str = PYTORCH
+    """What computes the step: the model in PyTorch, or the exported ONNX step in onnxruntime (`checks.BACKENDS`)."""
 
 
 @dataclass(frozen=True)
@@ -227,9 +235,10 @@ def plan_restoration(args: argparse.Namespace, model_path: Path, border_default:
     """The restoration settings of either mode (``border_default``: whether a run of this mode restores the border
     frames unless told otherwise)."""
     check_model_file(model_path)
+    onnx = getattr(args, "backend", PYTORCH) == ONNXRUNTIME
     return Restoration(
         model_path=model_path,
-        n_stages=pick_n_stages(model_path, args.n_stages),
+        n_stages=pick_onnx_n_stages(model_path, args.n_stages) if onnx else pick_n_stages(model_path, args.n_stages),
         border_mode=pick_border(args.border, args.border_mode, border_default),
         crop=crop,
         window=args.window,
@@ -387,11 +396,17 @@ def plan_input(
 
 
 def make_execution(args: argparse.Namespace, device: torch.device, evaluation: bool) -> Execution:
-    """Where and how fast the model runs on ``device``: the precision (its default for ``evaluation`` or for
-    deblurring), the acceleration flags and the step's layouts, checked."""
-    cuda_graphs, compile_step = pick_acceleration(args, device)
-    precision = pick_precision(args.precision, device, evaluation)
-    layout, threads = pick_step_choice(args, device, precision), thread_choice()
+    """Where and how fast the model runs on ``device``: the backend, the precision (its default for ``evaluation``
+    or for deblurring), the acceleration flags and the step's layouts, checked. The onnxruntime backend runs the
+    exported step on the CPU, in float32."""
+    backend = check_backend(args)
+    onnx = backend == ONNXRUNTIME
+    device = torch.device("cpu") if onnx else device
+    cuda_graphs, compile_step = (False, False) if onnx else pick_acceleration(args, device)
+    precision = pick_precision("fp32" if onnx else args.precision, device, evaluation)
+    exported = LayoutChoice(EXPORTED_OPTIONS, "the exported step's")
+    layout = exported if onnx else pick_step_choice(args, device, precision)
+    threads = thread_choice()
     return Execution(
         device=device,
         precision=precision,
@@ -403,6 +418,7 @@ def make_execution(args: argparse.Namespace, device: torch.device, evaluation: b
         deterministic=args.deterministic,
         threads_reason=threads.reason,
         layout_reason=layout.reason,
+        backend=backend,
     )
 
 

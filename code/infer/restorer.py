@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from infer.checks import RELEASED_N_STAGES
+from infer.checks import ONNXRUNTIME, RELEASED_N_STAGES
 from infer.conversion import FramePreparer
 from infer.planning import Execution, Plan, Restoration
 from infer.runners import runner_factory
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
 from model.ensemble import TimeReversal, backward_outputs
+from model.onnx_step import OnnxModel
 from model.streaming import Runner, with_border
 from utils.errors import UserError
 from utils.precision import tf32_switched
@@ -67,7 +68,11 @@ class Restorer:
     @classmethod
     def load(cls, restoration: Restoration, execution: Execution) -> "Restorer":
         """The model of ``restoration.model_path`` on ``execution.device`` (strict, ``weights_only``, NaN and inf
-        refused, the recorded number of stages)."""
+        refused, the recorded number of stages); with the onnxruntime backend, the exported step
+        (model/onnx_step.py) in its place."""
+        if execution.backend == ONNXRUNTIME:
+            onnx = OnnxModel(restoration.model_path, threads=execution.threads)
+            return cls(onnx, restoration, execution)  # type: ignore[arg-type]
         model = load_model(restoration.model_path, execution.device, restoration.n_stages)
         return cls(model, restoration, execution)
 

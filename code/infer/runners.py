@@ -1,6 +1,7 @@
 """How a run makes each video's runner (model/streaming.py) from its plan: the streaming runner with the
 accelerated step (made once, shared by all videos, with the plan's step options) or the window runner under autocast
-(the release's way, the model's own step options), then one runner per tile
+(the release's way, the model's own step options), or the streaming runner with an exported step
+(``--backend onnxruntime``, model/onnx_step.py), then one runner per tile
 with ``--tile`` (`model.tiling.TiledRunner`) and one per transform with ``--self_ensemble``
 (`model.ensemble.SelfEnsemble`, each transform tiled). Time reversal (x16) is the pipeline's: it needs a pass of
 its own (infer/pipeline.py)."""
@@ -14,6 +15,7 @@ from infer.planning import Execution, Restoration
 from model.acceleration import accelerated_step
 from model.cdvd_tsp import CDVD_TSP
 from model.ensemble import SelfEnsemble
+from model.onnx_step import OnnxModel
 from model.streaming import Restored, Runner, StreamingRunner, WindowRunner
 from model.tiling import TiledRunner
 from utils.precision import Precision, autocast
@@ -36,10 +38,14 @@ class AutocastRunner:
             return self.runner.push(frame, tag)
 
 
-def runner_factory(model: CDVD_TSP, restoration: Restoration, execution: Execution) -> Callable[[], Runner]:
-    """What makes a new runner for each video of the run (and for the backward pass of x16)."""
+def runner_factory(model: CDVD_TSP | OnnxModel, restoration: Restoration, execution: Execution) -> Callable[[], Runner]:
+    """What makes a new runner for each video of the run (and for the backward pass of x16); for an exported step
+    (``--backend onnxruntime``) the streaming runner calls onnxruntime's step."""
     new_runner: Callable[[], Runner]
-    if restoration.window:
+    if isinstance(model, OnnxModel):
+        exported = model
+        new_runner = lambda: StreamingRunner(exported, step=exported.step)  # type: ignore[arg-type] # noqa: E731
+    elif restoration.window:
         new_runner = lambda: AutocastRunner(WindowRunner(model), execution.precision, execution.device)  # noqa: E731
     else:
         step = accelerated_step(

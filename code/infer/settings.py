@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.checks import channels_last_name
+from infer.checks import ONNXRUNTIME, channels_last_name
 from infer.planning import Deblurring, Evaluation, Execution, Plan
 from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
 from model.streaming import SIZE_MULTIPLE
@@ -29,6 +29,7 @@ CHANNELS_LAST_TEXT = {
     "all": "all (the flow net, the warps and the restoration net in channels_last)",
 }
 SHIFTED, TILED = "PyTorch, shifted products", "PyTorch, tiled products"
+EXPORTED = "ONNX, shifted products (exported)"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def device_name(device: torch.device) -> str:
 def planned_cost_volume(execution: Execution) -> str:
     """Which code will compute the run's cost volumes (model/correlation.py decides call by call; on CUDA the CuPy
     kernel is used once it has passed its check on the first call, so results.json says what it came to)."""
+    if execution.backend == ONNXRUNTIME:
+        return EXPORTED
     choice = backend_choice()
     given = f" ({BACKEND_VARIABLE}={choice})" if choice != "auto" else ""
     if execution.compile:
@@ -68,6 +71,8 @@ def planned_cost_volume(execution: Execution) -> str:
 def cost_volume_code(execution: Execution) -> str:
     """Which code computed the cost volumes (known once the run has computed some): on CUDA what the selector came
     to, on the CPU the PyTorch formulation it uses there (the shifted products under torch.compile)."""
+    if execution.backend == ONNXRUNTIME:
+        return EXPORTED
     if execution.device.type == "cuda":
         return SELECTOR.describe()
     if execution.compile:
@@ -121,6 +126,7 @@ def run_settings(plan: Plan, processes: int) -> RunSettings:
             # the release logs the device's type; results.json names the device
             Setting("device", device_name(execution.device), text=execution.device.type),
             Setting("device_name", device_name(execution.device), recorded=False),
+            Setting("backend", execution.backend),
             Setting("runner", restoration.runner, text=RUNNER_TEXT[restoration.runner]),
             Setting("metric_channel", metrics.channel),
             Setting("crop_border", metrics.crop_border),

@@ -50,6 +50,15 @@ def grid_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def linspace(steps: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.linspace(-1, 1, steps)``; under ONNX export (model/onnx_export.py) the same positions from an arange,
+    because the exporter bakes linspace's ``steps`` in as the traced size, which breaks the graph at other sizes.
+    The two differ by float rounding only (about 1e-7)."""
+    if not torch.compiler.is_exporting():
+        return torch.linspace(-1.0, 1.0, steps, dtype=dtype, device=device)
+    return torch.arange(steps, dtype=dtype, device=device) * (2.0 / (steps - 1)) - 1.0
+
+
 def warp_features(features: Tensor, flow: Tensor) -> Tensor:
     """The decoders' feature warp: sample ``features`` at (x + u, y + v) with zero padding.
 
@@ -62,8 +71,8 @@ def warp_features(features: Tensor, flow: Tensor) -> Tensor:
     """
     _, _, height, width = flow.shape
     dtype = grid_dtype(flow.dtype)
-    horizontal = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=flow.device).view(1, 1, width)
-    vertical = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=flow.device).view(1, height, 1)
+    horizontal = linspace(width, dtype, flow.device).view(1, 1, width)
+    vertical = linspace(height, dtype, flow.device).view(1, height, 1)
     flow = flow.to(dtype)
     grid = torch.stack(
         [horizontal + flow[:, 0] / ((width - 1.0) / 2.0), vertical + flow[:, 1] / ((height - 1.0) / 2.0)], dim=3
