@@ -155,6 +155,8 @@ def test_evaluation_scores_every_full_window_and_reports_consistently(tmp_path: 
         "precision": "fp32",
         "channels_last": channels_last_name(recommended_options(torch.device("cpu"), PRECISIONS["fp32"])),
         "batched_flows": False,
+        "flow_bf16": False,
+        "backend": "pytorch",
         "layout_choice": recommended_choice(torch.device("cpu"), PRECISIONS["fp32"]).reason,
         "cuda_graphs": False,
         "compile": False,
