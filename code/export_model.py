@@ -2,7 +2,8 @@
 
 ``python code/export_model.py experiment/CDVD_TSP_DEMO/model/model_best.pt pretrain_models/CDVD_TSP_DEMO.pt --half``
 
-``--format onnx`` writes instead the model's per-stage step as a float32 ONNX graph (model/onnx_export.py) for
+``--format onnx`` writes instead the model's per-stage step as a float32 ONNX graph, or float16 with ``--half``
+(model/onnx_export.py), for
 ``inference.py --backend onnxruntime`` and other runtimes, after the same checks of the source; the file is kept only
 once onnxruntime has run it at two frame sizes and matched the PyTorch step (docs/inference.md, "ONNX export").
 
@@ -25,7 +26,15 @@ from torch import Tensor
 
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_into, read_checkpoint, with_n_sequence
-from model.onnx_export import CHECK_TOLERANCE, DEFAULT_OPSET, OPSETS, ExportReport, check_export, export_step
+from model.onnx_export import (
+    CHECK_TOLERANCE,
+    DEFAULT_OPSET,
+    HALF_CHECK_TOLERANCE,
+    OPSETS,
+    ExportReport,
+    check_export,
+    export_step,
+)
 from utils.atomic import atomic_torch_save
 from utils.errors import UserError, run_cli
 
@@ -63,33 +72,33 @@ def export_onnx_file(
     """Read ``source`` as `export_weights` does (the same refusals), export its step to ``destination`` as ONNX and
     check it (`model.onnx_export.check_export`); a file that fails the check is deleted and refused in one line."""
     destination = Path(destination)
-    if half:
-        raise UserError(
-            "--half with --format onnx: a float16 ONNX export is not offered yet (onnxruntime's float16 converter "
-            "makes the grids' Range invalid); export float32 without --half"
-        )
     if destination.exists():
         raise UserError(f"{destination} already exists; remove it or choose another destination")
     state, n_sequence = read_checkpoint(source)
     model = CDVD_TSP(n_sequence=n_sequence or 5)
     load_into(model, state, os.fspath(source))  # refuses a file whose names or shapes differ, or NaN and inf
+    if half:  # values float16 cannot hold are refused as for a --half weights file
+        for name, value in state.items():
+            if value.is_floating_point():
+                to_half(value, name, source)
     model.eval()
+    tolerance = HALF_CHECK_TOLERANCE if half else CHECK_TOLERANCE
     try:
-        seconds = export_step(model, destination, opset)
+        seconds = export_step(model, destination, opset, half)
         started = time.perf_counter()
         differences = check_export(model, destination)
         check_seconds = time.perf_counter() - started
     except BaseException:
         destination.unlink(missing_ok=True)
         raise
-    if not max(differences.values()) <= CHECK_TOLERANCE:  # NaN fails too
+    if not max(differences.values()) <= tolerance:  # NaN fails too
         destination.unlink(missing_ok=True)
         sizes = ", ".join(f"{width}x{height}: {value:.3g}" for (height, width), value in differences.items())
         raise UserError(
-            f"{destination}: the exported step differs from PyTorch's by more than {CHECK_TOLERANCE:g} ({sizes}); "
+            f"{destination}: the exported step differs from PyTorch's by more than {tolerance:g} ({sizes}); "
             "the file was deleted"
         )
-    return ExportReport(destination, opset, seconds, check_seconds, differences)
+    return ExportReport(destination, opset, seconds, check_seconds, differences, half)
 
 
 def to_half(value: Tensor, name: str, source: str | os.PathLike) -> Tensor:
@@ -109,7 +118,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a checkpoint: a state dict of CDVD_TSP (module. prefixes are accepted)")
     parser.add_argument("destination", help="the file to write (must not exist)")
-    parser.add_argument("--half", action="store_true", help="store floating point weights as float16")
+    parser.add_argument(
+        "--half",
+        action="store_true",
+        help="float16: the weights (the default format), or the exported step's weights, inputs and computation (onnx)",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -134,13 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = export_onnx_file(args.source, args.destination, args.half, args.opset)
         sizes = ", ".join(f"{width}x{height} {value:.2g}" for (height, width), value in report.differences.items())
         logger.info(
-            "wrote %s: the per-stage step as ONNX, opset %d, float32, H and W dynamic (multiples of 4), %.1f MB, "
-            "exported in %.0f s; onnxruntime (CPU) matches PyTorch within %g (largest differences: %s)",
+            "wrote %s: the per-stage step as ONNX, opset %d, %s, H and W dynamic (multiples of 4), %.1f MB, "
+            "exported in %.0f s; onnxruntime (CPU) matches PyTorch's float32 step within %g (largest differences: %s)",
             args.destination,
             report.opset,
+            report.dtype_name,
             report.size_mb,
             report.seconds,
-            CHECK_TOLERANCE,
+            report.tolerance,
             sizes,
         )
         return 0

@@ -119,7 +119,7 @@ def test_a_failed_check_deletes_the_file(
 ) -> None:
     checkpoint, path = exported
 
-    def copied(model: CDVD_TSP, destination: Path, opset: int) -> float:
+    def copied(model: CDVD_TSP, destination: Path, opset: int, half: bool) -> float:
         destination.write_bytes(path.read_bytes())
         return 0.0
 
@@ -150,10 +150,38 @@ def test_refusals_keep_the_destination(exported: tuple[Path, Path], tmp_path: Pa
     assert not (tmp_path / "nan.onnx").exists() and not (tmp_path / "unfit.onnx").exists()
 
 
-def test_half_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="--half with --format onnx: a float16 ONNX export is not offered yet"):
-        export_onnx_file(tmp_path / "any.pt", tmp_path / "a.onnx", half=True)
+def test_half_refuses_values_float16_cannot_hold_before_anything_is_written(tmp_path: Path) -> None:
+    state = torch.load(save_seeded_weights(tmp_path / "model.pt"), weights_only=True)
+    state["recons_net.outBlock.3.bias"][0] = 1e6
+    torch.save(state, tmp_path / "large.pt")
+    with pytest.raises(
+        UserError, match=r"recons_net\.outBlock\.3\.bias holds values up to 1e\+06 in magnitude, beyond"
+    ):
+        export_onnx_file(tmp_path / "large.pt", tmp_path / "a.onnx", half=True)
     assert not (tmp_path / "a.onnx").exists()
+
+
+def test_half_exports_float16_and_checks_it_with_the_half_bound(
+    exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The float16 export's way through export_model.py (the export itself is the float32 one's, made once): the
+    step exported in float16, checked against the float32 step with `HALF_CHECK_TOLERANCE`."""
+    checkpoint, path = exported
+    asked = []
+
+    def copied(model: CDVD_TSP, destination: Path, opset: int, half: bool) -> float:
+        asked.append(half)
+        destination.write_bytes(path.read_bytes())
+        return 0.0
+
+    monkeypatch.setattr("export_model.export_step", copied)
+    monkeypatch.setattr("export_model.check_export", lambda *args: {(48, 64): 4e-4, (72, 96): 1e-3})
+    report = export_onnx_file(checkpoint, tmp_path / "half.onnx", half=True)
+    assert asked == [True] and report.half and report.dtype_name == "float16"
+    assert report.tolerance == onnx_export.HALF_CHECK_TOLERANCE and (tmp_path / "half.onnx").is_file()
+    with pytest.raises(UserError, match=r"differs from PyTorch's by more than 0\.0001"):
+        export_onnx_file(checkpoint, tmp_path / "float.onnx", half=False)  # the same differences: too far for float32
+    assert asked == [True, False] and not (tmp_path / "float.onnx").exists()
 
 
 def test_cli_refuses_in_one_line(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ number of stages (`model.onnx_step.N_STAGES_KEY`) so that the backend builds the
 step; `export_onnx` deletes a file that fails the check and says so in one line.
 """
 
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ CHECK_SIZES = ((48, 64), (72, 96))
 """Frames [H, W] the check runs the exported step on: two sizes, neither a multiple of 64 (the flow net resizes)."""
 CHECK_TOLERANCE = 1e-4
 """Largest |onnxruntime - PyTorch| the check accepts on outputs in [0, 1] (float32)."""
+HALF_CHECK_TOLERANCE = 2e-3
+"""The same for a float16 export against the float32 PyTorch step (half a grey level; seen: 4.2e-4)."""
 MAX_SIDE = 8192
 
 
@@ -54,6 +57,17 @@ class ExportReport:
     check_seconds: float
     differences: dict[tuple[int, int], float]
     """The check's largest |onnxruntime - PyTorch| per frame size [H, W]."""
+    half: bool = False
+    """float16 (``--half``), else float32."""
+
+    @property
+    def dtype_name(self) -> str:
+        return "float16" if self.half else "float32"
+
+    @property
+    def tolerance(self) -> float:
+        """What the check accepted."""
+        return HALF_CHECK_TOLERANCE if self.half else CHECK_TOLERANCE
 
     @property
     def size_mb(self) -> float:
@@ -76,14 +90,15 @@ def sample_frames(size: tuple[int, int], seed: int) -> tuple[Tensor, ...]:
     return tuple(smooth[:, :, index : index + height, index : index + width].contiguous() for index in range(3))
 
 
-def export_step(model: CDVD_TSP, destination: Path, opset: int = DEFAULT_OPSET) -> float:
-    """Write ``model``'s step to ``destination`` as ONNX (float32); returns the export's seconds."""
+def export_step(model: CDVD_TSP, destination: Path, opset: int = DEFAULT_OPSET, half: bool = False) -> float:
+    """Write ``model``'s step to ``destination`` as ONNX (float32, or float16 weights, inputs and computation with
+    ``half``; ``model`` itself is left as it is); returns the export's seconds."""
     onnx = import_optional("onnx", "--format onnx")
     import_optional("onnxscript", "--format onnx")
     if opset not in OPSETS:
         raise ValueError(f"opset {opset}: export at {' or '.join(map(str, OPSETS))}")
-    step = StepModule(model.float().eval()).eval()
-    frames = sample_frames(TRACE_SIZE, seed=0)
+    step = StepModule((copy.deepcopy(model).half() if half else model.float()).eval()).eval()
+    frames = tuple(frame.half() if half else frame for frame in sample_frames(TRACE_SIZE, seed=0))
     started = time.perf_counter()
     with torch.no_grad():
         program = torch.onnx.export(
