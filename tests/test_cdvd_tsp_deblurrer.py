@@ -192,6 +192,19 @@ def test_a_missing_or_unfit_checkpoint_or_a_bad_option_is_one_line_naming_it(tmp
     assert str(error).startswith("tile 6:")
 
 
+def test_an_output_that_turns_non_finite_stops_the_video_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_inference_errors import poisoned_at
+
+    from infer import restorer
+
+    monkeypatch.setattr(restorer, "runner_factory", poisoned_at(1, float("nan")))
+    deblurrer = Deblurrer.from_checkpoint(DEMO, device="cpu", precision="fp32")
+    outputs = deblurrer.deblur(video(4))
+    assert next(outputs).shape == (HEIGHT, WIDTH, 3)  # frame 0
+    error = one_line_error(lambda: next(outputs))
+    assert str(error).startswith("frames: the output of frame 1 holds NaN or inf values; nothing of it was written")
+
+
 def test_the_api_s_error_is_the_commands_user_error() -> None:
     from utils.errors import UserError
 

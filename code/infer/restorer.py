@@ -19,14 +19,15 @@ from torch import Tensor
 
 from infer.checks import ONNXRUNTIME, RELEASED_N_STAGES
 from infer.conversion import FramePreparer
+from infer.outputs import NonFiniteOutput
 from infer.planning import Execution, Plan, Restoration
 from infer.runners import runner_factory
+from infer.transfer import Transfer
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
 from model.ensemble import TimeReversal, backward_outputs
 from model.onnx_step import OnnxModel
 from model.streaming import Runner, with_border
-from utils.errors import UserError
 from utils.precision import tf32_switched
 
 
@@ -108,10 +109,9 @@ class Restorer:
         first = next(frames, None)
         if first is None:
             return
-        prepare = self.preparer(first.shape[:2])
-        device = self.execution.device
+        prepare, transfer = self.preparer(first.shape[:2]), Transfer(self.execution.device)
         indexed: Iterable[tuple[int, Tensor]] = (
-            (index, prepare.tensor(torch.from_numpy(np.ascontiguousarray(prepare.image(rgb))).to(device)))
+            (index, prepare.tensor(transfer.to_device(transfer.host_frame(prepare.image(rgb)))))
             for index, rgb in enumerate(itertools.chain([first], frames))
         )
         backwards = None
@@ -126,6 +126,6 @@ class Restorer:
                 if restored is None:
                     continue
                 if not bool(torch.isfinite(restored.image).all()):
-                    raise UserError(f"the output of frame {restored.tag} holds NaN or inf values")
+                    raise NonFiniteOutput("frames", str(restored.tag), self.execution.precision.name)
                 output = prepare.output(restored.image).cpu().numpy()
             yield output

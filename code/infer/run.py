@@ -255,10 +255,9 @@ def run_in_group(args: argparse.Namespace, runtime: Runtime, loaded: Restorer | 
     Alone, each frame's line goes to the log as the frame completes; under torchrun rank 0 writes every process's
     lines at the end, in the plan's order. Whatever fails in a process, it still takes part in the exchanges, so
     that no process waits forever. ``loaded``: the model already loaded for this plan (the Python API's)."""
-    ranks = runtime  # this process's place among the processes
-    live = not ranks.distributed
+    live = not runtime.distributed
     failure: BaseException | None = None
-    if ranks.is_main:
+    if runtime.is_main:
         try:
             make_demo_data(demo_folders(args))
         except (Exception, KeyboardInterrupt) as error:  # reported with the others' outcomes, below
@@ -273,12 +272,12 @@ def run_in_group(args: argparse.Namespace, runtime: Runtime, loaded: Restorer | 
     try:
         if failure is not None:
             raise failure
-        plan = make_plan(args, ranks.local_rank)
-        settings = run_settings(plan, ranks.world_size)
+        plan = make_plan(args, runtime.local_rank)
+        settings = run_settings(plan, runtime.world_size)
         restorer = loaded or Restorer.load(plan.restoration, plan.execution)
         if not restorer.serves(plan):
             raise ValueError("the model was loaded for another plan")
-        if ranks.is_main:
+        if runtime.is_main:
             staging = begin_staging(plan, settings, args.resume)
     except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchanges below
         failure = error
@@ -292,25 +291,25 @@ def run_in_group(args: argparse.Namespace, runtime: Runtime, loaded: Restorer | 
             staging = staging or Staging.join(plan.destination.results_path, token)
             staged_plan = staged(plan, staging)
             report.recorder = Recorder(staging.root, planned_videos(plan))
-            if ranks.is_main:
+            if runtime.is_main:
                 log = open_log(plan, settings, len(kept))
             if live:  # every frame's line as it completes, the finished videos' where they come
                 report.log = log
                 restore(staged_plan, restorer, staged_plan.jobs, report, kept=staging.kept)
             else:
                 todo = [job for job in staged_plan.jobs if job.source.name not in kept]
-                mine = [todo[index] for index in shard(todo, ranks.world_size)[ranks.rank]]
-                restore(staged_plan, restorer, mine, report, progress=ranks.is_main)
+                mine = [todo[index] for index in shard(todo, runtime.world_size)[runtime.rank]]
+                restore(staged_plan, restorer, mine, report, progress=runtime.is_main)
     except (Exception, KeyboardInterrupt) as error:  # every process must reach the exchange below
         failure = error
     # from here on a signal waits for the exchange, the report and the commit (`held_stops`)
     with held_stops() as held:
-        outcomes: list[Outcome] = runtime.all_gather(outcome_of(report, failure, ranks))
-        if ranks.distributed:  # at exit, wait for rank 0's report (see WAIT_LIMIT)
+        outcomes: list[Outcome] = runtime.all_gather(outcome_of(report, failure, runtime))
+        if runtime.distributed:  # at exit, wait for rank 0's report (see WAIT_LIMIT)
             atexit.register(runtime.barrier)
         errors = [outcome.error for outcome in outcomes if outcome.error is not None and outcome.signal_number is None]
         interrupts = [outcome for outcome in outcomes if outcome.signal_number is not None]
-        if not ranks.is_main:
+        if not runtime.is_main:
             if errors:
                 return EXIT_USER_ERROR
             return exit_status(interrupts[0].signal_number) if interrupts else 0  # type: ignore[arg-type]
