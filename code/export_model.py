@@ -36,6 +36,7 @@ from model.onnx_export import (
     export_step,
 )
 from utils.atomic import atomic_torch_save
+from utils.cli import CommandParser
 from utils.errors import UserError, run_cli
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def to_half(value: Tensor, name: str, source: str | os.PathLike) -> Tensor:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a checkpoint: a state dict of CDVD_TSP (module. prefixes are accepted)")
     parser.add_argument("destination", help="the file to write (must not exist)")
     parser.add_argument(

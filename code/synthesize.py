@@ -18,6 +18,7 @@ from pathlib import Path
 from data.camera_blur import MotionSettings, expand_photo_sets, make_photo_dataset
 from data.frame_blur import blur_frame_sequence, write_pairs
 from data.frames import check_same_size, list_frames, read_header, read_rgb, reset_warnings, warn_dropped
+from utils.cli import CommandParser
 from utils.errors import UserError, run_cli
 
 MIN_SIZE = 4
@@ -50,7 +51,7 @@ def parse_range(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The two subcommands and their flags."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="synthesize.py")
+    parser = CommandParser(description=__doc__.split("\n\n")[0], prog="synthesize.py")
     modes = parser.add_subparsers(dest="mode", required=True)
 
     frames = modes.add_parser("frames", help="average consecutive sharp frames of a high-frame-rate clip (GOPRO way)")

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from option.template import DEFAULT_TEMPLATE, TEMPLATES, template_defaults
+from utils.cli import CommandParser
 from utils.errors import UserError
 
 MODELS = ("CDVD_TSP",)
@@ -28,10 +29,10 @@ MID_LOSS_WEIGHT = 1.0
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser; with ``suppress_defaults`` only the flags actually given appear in the result."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
+        usage="%(prog)s [--template NAME] [--save NAME] [--resume] [options]",
         description="Train, fine-tune or validate CDVD-TSP video deblurring (python code/main.py ...).",
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
 
     def add(group: argparse._ActionsContainer, *flags: str, **kwargs: Any) -> None:
