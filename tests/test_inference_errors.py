@@ -643,3 +643,29 @@ def test_messages_name_the_flag_and_what_the_file_is(
         "notes.txt",
         "taken.mp4",
     ]
+
+
+def test_a_missing_released_model_suggests_the_offline_demo_form_and_that_form_works(tmp_path: Path) -> None:
+    if (REPO_ROOT / "pretrain_models" / "CDVD_TSP_DVD_Convergent.pt").exists():
+        pytest.skip("the released DVD weights are installed here")
+    frames = tmp_path / "my frames"
+    for index, frame in enumerate(sharp_frames(3, 24, 32)):
+        write_image(frames / f"{index:03d}.png", frame)
+    output = tmp_path / "out"
+    with pytest.raises(UserError) as error:
+        main(["--input", str(frames), "--output", str(output)])
+    message = str(error.value)
+    assert message.startswith("model not found:") and "\n" not in message
+    suggested = message.split("offline with the shipped demo model: python code/inference.py ")[1]
+    assert suggested == f"--input {frames} --output {output} --default_data DEMO"
+    assert not output.exists()
+    assert main(["--input", str(frames), "--output", str(output), "--default_data", "DEMO", "--precision", "fp32"]) == 0
+    assert sorted(path.name for path in output.glob("*.png")) == ["000.png", "001.png", "002.png"]
+
+
+def test_a_missing_model_named_by_the_user_gets_no_demo_suggestion(tmp_path: Path) -> None:
+    for index, frame in enumerate(sharp_frames(3, 24, 32)):
+        write_image(tmp_path / "frames" / f"{index:03d}.png", frame)
+    with pytest.raises(UserError) as error:
+        main(["--input", str(tmp_path / "frames"), "--model_path", str(tmp_path / "mine.pt")])
+    assert "model not found" in str(error.value) and "DEMO" not in str(error.value)

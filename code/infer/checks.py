@@ -134,8 +134,9 @@ def check_workers(workers: int) -> int:
     return workers
 
 
-def check_model_file(path: Path) -> None:
-    """The checkpoint must be a regular file; anything else is named for what it is (a folder, a device...)."""
+def check_model_file(path: Path, hint: str = "") -> None:
+    """The checkpoint must be a regular file; anything else is named for what it is (a folder, a device...). A
+    missing one adds ``hint`` (what works without it) to the message."""
     if path.is_file():
         return
     if path.is_dir():
@@ -146,12 +147,13 @@ def check_model_file(path: Path) -> None:
         raise UserError(f"--model_path {path}: is not a regular file (a device, a pipe or a socket), not a checkpoint")
     raise UserError(
         f"model not found: {path}; put the released {path.name} there or pass --model_path "
-        f"({README_HINT}, and pretrain_models/README.md)"
+        f"({README_HINT}, and pretrain_models/README.md){hint}"
     )
 
 
-def check_dataset_folder(data_path: Path) -> None:
-    """The dataset must be a folder; a missing one says where the released test sets go, a file what it is."""
+def check_dataset_folder(data_path: Path, hint: str = "") -> None:
+    """The dataset must be a folder; a missing one says where the released test sets go (and ``hint``), a file what
+    it is."""
     if data_path.is_dir():
         return
     if data_path.exists():
@@ -161,7 +163,7 @@ def check_dataset_folder(data_path: Path) -> None:
         )
     raise UserError(
         f"dataset not found: {data_path}; put the test set there as blur/<video>/<frames> and gt/<video>/<frames> "
-        f"or pass --data_path ({README_HINT}, and dataset/README.md)"
+        f"or pass --data_path ({README_HINT}, and dataset/README.md){hint}"
     )
 
 

@@ -62,6 +62,7 @@ GOPRO_BLUR = "blur"
 """GOPRO_Large's blurred frames unless ``--gopro_blur`` says otherwise: what CDVD-TSP and most peers evaluate."""
 SHOWCASE_DIR = "showcase"
 RESULTS_NAME = "results.json"
+DEMO = "DEMO"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ PRESETS: dict[str, Preset] = {
     "DVD": Preset("dataset/DVD/test", "pretrain_models/CDVD_TSP_DVD_Convergent.pt", "infer_results/DVD"),
     "GOPRO": Preset("dataset/GOPRO/test", "pretrain_models/CDVD_TSP_GOPRO.pt", "infer_results/GOPRO"),
     # the embedded demo: synthetic blur over held-out sample photos, made on first use (data/demo.py)
-    "DEMO": Preset(
+    DEMO: Preset(
         "dataset/DEMO/test", "pretrain_models/CDVD_TSP_DEMO.pt", "infer_results/DEMO", border=True, showcase=True
     ),
 }
@@ -231,10 +232,21 @@ def demo_folders(args: argparse.Namespace) -> list[Path]:
     return [] if args.input else [given_or_default(args.data_path, PRESETS[args.default_data].data_path)]
 
 
+def demo_hint(args: argparse.Namespace, given: str | None) -> str:
+    """What to run instead when a preset's released file (``given`` None: not named on the command line) is missing:
+    the same command with the demo preset, which works offline."""
+    if given is not None or args.default_data == DEMO:
+        return ""
+    command = ["python code/inference.py"]
+    if args.input:
+        command += [f"--input {args.input}"] + ([f"--output {args.output}"] if args.output else [])
+    return f"; to try it offline with the shipped demo model: {' '.join(command)} --default_data DEMO"
+
+
 def plan_restoration(args: argparse.Namespace, model_path: Path, border_default: bool, crop: bool) -> Restoration:
     """The restoration settings of either mode (``border_default``: whether a run of this mode restores the border
     frames unless told otherwise)."""
-    check_model_file(model_path)
+    check_model_file(model_path, demo_hint(args, args.model_path))
     onnx = getattr(args, "backend", PYTORCH) == ONNXRUNTIME
     return Restoration(
         model_path=model_path,
@@ -257,7 +269,7 @@ def plan_evaluation(
     showcase = preset.showcase if args.showcase is None else args.showcase
     if args.output:
         raise UserError("--output goes with --input; evaluation writes to --result_path")
-    check_dataset_folder(data_path)
+    check_dataset_folder(data_path, demo_hint(args, args.data_path))
     layout = detect_layout(data_path) if args.layout == AUTO else args.layout
     only = [name.strip() for name in args.videos.split(",") if name.strip()] if args.videos else None
     gopro_blur = args.gopro_blur or GOPRO_BLUR
