@@ -125,7 +125,7 @@ def log_body(lines: list[str]) -> list[str]:
     return [
         line.split(" pre_time:")[0].split(", seconds_per_frame=")[0]
         for line in body
-        if not line.startswith("+ resumed: ") and HELD_SIGNAL_LINE not in line
+        if not line.startswith(("+ resumed: ", "+ outputs: ")) and HELD_SIGNAL_LINE not in line
     ]
 
 
@@ -144,6 +144,7 @@ def assert_as_uninterrupted(result: Path, reference: Path) -> None:
     results, expected = (json.loads((folder / "results.json").read_text()) for folder in (result, reference))
     assert without_times(results) == without_times(expected)
     assert log_body(newest_log(result)) == log_body(newest_log(reference))
+    assert newest_log(result)[-1] == f"+ outputs: the frames, showcase/, the log and results.json in {result}"
     assert sorted(path.name for path in result.rglob(".*")) == [".results.json.manifest.json"]
     manifest, expected_manifest = (committed.read_manifest(folder, "results.json") for folder in (result, reference))
     assert manifest is not None and expected_manifest is not None and manifest.files == expected_manifest.files
@@ -307,11 +308,19 @@ def test_a_run_stopped_by_an_error_or_ctrl_c_keeps_its_finished_videos_for_resum
             patch.setattr(Report, "frame", interrupted_in_c)
         else:
             unreadable_frame(data)
-        with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt if stop == "Ctrl-C" else UserError):
+        with (
+            caplog.at_level(logging.WARNING),
+            pytest.raises(KeyboardInterrupt if stop == "Ctrl-C" else UserError) as stopped,
+        ):
             main(argv(space, result, data=data))
     staging = staging_folder(result)
     kept = f"stopped: 2 of 3 videos are finished and kept in {staging}; run the same command with --resume to continue"
-    assert caplog.messages[-1] == kept
+    if stop == "Ctrl-C":  # said once, by the command, with the command that continues it
+        explanation = stopped.value.explanation
+        assert explanation.startswith(f"2 of 3 videos are finished and kept in {staging}; ")
+        assert explanation.endswith(" --resume continues the run") and kept not in caplog.messages
+    else:
+        assert caplog.messages[-1] == kept
     log = newest_log(result)
     assert f"+ {kept}" in log and "# Video:b AVG-PSNR" in "\n".join(log) and "# Total" not in "\n".join(log)
     if stop != "Ctrl-C":
@@ -363,7 +372,11 @@ def test_a_stop_signal_stops_the_run_as_ctrl_c_keeping_its_finished_videos_for_r
         f"stopped: {len(finished)} of 3 videos are finished and kept in {staging}; run the same command with "
         "--resume to continue"
     )
-    assert f"WARNING: {kept}" in completed.stderr and f"WARNING: interrupted by {hook['signal']}" in completed.stderr
+    (last,) = [line for line in completed.stderr.splitlines() if line.startswith("interrupted by")]
+    assert last.startswith(
+        f"interrupted by {hook['signal']}: {len(finished)} of 3 videos are finished and kept in {staging}; python "
+    )
+    assert last.endswith(" --resume continues the run") and "hooked_inference.py" in last
     log = newest_log(result)
     assert log[-2:] == [f"+ {kept}", f"+ interrupted by {hook['signal']}"]
     assert "# Total" not in "\n".join(log)
@@ -395,5 +408,8 @@ def test_a_signal_during_the_commit_is_honoured_once_the_commit_is_complete(
     assert completed.returncode == 128 + number, completed.stderr[-3000:]
     assert_as_uninterrupted(result, reference)  # committed whole, nothing staged or locked left
     name = "Ctrl-C (SIGINT)" if hook["signal"] == "SIGINT" else hook["signal"]
-    assert newest_log(result)[-1] == f"+ {name}{HELD_SIGNAL_LINE}: its results are complete"
-    assert f"WARNING: interrupted{'' if number == signal.SIGINT else ' by SIGTERM'}" in completed.stderr
+    assert newest_log(result)[-2] == f"+ {name}{HELD_SIGNAL_LINE}: its results are complete"
+    assert completed.stderr.splitlines()[-2] == (
+        f"interrupted by {'Ctrl-C' if number == signal.SIGINT else 'SIGTERM'}: it came as the run was being reported "
+        "and committed; the run was finished first"
+    )

@@ -245,7 +245,11 @@ def test_sigterm_to_torchrun_stops_every_process_keeping_the_finished_videos_and
         f"stopped: {len(kept)} of 3 videos are finished and kept in {staging}; run the same command with --resume "
         "to continue"
     )
-    assert log[-2:] == [f"+ {stopped}", "+ interrupted by SIGTERM"] and f"WARNING: {stopped}" in completed.stderr
+    assert log[-2:] == [f"+ {stopped}", "+ interrupted by SIGTERM"]
+    assert (
+        f"interrupted by SIGTERM: {len(kept)} of 3 videos are finished and kept in {staging}; the same torchrun "
+        "command with --resume continues the run"
+    ) in completed.stderr
     assert sorted(path.name for path in result.glob(".*")) == [staging.name]  # unlocked: the lock file is gone
 
     resumed = torchrun(*argv(data, weights, result), "--resume", script=script)

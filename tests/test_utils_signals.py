@@ -94,9 +94,11 @@ def test_run_cli_ends_each_kind_of_stop_with_its_status(capsys: pytest.CaptureFi
     )
     assert exit_of(raise_(Stopped("", signal.SIGUSR1)), capsys) == (138, "")  # another rank: quiet
     assert exit_of(raise_(UserError("bad")), capsys) == (2, "error: bad\n")
-    assert exit_of(raise_(Interrupted(signal.SIGTERM)), capsys)[0] == 143
-    assert exit_of(raise_(KeyboardInterrupt()), capsys)[0] == 130
-    assert [record.getMessage() for record in caplog.records] == ["interrupted by SIGTERM", "interrupted"]
+    assert exit_of(raise_(Interrupted(signal.SIGTERM)), capsys) == (143, "interrupted by SIGTERM\n")
+    assert exit_of(raise_(KeyboardInterrupt()), capsys) == (130, "interrupted by Ctrl-C\n")
+    explained = KeyboardInterrupt()
+    explained.explanation = "nothing was kept"
+    assert exit_of(raise_(explained), capsys) == (130, "interrupted by Ctrl-C: nothing was kept\n")
     assert exit_of(lambda: 0, capsys) == (0, "")
 
 

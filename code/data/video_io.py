@@ -219,6 +219,11 @@ def open_input(path: Path) -> FolderSource | VideoSource:
     return open_video(path, "--input")
 
 
+def partial_path(path: Path) -> Path:
+    """The hidden file `VideoWriter` encodes ``path`` into, beside it, before renaming it over ``path``."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 class VideoWriter:
     """Write frames to a video file: ffmpeg encodes into a hidden file beside the target, renamed over it on success.
 
@@ -232,7 +237,7 @@ class VideoWriter:
         if suffix not in VIDEO_CODECS:
             raise UserError(f"{path}: cannot write {suffix or 'this'} videos; use one of {', '.join(VIDEO_CODECS)}")
         self.path = path
-        self.partial = path if direct else path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.partial = path if direct else partial_path(path)
         height, width = size
         codec = VIDEO_CODECS[suffix]
         # 4:2:0 chroma (what players expect) needs even sizes; odd ones keep full chroma rather than being resized

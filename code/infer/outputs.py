@@ -172,7 +172,7 @@ class VideoOutputs:
             source = job.source
             fps = source.fps if isinstance(source, VideoSource) and source.fps > 0 else FALLBACK_FPS
             with writing(job.video_out):
-                self.writer = self.open.enter_context(VideoWriter(job.video_out, source.size, fps, direct=True))
+                self.writer = self.open.enter_context(VideoWriter(job.video_out, source.size, fps))
         bar = tqdm(
             total=len(job.targets), desc=printable(self.name), unit="frame", dynamic_ncols=True, disable=not progress
         )

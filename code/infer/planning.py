@@ -8,6 +8,8 @@ a `UserError` naming the file or option.
 """
 
 import argparse
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,9 @@ GOPRO_BLUR = "blur"
 """GOPRO_Large's blurred frames unless ``--gopro_blur`` says otherwise: what CDVD-TSP and most peers evaluate."""
 SHOWCASE_DIR = "showcase"
 RESULTS_NAME = "results.json"
+RECORDS_DIR = "infer_results/records"
+"""Where the reports of runs that write a video file go (`records_folder`), in the repository."""
+CLAIM_NAME = "output.json"
 DEMO = "DEMO"
 
 
@@ -333,6 +338,35 @@ def plan_evaluation(
     )
 
 
+def records_folder(output: Path) -> Path:
+    """Where the log, results.json and the records for --resume of a run writing the video file ``output`` go, so
+    that nothing but the video lands in the user's folder: ``infer_results/records/<file name>-<hash of its path>``
+    in the repository."""
+    digest = hashlib.sha256(str(output).encode()).hexdigest()[:10]
+    return from_repo(f"{RECORDS_DIR}/{output.name}-{digest}")
+
+
+def check_video_target(output: Path, records: Path) -> None:
+    """An existing file at ``--output`` is replaced only if a run of this project wrote it (its claim in
+    ``records``, `run.claim_video`); anything else there is refused."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if not output.is_file() or output.is_symlink():
+        raise UserError(f"--output {output}: is not a regular file (a link, a device...); give another name")
+    if claimed_output(records) != str(output):
+        raise UserError(
+            f"--output {output}: exists and was not written by this project; give another name or move it away"
+        )
+
+
+def claimed_output(records: Path) -> str | None:
+    try:
+        document = json.loads((records / CLAIM_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document.get("output") if isinstance(document, dict) else None
+
+
 def default_output(source: FolderSource | VideoSource) -> Path:
     if isinstance(source, VideoSource):
         suffix = source.path.suffix if is_video_path(source.path) else ".mp4"
@@ -375,10 +409,11 @@ def plan_input(
             )
         if output == source.path:
             raise UserError(f"--output {output}: is the input video; choose another file")
-        files = [output]
-        job = Job(source, None, targets, None, output, tuple(files))
-        report_dir, stem = output.parent, output.stem
-        results_path, log_prefix = report_dir / f"{stem}_{RESULTS_NAME}", f"{stem}_{LOG_PREFIX}"
+        report_dir = records_folder(output)
+        check_video_target(output, report_dir)
+        files = []  # the video is written beside itself and renamed into place (data.video_io.VideoWriter)
+        job = Job(source, None, targets, None, output, ())
+        results_path, log_prefix = report_dir / RESULTS_NAME, LOG_PREFIX
     else:
         check_folder_target(output, "--output")
         files = [output / f"{source.frame_names[index]}.png" for index in targets]

@@ -41,8 +41,9 @@ from pathlib import Path
 import torch
 
 from data.demo import make_demo_data
+from data.video_io import partial_path
 from infer.pipeline import Pipeline
-from infer.planning import Job, Plan, demo_folders, make_plan, shard
+from infer.planning import CLAIM_NAME, SHOWCASE_DIR, Job, Plan, demo_folders, make_plan, shard
 from infer.progress import Recorder, RunRecord, planned_videos
 from infer.report import (
     EXTRA,
@@ -60,7 +61,9 @@ from infer.report import (
 from infer.restorer import Restorer, on_device
 from infer.settings import RunSettings, cost_volume_code, run_settings
 from infer.staging import Staging
+from utils import atomic
 from utils.atomic import writing
+from utils.cli import rerun_command
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.runtime import Ranks, Runtime, join
 from utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
@@ -104,25 +107,43 @@ def open_log(plan: Plan, settings: RunSettings, kept: int = 0) -> RunLog:
     return log
 
 
+def claim_video(output: Path, records: Path) -> None:
+    """Record, before its video is written, that this project writes ``output`` (so a later run may replace it),
+    and remove the partial file a killed run left beside it."""
+    with writing(records):
+        records.mkdir(parents=True, exist_ok=True)
+    with writing(output.parent):
+        output.parent.mkdir(parents=True, exist_ok=True)
+    with writing(records):
+        atomic.atomic_write_json(records / CLAIM_NAME, {"output": str(output)})
+        atomic.remove_file(partial_path(output))
+
+
 def begin_staging(plan: Plan, settings: RunSettings, resume: bool) -> Staging:
     """The staging folder of this run (rank 0 only), or with ``resume`` the stopped run's it continues; refuses
     files that are no earlier run's outputs, and a stopped run of other settings to continue."""
     destination = plan.destination
     run = RunRecord.of(plan, settings)
     with writing(destination.results_path.parent):
-        return Staging.begin(
+        staging = Staging.begin(
             destination.results_path, destination.files, destination.option, destination.meta, run=run, resume=resume
         )
+    for job in plan.jobs:
+        if job.video_out is not None:
+            claim_video(job.video_out, destination.report_dir)
+    return staging
 
 
 def staged(plan: Plan, staging: Staging) -> Plan:
-    """``plan`` with every output (frames, video, showcase, results.json) in the staging folder; the log stays."""
+    """``plan`` with its outputs (frames, showcase, results.json) in the staging folder; the log stays, and so does
+    an output video: it is written beside its place and renamed into it when complete (`VideoWriter`), its folder
+    being the user's, where nothing else goes (`planning.records_folder`)."""
 
     def stage(path: Path | None) -> Path | None:
         return None if path is None else staging.stage(path)
 
     jobs = [
-        dataclasses.replace(job, frames_dir=stage(job.frames_dir), video_out=stage(job.video_out)) for job in plan.jobs
+        dataclasses.replace(job, frames_dir=stage(job.frames_dir)) for job in plan.jobs
     ]
     destination = dataclasses.replace(
         plan.destination,
@@ -150,7 +171,9 @@ def held_stops() -> Iterator[StopRequests]:
     with StopRequests(HELD_SIGNALS) as requests:
         yield requests
     if requests.signal_number is not None:
-        raise Interrupted(requests.signal_number)
+        interrupt = Interrupted(requests.signal_number)
+        interrupt.explanation = "it came as the run was being reported and committed; the run was finished first"
+        raise interrupt
 
 
 def interruption_name(number: int) -> str:
@@ -185,6 +208,19 @@ def finish_report(
             f"{EXTRA}{interruption_name(held.signal_number)} came while the run was being reported and committed; "
             "it was committed first: its results are complete"
         )
+    log.write(f"{EXTRA}{outputs_line(plan)}")
+
+
+def outputs_line(plan: Plan) -> str:
+    """The run's last line: where its outputs are."""
+    destination = plan.destination
+    report = f"the log and {destination.results_path.name}"
+    videos = [job.video_out for job in plan.jobs if job.video_out is not None]
+    if videos:
+        return f"outputs: the video {videos[0]}; {report} in {destination.report_dir}"
+    made = ["the frames"] if any(job.frames_dir is not None for job in plan.jobs) else []
+    made += [f"{SHOWCASE_DIR}/"] if destination.showcase_dir is not None else []
+    return f"outputs: {', '.join([*made, report])} in {destination.report_dir}"
 
 
 @contextlib.contextmanager
@@ -202,18 +238,34 @@ def stop(staging: Staging, log: RunLog | None = None, error: BaseException | Non
     """End a run that failed or was interrupted: its staging folder kept for --resume (said on stderr and in the
     log) or removed, then the error's line in the log, or the line naming the signal that stopped the run."""
     kept = staging.stop()
+    number = None if error is None else signal_of(error)
+    if number is not None:  # said once, by the command, as the reason it stopped (`utils.errors.run_cli`)
+        error.explanation = interrupt_explanation(kept, staging)  # type: ignore[union-attr]
     if kept:
         line = stopped_line(kept, staging.total_videos, staging.root)
-        logger.warning("%s", line.removeprefix(EXTRA))
+        if number is None:
+            logger.warning("%s", line.removeprefix(EXTRA))
         if log is not None:
             log.write_error(line)
     if log is None or error is None:
         return
     if isinstance(error, UserError):
         log.write_error(f"error: {error}")
-    number = signal_of(error)
     if number is not None:
         log.write_error(f"{EXTRA}interrupted by {interruption_name(number)}")
+
+
+def interrupt_explanation(kept: int, staging: Staging) -> str:
+    """What an interrupted run kept and the command that continues it, for the command's last line."""
+    if kept:
+        return (
+            f"{kept} of {staging.total_videos} videos are finished and kept in {staging.root}; "
+            f"{rerun_command('--resume')} continues the run"
+        )
+    return (
+        "no video was finished, so nothing was kept (a video is kept once all its frames are done; earlier results "
+        f"in the same place are untouched); {rerun_command()} starts it again"
+    )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ unknown option close to a known one, and exits with status 2 like every other us
 
 import argparse
 import difflib
+import os
 import re
+import shlex
 import sys
 from typing import NoReturn
 
@@ -60,3 +62,17 @@ class CommandParser(argparse.ArgumentParser):
                 message += f", and {', '.join(flags[1:])}"
         print(f"error: {message}; {self.prog} --help lists the options", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def rerun_command(flag: str | None = None) -> str:
+    """This process's command line, quoted for a shell, with ``flag`` added if it is not there (``python
+    code/inference.py ... --resume``); under torchrun, which runs this script with its own options, the same
+    command with ``flag``."""
+    if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
+        return f"the same torchrun command with {flag}" if flag else "the same torchrun command"
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(".py"):
+        argv = ["python", *argv]
+    if flag and flag not in argv:
+        argv.append(flag)
+    return shlex.join(argv)

@@ -6,7 +6,6 @@ SIGUSR1, both for a run that stopped having kept its work (`Stopped`) and for on
 (`utils.signals.Interrupted`).
 """
 
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -48,7 +47,8 @@ class Stopped(Exception):
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run an entry point and exit with its status: user errors (`UserError` and its kinds, such as
     `CheckpointError`) as ``error: <message>``, a run stopped by a signal (`Stopped`) as ``stopped: <message>``,
-    Ctrl-C and `utils.signals.Interrupted` as one warning; no traceback (the statuses: module docstring)."""
+    Ctrl-C and `utils.signals.Interrupted` as ``interrupted by <signal>[: <what was kept and how to continue>]``
+    (the exception's ``explanation``, where the run set one); no traceback (the statuses: module docstring)."""
     try:
         status = main()
     except UserError as error:
@@ -60,8 +60,8 @@ def run_cli(main: Callable[[], int | None]) -> None:
         sys.exit(stop.status)
     except KeyboardInterrupt as interrupt:
         number = getattr(interrupt, "signal_number", signal.SIGINT)
-        logging.getLogger(__name__).warning(
-            "interrupted" if number == signal.SIGINT else f"interrupted by {signal_name(number)}"
-        )
+        explanation = getattr(interrupt, "explanation", "")  # what was kept and how to continue, if the run says
+        name = "Ctrl-C" if number == signal.SIGINT else signal_name(number)
+        print(f"interrupted by {name}" + (f": {explanation}" if explanation else ""), file=sys.stderr)
         sys.exit(exit_status(number))
     sys.exit(status or 0)
