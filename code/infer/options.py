@@ -4,6 +4,7 @@ import argparse
 from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
+from data.video_io import CODEC_CHOICES
 from infer.checks import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH, RELEASED_N_STAGES
 from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
@@ -106,6 +107,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", action="store_true", help="recompute every 2T+1-frame window (the release's way)")
     parser.add_argument("--input", help="a folder of frames or a video file to deblur (no ground truth)")
     parser.add_argument("--output", help="with --input: a folder for the frames, or a video file for a video input")
+    parser.add_argument(
+        "--codec",
+        choices=CODEC_CHOICES,
+        help="a video --output's codec: h264 (the default of .mp4, .m4v, .mov, .mkv), h265, vp9 (.webm's, .mkv); "
+        "a .gif is GIF-coded",
+    )
+    parser.add_argument(
+        "--quality",
+        type=int,
+        help="a video --output's constant rate factor: 0 best (lossless for h264 and vp9) to 51 (h264, h265) or 63 "
+        "(vp9) worst; default near-transparent: h264 16, h265 18, vp9 20",
+    )
     parser.add_argument(
         "--precision",
         choices=list(PRECISIONS),

@@ -16,7 +16,7 @@ import torch
 
 from data.frames import check_same_size
 from data.layouts import AUTO, detect_layout, find_videos
-from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
+from data.video_io import Encoding, FolderSource, VideoSource, folder_source, is_video_path, open_input, plan_encoding
 from infer.checks import (
     INPUT_META,
     ONNXRUNTIME,
@@ -99,6 +99,8 @@ class Job:
     video_out: Path | None
     files: tuple[Path, ...] = ()
     """Every file this video makes (frames, showcase pictures, the video), where it goes once committed."""
+    encoding: Encoding | None = None
+    """How ``video_out`` is coded (``--codec``, ``--quality``); None: the container's default."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ def plan_evaluation(
     showcase = preset.showcase if args.showcase is None else args.showcase
     if args.output:
         raise UserError("--output goes with --input; evaluation writes to --result_path")
+    if args.codec is not None or args.quality is not None:
+        raise UserError("--codec and --quality go with --input and a video --output; evaluation writes frames")
     check_dataset_folder(data_path)
     layout = detect_layout(data_path) if args.layout == AUTO else args.layout
     only = [name.strip() for name in args.videos.split(",") if name.strip()] if args.videos else None
@@ -352,6 +356,7 @@ def plan_input(
     check_size(str(input_path), source.size, crop=False, scored=False, crop_border=metrics.crop_border)
     targets = frames_with_output(len(source), restoration.border_mode, str(input_path), restoration.n_stages)
     output = Path(args.output).expanduser().resolve() if args.output else default_output(source)
+    encoding = plan_encoding(output, source, args.codec, args.quality)
 
     if is_video_path(output):
         if not isinstance(source, VideoSource):
@@ -364,7 +369,7 @@ def plan_input(
         if output == source.path:
             raise UserError(f"--output {output}: is the input video; choose another file")
         files = [output]
-        job = Job(source, None, targets, None, output, tuple(files))
+        job = Job(source, None, targets, None, output, tuple(files), encoding)
         report_dir, stem = output.parent, output.stem
         results_path, log_prefix = report_dir / f"{stem}_{RESULTS_NAME}", f"{stem}_{LOG_PREFIX}"
     else:
