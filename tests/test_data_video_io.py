@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from conftest import make_dataset, sharp_frames, write_image
 from data import video_io
 from data.frames import read_rgb, to_8_bit
-from data.video_io import VideoWriter, open_frame_folder, open_input, open_video, sample_bits
+from data.video_io import VideoWriter, format_bits, open_frame_folder, open_input, open_video
 from utils.errors import UserError
 
 
@@ -26,13 +27,17 @@ def test_video_round_trip_keeps_count_size_rate_and_content(tmp_path: Path, heig
     assert not list(tmp_path.glob(".*"))  # the hidden partial file was renamed
 
     source = open_input(path)
-    assert (source.name, source.size, source.fps, len(source)) == ("clip", (height, width), 12.5, 4)
+    coded = (height + height % 2, width + width % 2)  # H.264 4:2:0 needs even sizes: the last row/column repeated
+    assert (source.name, source.size, source.fps, len(source)) == ("clip", coded, 12.5, 4)
     assert source.frame_names == ["00000", "00001", "00002", "00003"]
     decoded = list(source.frames())
     assert len(decoded) == 4
     for ours, original in zip(decoded, frames, strict=True):
-        assert ours.shape == original.shape and ours.dtype == np.uint8
-        assert np.abs(ours.astype(float) - original).mean() < 4.0  # lossy (4:2:0 chroma on a noisy scene)
+        assert ours.shape == (*coded, 3) and ours.dtype == np.uint8
+        padded = np.pad(original, ((0, coded[0] - height), (0, coded[1] - width), (0, 0)), "edge")
+        assert np.abs(ours.astype(float) - padded).mean() < 4.0  # lossy (4:2:0 chroma on a noisy scene)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"  # what every player opens
 
 
 def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_partial(tmp_path: Path) -> None:
@@ -106,15 +111,15 @@ def test_input_errors_name_the_path(tmp_path: Path) -> None:
 def test_a_truncated_video_is_read_as_far_as_it_goes_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import subprocess
-
-    import imageio_ffmpeg
-
     whole = tmp_path / "whole.mp4"
     write_video(whole, sharp_frames(20, 32, 40), fps=10.0)
     streamable = tmp_path / "streamable.mp4"  # the index first, as for streaming: a cut file still decodes
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy"]
-    subprocess.run([*command, "-movflags", "+faststart", str(streamable)], check=True)
+    with av.open(str(whole)) as source, av.open(str(streamable), "w", options={"movflags": "+faststart"}) as copy:
+        stream = copy.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                copy.mux(packet)
     with caplog.at_level("WARNING"):
         assert len(open_video(streamable)) == 20
     assert caplog.records == []
@@ -132,16 +137,17 @@ RAMP = np.arange(65536, dtype=np.uint16).reshape(256, 256)
 
 
 def test_a_16_bit_video_rounds_by_the_rule_of_16_bit_frames(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    import subprocess
-
     import cv2
-    import imageio_ffmpeg
 
     stored = np.stack([RAMP, RAMP[::-1], RAMP.T], axis=2)
     cv2.imwrite(str(tmp_path / "frame.png"), stored[:, :, ::-1])
-    video = tmp_path / "deep.mov"  # lossless 16-bit RGB frames: what ffmpeg decodes is exactly what was stored
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-loop", "1", "-i", str(tmp_path / "frame.png")]
-    subprocess.run([*command, "-frames:v", "2", "-c:v", "png", "-pix_fmt", "rgb48be", str(video)], check=True)
+    video = tmp_path / "deep.mov"  # lossless 16-bit RGB frames: what FFmpeg decodes is exactly what was stored
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("png", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, "rgb48be"
+        for _ in range(2):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb48le")))
+        container.mux(stream.encode(None))
     with caplog.at_level("WARNING"):
         source = open_input(video)
     assert source.deep and len(source) == 2
@@ -169,25 +175,22 @@ def test_an_8_bit_video_is_read_as_it_is_without_a_warning(tmp_path: Path, caplo
 @pytest.mark.parametrize(
     ("pixel_format", "bits"),
     [
-        ("yuv420p(progressive)", 8),
-        ("yuvj420p(pc, bt470bg/unknown/unknown)", 8),
-        ("yuv420p10le(tv, bt709)", 10),
+        ("yuv420p", 8),
+        ("yuvj420p", 8),
+        ("yuv420p10le", 10),
         ("yuv444p12le", 12),
-        ("rgb48be(pc, gbr/unknown/unknown, progressive)", 16),
+        ("rgb48be", 16),
         ("rgba64le", 16),
         ("gray16le", 16),
         ("p010le", 10),
-        ("p216le", 16),
         ("x2rgb10le", 10),
-        ("xv30le", 10),
-        ("rgb565le", 8),
-        ("rgb444be", 8),
+        ("rgb565le", 6),
         ("nv12", 8),
         ("grayf32le", 32),
     ],
 )
-def test_bits_per_sample_of_ffmpeg_pixel_formats(pixel_format: str, bits: int) -> None:
-    assert sample_bits(pixel_format) == bits
+def test_bits_per_sample_of_pixel_formats(pixel_format: str, bits: int) -> None:
+    assert format_bits(av.VideoFormat(pixel_format)) == bits
 
 
 def test_a_direct_writer_writes_the_file_itself_and_a_failed_one_leaves_nothing(

@@ -4,6 +4,7 @@ import argparse
 from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
+from data.video_io import CODEC_CHOICES
 from infer.checks import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH, RELEASED_N_STAGES
 from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
@@ -71,6 +72,18 @@ def build_parser() -> CommandParser:
         "--output",
         help="with --input: a folder for the frames, or a video file (.mp4, ...) for a video input (default: "
         "infer_results/<input name>_deblurred)",
+    )
+    write.add_argument(
+        "--codec",
+        choices=CODEC_CHOICES,
+        help="a video --output's codec: h264 (the default of .mp4, .m4v, .mov, .mkv), h265, vp9 (.webm's, .mkv); "
+        "a .gif is GIF-coded",
+    )
+    write.add_argument(
+        "--quality",
+        type=int,
+        help="a video --output's constant rate factor: 0 best (lossless for h264 and vp9) to 51 (h264, h265) or 63 "
+        "(vp9) worst; default near-transparent: h264 16, h265 18, vp9 20",
     )
     write.add_argument(
         "--result_path", help="evaluation: where frames, the log and results.json go (default: infer_results/<preset>)"

@@ -168,11 +168,15 @@ class VideoOutputs:
         self.open = contextlib.ExitStack()
         """The video file and the progress bar, open until the video's last output is complete."""
         self.writer: VideoWriter | None = None
+        self.targets = iter(job.targets)
+        """The input frame each output restores, in order: its timestamp goes to the output video."""
         if job.video_out is not None:
             source = job.source
             fps = source.fps if isinstance(source, VideoSource) and source.fps > 0 else FALLBACK_FPS
+            like = source if isinstance(source, VideoSource) else None
             with writing(job.video_out):
-                self.writer = self.open.enter_context(VideoWriter(job.video_out, source.size, fps))
+                writer = VideoWriter(job.video_out, source.size, fps, encoding=job.encoding, source=like)
+                self.writer = self.open.enter_context(writer)
         bar = tqdm(
             total=len(job.targets), desc=printable(self.name), unit="frame", dynamic_ncols=True, disable=not progress
         )
@@ -182,9 +186,10 @@ class VideoOutputs:
         """An output, complete (``total``: the wall time since the previous output was completed)."""
         times = FrameTimes(output.pre, written.forward, written.post, total)
         self.report.frame(output.video, output.frame, written.scores, times)
+        index = next(self.targets)
         if self.writer is not None:
             with writing(self.writer.path):
-                self.writer.write(written.image)
+                self.writer.write(written.image, index)
         if self.showcase is not None:
             self.showcase.add(output.frame, output.blurred, written.image, output.sharp)
         self.bar.update()

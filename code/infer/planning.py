@@ -18,7 +18,7 @@ import torch
 
 from data.frames import check_same_size
 from data.layouts import AUTO, detect_layout, find_videos
-from data.video_io import FolderSource, VideoSource, folder_source, is_video_path, open_input
+from data.video_io import Encoding, FolderSource, VideoSource, folder_source, is_video_path, open_input, plan_encoding
 from infer.checks import (
     INPUT_META,
     ONNXRUNTIME,
@@ -105,6 +105,8 @@ class Job:
     video_out: Path | None
     files: tuple[Path, ...] = ()
     """Every file this video makes (frames, showcase pictures, the video), where it goes once committed."""
+    encoding: Encoding | None = None
+    """How ``video_out`` is coded (``--codec``, ``--quality``); None: the container's default."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,8 @@ def plan_evaluation(
     showcase = preset.showcase if args.showcase is None else args.showcase
     if args.output:
         raise UserError("--output goes with --input; evaluation writes to --result_path")
+    if args.codec is not None or args.quality is not None:
+        raise UserError("--codec and --quality go with --input and a video --output; evaluation writes frames")
     check_dataset_folder(data_path, demo_hint(args, args.data_path))
     layout = detect_layout(data_path) if args.layout == AUTO else args.layout
     only = [name.strip() for name in args.videos.split(",") if name.strip()] if args.videos else None
@@ -398,6 +402,7 @@ def plan_input(
     check_size(str(input_path), source.size, crop=False, scored=False, crop_border=metrics.crop_border)
     targets = frames_with_output(len(source), restoration.border_mode, str(input_path), restoration.n_stages)
     output = Path(args.output).expanduser().resolve() if args.output else default_output(source)
+    encoding = plan_encoding(output, source, args.codec, args.quality)
 
     if is_video_path(output):
         if not isinstance(source, VideoSource):
@@ -412,7 +417,7 @@ def plan_input(
         report_dir = records_folder(output)
         check_video_target(output, report_dir)
         files = []  # the video is written beside itself and renamed into place (data.video_io.VideoWriter)
-        job = Job(source, None, targets, None, output, ())
+        job = Job(source, None, targets, None, output, (), encoding)
         results_path, log_prefix = report_dir / RESULTS_NAME, LOG_PREFIX
     else:
         check_folder_target(output, "--output")
