@@ -25,6 +25,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,10 @@ import torch
 from model.cdvd_tsp import CDVD_TSP
 from model.ensemble import DIHEDRAL, SelfEnsemble, TimeReversal, Transform, backward_outputs
 from model.streaming import RELEASE_BORDER, Runner, with_border
+
+os.environ["CDVD_TSP_RECORDS"] = tempfile.mkdtemp(prefix="cdvd-tsp-records-")
+"""The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
+for the tests' processes and the commands they start."""
 
 DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_JSON = DATA_DIR / "cdvd_tsp_reference.json"

@@ -1,6 +1,7 @@
 """The plan of a run, part by part, as make_plan decides it from the flags (nothing is restored here), and how
 torchrun's processes share the videos."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_a_folder_to_deblur_gets_every_frame_padded_and_its_own_names(tmp_path: 
     assert (made.destination.results_path, made.destination.option) == (output / "results.json", "--output")
 
 
-def test_a_video_to_deblur_is_reported_beside_its_output(tmp_path: Path, weights: Path) -> None:
+def test_a_video_to_deblur_is_reported_in_its_records_folder_not_beside_it(tmp_path: Path, weights: Path) -> None:
     clip = tmp_path / "clip.mp4"
     with VideoWriter(clip, (12, 16), fps=10) as writer:
         for frame in sharp_frames(3, 12, 16):
@@ -107,12 +108,13 @@ def test_a_video_to_deblur_is_reported_beside_its_output(tmp_path: Path, weights
     made = plan("--input", str(clip), "--output", str(output), "--model_path", str(weights), "--device", "cpu")
     assert (made.jobs[0].video_out, made.jobs[0].frames_dir) == (output, None)
     destination = made.destination
-    assert destination.files == (output,)
-    assert (destination.report_dir, destination.results_path) == (
-        output.parent,
-        output.parent / "clip_sharp_results.json",
-    )
-    assert destination.log_prefix == "clip_sharp_inference_log"
+    assert destination.files == ()  # the video is written beside itself, not staged with the report
+    records = destination.report_dir
+    assert records.parent == Path(os.environ["CDVD_TSP_RECORDS"]) and records.name.startswith("clip_sharp.mp4-")
+    assert destination.results_path == records / "results.json"
+    assert destination.log_prefix == "inference_log"
+    other = plan("--input", str(clip), "--output", str(tmp_path / "clip_sharp.mp4"), "--model_path", str(weights))
+    assert other.destination.report_dir != records  # another file of the same name: other records
 
 
 def test_gopro_blur_is_refused_with_another_layout_even_when_it_names_the_default(

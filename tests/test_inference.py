@@ -14,6 +14,7 @@ from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
 from infer.checks import channels_last_name
 from infer.options import default_workers
+from infer.planning import records_folder
 from inference import main
 from model.acceleration import recommended_choice, recommended_options
 from utils import committed
@@ -239,7 +240,8 @@ def test_dataset_without_ground_truth_deblurs_without_metrics(tmp_path: Path, we
     assert report["videos"] == {"clip": {"frames": {"00002": {}}}}
     log = only_log(tmp_path / "result")
     assert [line.split(" pre_time")[0] for line in log if line.startswith("> ")] == ["> clip-00002"]
-    assert log[-1].startswith("# Total frames=1, seconds_per_frame=")
+    assert log[-2].startswith("# Total frames=1, seconds_per_frame=")
+    assert log[-1] == f"+ outputs: the frames, the log and results.json in {tmp_path / 'result'}"
 
 
 def test_input_folder_keeps_size_and_names_and_restores_every_frame(tmp_path: Path, weights: Path) -> None:
@@ -270,16 +272,19 @@ def test_input_video_round_trip_gives_a_video_of_the_same_rate_and_size(tmp_path
     video = open_video(output)
     assert (video.size, video.fps, len(video)) == ((36, 50), 12.5, 3)
     assert len(list(video.frames())) == 3
-    report = json.loads((tmp_path / "out" / "deblurred_results.json").read_text())
+    records = records_folder(output)
+    report = json.loads((records / "results.json").read_text())
     assert report["frames"] == 3 and list(report["videos"]["clip"]["frames"]) == ["00000", "00001", "00002"]
-    log = only_log(tmp_path / "out", "deblurred_inference_log_*.txt")
+    log = only_log(records)
     assert [line.split(" ")[1] for line in log if line.startswith("> ")] == ["clip-00000", "clip-00001", "clip-00002"]
     assert [line for line in log if line.startswith("# ")] == [
         "# Video:clip frames=3",
         f"# Total frames=3, seconds_per_frame={report['seconds_per_frame']:.4}",
     ]
-    hidden = sorted(path.name for path in output.parent.iterdir() if path.name.startswith("."))
-    assert hidden == [".deblurred_results.json.manifest.json"]  # no partial file, nothing staged, no lock
+    assert log[-1] == f"+ outputs: the video {output}; the log and results.json in {records}"
+    assert [path.name for path in output.parent.iterdir()] == ["deblurred.mp4"]  # nothing beside it, no partial
+    hidden = sorted(path.name for path in records.iterdir() if path.name.startswith("."))
+    assert hidden == [".results.json.manifest.json"]  # nothing staged, no lock
 
 
 def without_times(report: dict) -> dict:

@@ -625,7 +625,7 @@ def test_messages_name_the_flag_and_what_the_file_is(
     for argv, message in cases:
         assert inference_refused(argv, capsys) == message
     line = inference_refused(clip_argv(notes, weights, tmp_path / "out"), capsys)
-    assert line.startswith(f"--input {notes}: not a folder of frames, and ffmpeg cannot read it as a video (")
+    assert line.startswith(f"--input {notes}: not a folder of frames, and FFmpeg cannot read it as a video (")
     video = tmp_path / "clip.mp4"
     with VideoWriter(video, (8, 8), fps=10.0) as writer:
         for index in range(3):

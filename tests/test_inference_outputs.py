@@ -77,26 +77,41 @@ def make_clip(path: Path, value: int) -> Path:
 
 
 def test_two_videos_of_one_name_do_not_replace_each_other_s_results(
-    tmp_path: Path, repository: Path, weights: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, repository: Path, weights: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("CDVD_TSP_RECORDS")  # the default place of the records: infer_results/records/
     first = make_clip(tmp_path / "a" / "clip.mp4", 0)
     second = make_clip(tmp_path / "b" / "clip.mp4", 100)
-    other_type = make_clip(tmp_path / "a" / "clip.mkv", 50)  # clip_deblurred.mkv: the same results name
+    other_type = make_clip(tmp_path / "a" / "clip.mkv", 50)  # clip_deblurred.mkv: another file
     place = repository / "infer_results"
     assert main(deblur(first, weights)) == 0
     earlier = files(place)
-    assert sorted(earlier) == [
-        ".clip_deblurred_results.json.manifest.json",
-        "clip_deblurred.mp4",
-        "clip_deblurred_results.json",
-    ]
-    for other in (second, other_type):
-        output = place / f"clip_deblurred{other.suffix}"
-        assert inference_refused(deblur(other, weights), capsys) == (
-            f"{output}: the default place of this run's results holds the results of {first}, and this run's input "
-            f"is {other}; give --output to put them elsewhere, or move the earlier results away"
-        )
+    (records,) = (place / "records").iterdir()
+    assert records.name.startswith("clip_deblurred.mp4-")
+    assert sorted(earlier) == sorted(
+        [
+            "clip_deblurred.mp4",
+            f"records/{records.name}/.results.json.manifest.json",
+            f"records/{records.name}/output.json",
+            f"records/{records.name}/results.json",
+        ]
+    )
+    output = place / "clip_deblurred.mp4"
+    assert inference_refused(deblur(second, weights), capsys) == (
+        f"{output}: the default place of this run's results holds the results of {first}, and this run's input "
+        f"is {second}; give --output to put them elsewhere, or move the earlier results away"
+    )
     assert files(place) == earlier
+    assert main(deblur(other_type, weights)) == 0  # another file, with its own records
+    assert set(files(place)) - set(earlier) == {
+        "clip_deblurred.mkv",
+        *(
+            f"{path.relative_to(place).as_posix()}"
+            for path in (place / "records").rglob("*")
+            if path.is_file() and not path.is_relative_to(records) and "inference_log_" not in path.name
+        ),
+    }
+    assert {name: data for name, data in files(place).items() if name in earlier} == earlier
 
 
 def test_a_preset_s_result_folder_holds_the_results_of_one_dataset(

@@ -25,6 +25,7 @@ from conftest import (
     write_image,
 )
 from data.video_io import VideoWriter
+from infer.planning import CLAIM_NAME, records_folder
 from infer.staging import Staging
 from inference import main
 from utils import atomic, committed
@@ -70,7 +71,8 @@ def assert_one_run(folder: Path, results_name: str = "results.json", others: tup
     results.json. ``others``: the results names of other units in the folder (their files and manifests)."""
     document = json.loads((folder / results_name).read_text())
     theirs = {name for other in others for name in [other, *owned(folder, other)]}
-    assert set(outputs(folder)) - {"notes.txt"} - theirs == {*owned(folder, results_name), results_name}
+    kept = {"notes.txt", CLAIM_NAME}  # a user's note; a records folder's claim on its video (not the run's output)
+    assert set(outputs(folder)) - kept - theirs == {*owned(folder, results_name), results_name}
     assert hidden(folder) == sorted(committed.manifest_path(folder, name).name for name in (results_name, *others))
     return document
 
@@ -235,15 +237,19 @@ def test_outputs_that_would_replace_files_no_run_wrote_are_refused(
     unrelated.write_bytes(b"someone's video")
     argv = ["--input", str(clip), "--model_path", str(weights), "--device", "cpu", "--output"]
     line = inference_refused([*argv, str(unrelated)], capsys)
-    assert line.startswith("--output: ") and "holiday.mp4 exists and is no output of an earlier run" in line
+    assert (
+        line == f"--output {unrelated}: exists and was not written by this project; give another name or move it away"
+    )
     assert unrelated.read_bytes() == b"someone's video" and hidden(tmp_path) == []
+    assert not records_folder(unrelated).exists()
 
     output = tmp_path / "out" / "deblurred.mp4"
     assert main([*argv, str(output)]) == 0
     first = output.read_bytes()
     assert main([*argv, str(output)]) == 0  # its own earlier output is replaced
-    assert_one_run(output.parent, "deblurred_results.json")
-    assert owned(output.parent, "deblurred_results.json") == ["deblurred.mp4"] and len(first) > 0
+    assert sorted(everything(output.parent)) == ["deblurred.mp4"] and len(first) > 0  # nothing beside it
+    assert_one_run(records_folder(output))  # the log and results.json in its records folder
+    assert owned(records_folder(output)) == []
 
     folder = tmp_path / "frames_out"
     folder.mkdir()
@@ -358,7 +364,7 @@ def test_a_tampered_manifest_is_refused_and_nothing_is_removed(
     assert everything(tmp_path) == before
 
 
-def test_outputs_of_two_videos_in_one_folder_are_separate_units(
+def test_outputs_of_two_videos_in_one_folder_are_separate_runs(
     tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "infer_results"
@@ -369,31 +375,20 @@ def test_outputs_of_two_videos_in_one_folder_are_separate_units(
         return ["--input", str(clips[name]), "--model_path", str(weights), "--device", "cpu", "--output", output, *more]
 
     assert main(argv("a")) == 0 and main(argv("b")) == 0
-    assert_one_run(out, "a_deblurred_results.json", others=("b_deblurred_results.json",))
-    assert owned(out, "a_deblurred_results.json") == ["a_deblurred.mp4"]
-    assert owned(out, "b_deblurred_results.json") == ["b_deblurred.mp4"]
-
-    def files_of(name: str) -> dict[str, bytes]:
-        """The unit's files, manifest and hidden entries (the logs of its runs left out: each run adds one)."""
-        return {
-            path: data
-            for path, data in everything(out).items()
-            if path.startswith((f"{name}_", f".{name}_")) and "_inference_log_" not in path
-        }
-
-    a_files = files_of("a")
-    live = Staging.begin(out / "a_deblurred_results.json", [], "--output")  # a run of a, alive
+    assert sorted(everything(out)) == ["a_deblurred.mp4", "b_deblurred.mp4"]
+    records = {name: records_folder(out / f"{name}_deblurred.mp4") for name in ("a", "b")}
+    assert records["a"] != records["b"]
+    a_video = (out / "a_deblurred.mp4").read_bytes()
+    live = Staging.begin(records["a"] / "results.json", [], "--output")  # a run of a, alive
     try:
         assert "another inference run is writing into" in inference_refused(argv("a"), capsys)
-        b_files = files_of("b")
-        assert main(argv("b")) == 0  # b is another unit: a live run of a is not in its way, nor it in a's
+        b_results = (records["b"] / "results.json").read_bytes()
+        assert main(argv("b")) == 0  # b is another run: a live run of a is not in its way, nor it in a's
     finally:
         live.discard()
-    assert files_of("a") == a_files
-    assert files_of("b").keys() == b_files.keys()
-    assert files_of("b")["b_deblurred_results.json"] != b_files["b_deblurred_results.json"]  # b replaced its own
-    b_files = files_of("b")
-    assert main(argv("a")) == 0  # a re-run of a replaces a's output only
-    assert files_of("b") == b_files
-    assert files_of("a")["a_deblurred_results.json"] != a_files["a_deblurred_results.json"]
-    assert_one_run(out, "b_deblurred_results.json", others=("a_deblurred_results.json",))
+    assert (out / "a_deblurred.mp4").read_bytes() == a_video
+    assert (records["b"] / "results.json").read_bytes() != b_results  # b replaced its own
+    assert main(argv("a")) == 0
+    assert sorted(everything(out)) == ["a_deblurred.mp4", "b_deblurred.mp4"]
+    for name in ("a", "b"):
+        assert_one_run(records[name])

@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,9 @@ GOPRO_BLUR = "blur"
 SHOWCASE_DIR = "showcase"
 RESULTS_NAME = "results.json"
 RECORDS_DIR = "infer_results/records"
-"""Where the reports of runs that write a video file go (`records_folder`), in the repository."""
+"""Where the reports of runs that write a video file go (`records_folder`), in the repository..."""
+RECORDS_ENV = "CDVD_TSP_RECORDS"
+"""... or where this environment variable says."""
 CLAIM_NAME = "output.json"
 DEMO = "DEMO"
 
@@ -345,9 +348,11 @@ def plan_evaluation(
 def records_folder(output: Path) -> Path:
     """Where the log, results.json and the records for --resume of a run writing the video file ``output`` go, so
     that nothing but the video lands in the user's folder: ``infer_results/records/<file name>-<hash of its path>``
-    in the repository."""
+    in the repository, or under ``$CDVD_TSP_RECORDS`` where that is set."""
     digest = hashlib.sha256(str(output).encode()).hexdigest()[:10]
-    return from_repo(f"{RECORDS_DIR}/{output.name}-{digest}")
+    given = os.environ.get(RECORDS_ENV)
+    root = Path(given).expanduser().resolve() if given else from_repo(RECORDS_DIR)
+    return root / f"{output.name}-{digest}"
 
 
 def check_video_target(output: Path, records: Path) -> None:
