@@ -26,10 +26,11 @@ from conftest import (
 )
 from data.video_io import VideoWriter
 from infer.planning import CLAIM_NAME, records_folder
+from infer.report import Report
 from infer.staging import Staging
 from inference import main
 from utils import atomic, committed
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -392,3 +393,42 @@ def test_outputs_of_two_videos_in_one_folder_are_separate_runs(
     assert sorted(everything(out)) == ["a_deblurred.mp4", "b_deblurred.mp4"]
     for name in ("a", "b"):
         assert_one_run(records[name])
+
+
+def test_ctrl_c_in_a_video_run_says_nothing_was_kept_and_how_to_start_again_leaving_nothing_beside_the_output(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4")
+    output = tmp_path / "out" / "deblurred.mp4"
+    argv = ["--input", str(clip), "--model_path", str(weights), "--device", "cpu", "--output", str(output)]
+    frame = Report.frame
+    calls = []
+
+    def interrupted_at_the_second(report: Report, *args: object) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        frame(report, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Report, "frame", interrupted_at_the_second)
+    monkeypatch.setattr(sys, "argv", ["code/inference.py", *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(lambda: main(argv))
+    assert stop.value.code == 130
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line == (
+        "interrupted by Ctrl-C: no video was finished, so nothing was kept (a video is kept once all its frames are "
+        "done; earlier results in the same place are untouched); "
+        f"python code/inference.py {' '.join(argv)} starts it again"
+    )
+    assert list(output.parent.iterdir()) == []  # no partial video left
+    records = records_folder(output)
+    assert sorted(path.name for path in records.iterdir() if not path.name.startswith("inference_log_")) == [
+        CLAIM_NAME
+    ]  # nothing staged, no lock: the claim on the video it was writing, and the log
+    monkeypatch.setattr(Report, "frame", frame)
+    partial = output.with_name(".deblurred.partial.mp4")
+    partial.write_bytes(b"what a killed run left")
+    assert main(argv) == 0
+    assert sorted(path.name for path in output.parent.iterdir()) == ["deblurred.mp4"]  # the stale partial removed
