@@ -41,7 +41,6 @@ from pathlib import Path
 import torch
 
 from data.demo import make_demo_data
-from data.video_io import partial_path
 from infer.pipeline import Pipeline
 from infer.planning import CLAIM_NAME, SHOWCASE_DIR, Job, Plan, demo_folders, make_plan, shard
 from infer.progress import Recorder, RunRecord, planned_videos
@@ -108,15 +107,13 @@ def open_log(plan: Plan, settings: RunSettings, kept: int = 0) -> RunLog:
 
 
 def claim_video(output: Path, records: Path) -> None:
-    """Record, before its video is written, that this project writes ``output`` (so a later run may replace it),
-    and remove the partial file a killed run left beside it."""
+    """Record, before its video is written, that this project writes ``output`` (so a later run may replace it).
+    The partial file a killed run left beside it is written over and renamed by the next run (`VideoWriter`)."""
     with writing(records):
         records.mkdir(parents=True, exist_ok=True)
+        atomic.atomic_write_json(records / CLAIM_NAME, {"output": str(output)})
     with writing(output.parent):
         output.parent.mkdir(parents=True, exist_ok=True)
-    with writing(records):
-        atomic.atomic_write_json(records / CLAIM_NAME, {"output": str(output)})
-        atomic.remove_file(partial_path(output))
 
 
 def begin_staging(plan: Plan, settings: RunSettings, resume: bool) -> Staging:
