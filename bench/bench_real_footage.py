@@ -11,7 +11,8 @@ its input frame (grey levels 0-255, on the luma):
   beside an edge (ringing, a halo, a ghost edge) leaves it. The input scores 0 by definition; a faithful deblurring
   of a mildly blurred frame stays near 0.
 - **texture**: the high-frequency energy (variance of the Laplacian) of the output over the input's, in the flat-ish
-  textured areas (input gradient below its 60th percentile, 3 pixels or more away from any steeper part). Below 1: texture smoothed away; above 1: enhanced.
+  textured areas (input gradient below its 60th percentile, 3 pixels or more away from any steeper part). Below 1:
+  texture smoothed away; above 1: enhanced.
 - **edges**: the mean gradient magnitude of the output over the input's on the input's strongest edges (top 5 %).
   Above 1: edges made steeper (sharper); below 1: softened.
 
