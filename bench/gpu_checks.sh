@@ -12,8 +12,8 @@
 # Environment (all optional):
 #   OUT     the results folder (default gpu-results): log.txt (every step's output), junit.xml (every test's
 #           result), summary.txt (one line a step, the tests' counts and failures; also printed at the end)
-#   WHEELS  a folder holding an imageio-ffmpeg wheel, installed from there (no index, no dependencies) when
-#           imageio_ffmpeg does not import. Without it the steps that need it are skipped, and the test files that
+#   WHEELS  a folder holding a PyAV (av) wheel, FFmpeg bundled, installed from there (no index, no dependencies)
+#           when av does not import. Without it the steps that need it are skipped, and the test files that
 #           import it are reported as collection errors while the rest of the suite runs.
 #   BUDGET  seconds for the whole pass (default 420): a step's limit is cut to what is left, and a step left with
 #           less than MIN_STEP seconds (default 15) is skipped
@@ -21,7 +21,7 @@
 #   TESTS   what the tests step runs (default: the whole suite), e.g. TESTS=tests/test_model_correlation.py
 #
 # Each step is one line, `step NAME SECONDS COMMAND...`, with `NEEDS="ffmpeg clip720"` in front when it needs
-# imageio_ffmpeg or the 720p evaluation set (a requirement R is a function ready_R below). A step that fails or runs
+# PyAV (FFmpeg) or the 720p evaluation set (a requirement R is a function ready_R below). A step that fails or runs
 # out of time is reported and the next one runs; the steps come in order of importance, so a pass cut short keeps
 # the first ones. tests/test_bench_gpu_checks.py checks on every machine that each file, script, flag, module and
 # Python snippet named here exists. The exit status is 0 when every step ran and succeeded.
@@ -83,23 +83,23 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND under a time limit, its ou
 # ----- requirements of steps (each sets REASON when it does not hold)
 
 FFMPEG=no
-ensure_ffmpeg() {  # imageio_ffmpeg importable, from $WHEELS when it is not installed
-    if python3 -c "import imageio_ffmpeg" 2>/dev/null; then
-        FFMPEG=yes FFMPEG_NOTE="imageio_ffmpeg installed"
+ensure_ffmpeg() {  # PyAV (FFmpeg bundled) importable, from $WHEELS when it is not installed
+    if python3 -c "import av" 2>/dev/null; then
+        FFMPEG=yes FFMPEG_NOTE="PyAV installed"
     elif [[ -z ${WHEELS:-} ]]; then
-        FFMPEG_NOTE="imageio_ffmpeg not installed and no WHEELS folder given"
+        FFMPEG_NOTE="PyAV (av) not installed and no WHEELS folder given"
     else
         local how
         for how in "" "--user --break-system-packages"; do  # the second for a system Python (PEP 668)
             # shellcheck disable=SC2086
-            if timeout 120 python3 -m pip install --no-index --no-deps --find-links "$WHEELS" $how imageio-ffmpeg \
-                >>"$LOG" 2>&1 && python3 -c "import imageio_ffmpeg; imageio_ffmpeg.get_ffmpeg_exe()" >>"$LOG" 2>&1
+            if timeout 120 python3 -m pip install --no-index --no-deps --find-links "$WHEELS" $how av \
+                >>"$LOG" 2>&1 && python3 -c "import av; av.codec.Codec('libx264', 'w')" >>"$LOG" 2>&1
             then
-                FFMPEG=yes FFMPEG_NOTE="imageio_ffmpeg installed from $WHEELS"
+                FFMPEG=yes FFMPEG_NOTE="PyAV installed from $WHEELS"
                 return
             fi
         done
-        FFMPEG_NOTE="imageio_ffmpeg not installed: pip install from $WHEELS failed (see log.txt)"
+        FFMPEG_NOTE="PyAV (av) not installed: pip install from $WHEELS failed (see log.txt)"
     fi
 }
 ready_ffmpeg() {
