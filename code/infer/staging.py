@@ -1,10 +1,11 @@
 """A run's outputs are committed as a whole (utils/committed.py): written into a hidden staging folder beside
 results.json, and moved into place only when the run has succeeded.
 
-The unit is (the folder of results.json, its name): ``results.json`` in a result or ``--output`` folder,
-``<stem>_results.json`` beside an output video, so that outputs of different videos in one folder are separate
-units. Its manifest (``.<results name>.manifest.json``) lists the files the last run wrote there (frames, showcase
-pictures, an output video, results.json); results.json itself is one of them and lists nothing. While a run works,
+The unit is (the folder of results.json, its name): ``results.json`` in a result or ``--output`` folder, or in an
+output video's records folder (`planning.records_folder`; the video itself is renamed into place by its writer), so
+that the outputs of different videos are separate units. Its manifest (``.<results name>.manifest.json``) lists the
+files the last run wrote there (frames, showcase pictures, results.json); results.json itself is one of them and
+lists nothing. While a run works,
 everything it makes goes to ``.<results name>.staging-<token>/``, under the same relative paths; `Staging.commit`
 writes results.json there and commits: the earlier run's files are replaced as a whole, those the new run does not
 make are removed, results.json lands last.
