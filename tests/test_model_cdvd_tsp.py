@@ -108,8 +108,8 @@ def test_every_step_option_gives_the_plain_step_in_float64(double_model: CDVD_TS
         plain = double_model.restore_center(*frames)
         laid_out = double_model.restore_center(*frames, options=options)
     assert laid_out.is_contiguous()  # the output has the center's layout whatever ran inside
-    if options == StepOptions(batch_flows=True):
-        assert torch.equal(laid_out, plain)  # the same operations, on a batch of two
+    if options == StepOptions(batch_flows=True) and torch.get_num_threads() == 1:
+        assert torch.equal(laid_out, plain)  # the same operations on a batch of two (threads may split sums otherwise)
     assert (laid_out - plain).abs().max() / plain.abs().max() < STEP_OPTIONS_BOUND
 
 
@@ -191,4 +191,6 @@ def test_forward_uses_the_models_step_options(double_model: CDVD_TSP) -> None:
                 batched = double_model(clip)[-2]
         finally:
             double_model.step_options = StepOptions()
-    assert flow.call_count == 1 and torch.equal(batched, plain)
+    assert flow.call_count == 1
+    assert (batched - plain).abs().max() / plain.abs().max() < STEP_OPTIONS_BOUND
+    assert torch.equal(batched, plain) or torch.get_num_threads() > 1  # exact on one thread (see above)
