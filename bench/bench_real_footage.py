@@ -12,12 +12,13 @@ its input frame (grey levels 0-255, on the luma):
   of a mildly blurred frame stays near 0.
 - **texture**: the high-frequency energy (variance of the Laplacian) of the output over the input's, in the flat-ish
   textured areas (input gradient below its 60th percentile, 3 pixels or more away from any steeper part). Below 1:
-  texture smoothed away; above 1: enhanced.
+  texture smoothed away; above 1: fine-scale detail added, recovered texture or artefacts (blotches, noise): the
+  number does not tell which, the picture does.
 - **edges**: the mean gradient magnitude of the output over the input's on the input's strongest edges (top 5 %).
   Above 1: edges made steeper (sharper); below 1: softened.
 
-The first two are what "does no harm" asks: no new halos (halo near the input's 0) and no texture lost (texture not
-below 1). The frames are read from a video file or a folder of frames; the model runs through the Python API.
+No harm would be: no new halos (halo near the input's 0), texture near 1 (neither smoothed nor blotched), edges
+not below 1. The frames are read from a video file or a folder of frames; the model runs through the Python API.
 Prints one line per frame and the means, and writes ``--picture`` (input | output crops of the middle frame, 2x).
 Nothing is asserted; the machine is named.
 """
@@ -103,7 +104,7 @@ def main() -> None:
         print(f"frame {index:3d}: halo {100 * halo:6.3f} %  texture {texture:5.3f}  edges {edges:5.3f}")
     halo, texture, edges = np.mean(rows, axis=0)
     print(f"mean     : halo {100 * halo:6.3f} %  texture {texture:5.3f}  edges {edges:5.3f}")
-    print("no harm would be: halo near 0 %, texture not below 1")
+    print("no harm would be: halo near 0 %, texture near 1, edges not below 1")
     if args.picture:
         middle = len(inputs) // 2
         height, width = source.size
