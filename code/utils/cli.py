@@ -26,7 +26,7 @@ class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if "default" in text or default is None or default is argparse.SUPPRESS or not action.option_strings:
+        if re.search(r"\bdefault\b", text) or default is None or default is argparse.SUPPRESS or not action.option_strings:
             return text
         if isinstance(default, bool):
             if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) and not action.const:
