@@ -1,15 +1,19 @@
 """The training loop: epochs of optimisation, validation after each, and a resumable checkpoint after each.
 
-A stop request (SIGTERM, SIGUSR1: utils/signals.py) stops training at the next step boundary, the same one in every
-process (`utils.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
+A stop request (SIGTERM, SIGUSR1, Ctrl-C: utils/signals.py) stops training at the next step boundary, the same one
+in every process (`utils.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
 optimizer, scheduler, loss scaler, every random state of every process, the batches done and each process's
-running loss sums, the log lines) and `Stopped` ends the command; --resume continues from that step as if nothing
-had happened.
+running loss sums, the log lines) and `Stopped` ends the command, its line naming the point kept and the command
+that continues it (`continue_command`); --resume continues from that step as if nothing had happened. A second
+Ctrl-C raises `Interrupted` at once: `fit` says what the folder keeps and lets it through.
 """
 
 import argparse
 import decimal
 import math
+import shlex
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -43,7 +47,7 @@ from trainer.step import TrainStep
 from trainer.validation import float_psnr, window_images
 from utils.errors import Stopped, UserError
 from utils.runtime import Runtime, StopVote
-from utils.signals import StopRequests, signal_name
+from utils.signals import Interrupted, StopRequests, signal_name
 
 STATE_FORMAT = 3
 """Version 3: state.pt of an epoch's commit holds no copy of the weights and the optimizer, only the names of the
@@ -97,6 +101,10 @@ class Trainer:
         self.scheduler = StepLR(self.optimizer, step_size=args.lr_decay, gamma=args.gamma)
         self.step = TrainStep(self.network, self.loss, self.optimizer, runtime.device, args.amp, args.compile)
         self.curves: Curves | None = None
+        self.last_commit = "none yet"
+        """What the run's folder holds as its last commit (for the line of a second Ctrl-C)."""
+        self._committing: str | None = None
+        """The commit being made (None between commits)."""
         """The TensorBoard curves (--tensorboard, rank 0), open while `fit` runs."""
         self._validation_images: list[torch.Tensor] = []
         pin = runtime.device.type == "cuda"
@@ -150,6 +158,7 @@ class Trainer:
         restore_rng_state(own["rng"])
         self.history = History.from_dict(state["history"])
         inside = state.get("inside")
+        self.last_commit = describe_commit(state["epoch"], inside)
         if inside is None:
             return state["epoch"], None
         where = f"{path} stopped inside epoch {inside['epoch']} (after batch {inside['batches']})"
@@ -178,6 +187,10 @@ class Trainer:
             self.curves = Curves(self.experiment.root / TENSORBOARD_DIR, first_step=done + 1)
         try:
             self._fit(first_epoch, vote, progress)
+        except Interrupted as interrupt:  # a second Ctrl-C (the only signal that raises here): nothing is committed
+            if self.runtime.is_main:
+                print(f"interrupted: {self._interrupted_again(interrupt.signal_number)}", file=sys.stderr, flush=True)
+            raise
         finally:
             if self.curves is not None:
                 self.curves.close()
@@ -219,10 +232,20 @@ class Trainer:
 
     def _stopped(self, signal_number: int, when: str, kept: str) -> None:
         message = (
-            f"{signal_name(signal_number)} {when}: {self.experiment.root} {kept}; run the same command with --resume "
-            "to continue from it"
+            f"{stop_name(signal_number)} {when}: {self.experiment.root} {kept}; to continue it: "
+            f"{continue_command(self.args, self.runtime.distributed)}"
         )
         raise Stopped(message if self.runtime.is_main else "", signal_number)
+
+    def _interrupted_again(self, signal_number: int) -> str:
+        """The line of a stop at once (a second Ctrl-C): what the folder keeps and how to continue it."""
+        kept = self.last_commit
+        if self._committing is not None:  # cut short before its commit point it is undone, after it completed
+            kept += f", or {self._committing} if its commit got through: the next start completes it"
+        return (
+            f"{stop_name(signal_number)} again: stopped at once; {self.experiment.root} keeps its last commit "
+            f"({kept}); to continue it: {continue_command(self.args, self.runtime.distributed)}"
+        )
 
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -410,7 +433,10 @@ class Trainer:
         state = self.state(progress.epoch - 1, progress, signal_number)
         if self.curves is not None:
             self.curves.flush()  # what the commit covers is in the event files
+        point = describe_commit(progress.epoch - 1, {"epoch": progress.epoch, "batches": progress.batches})
+        self._committing = point
         self.experiment.save_progress(state, progress.epoch, progress.batches)
+        self.last_commit, self._committing = point, None
         self.runtime.barrier()
 
     def save(self, epoch: int) -> None:
@@ -419,6 +445,7 @@ class Trainer:
         trained = epoch > 0
         if self.curves is not None:
             self.curves.flush()
+        self._committing = describe_commit(epoch, None)
         self.experiment.save_checkpoint(
             self.state(epoch),
             with_n_sequence(self.model.state_dict(), self.model.n_sequence) if trained else None,
@@ -428,6 +455,35 @@ class Trainer:
             is_best=trained and self.history.best()[1] == epoch,
             keep_epoch=trained and self.args.save_middle_models,
         )
+        self.last_commit, self._committing = self._committing, None
+
+
+def stop_name(signal_number: int) -> str:
+    """How a stop's line names its signal: ``Ctrl-C (SIGINT)``, ``SIGTERM``."""
+    name = signal_name(signal_number)
+    return f"Ctrl-C ({name})" if signal_number == signal.SIGINT else name
+
+
+def describe_commit(epoch: int, inside: dict[str, Any] | None) -> str:
+    """A commit in words: ``epoch 3``, or ``epoch 4 after batch 17`` for a point inside an epoch."""
+    if inside is not None:
+        return f"epoch {inside['epoch']} after batch {inside['batches']}"
+    return f"epoch {epoch}" if epoch else "epoch 0, the initial weights"
+
+
+def continue_command(args: argparse.Namespace, distributed: bool, program: str | None = None) -> str:
+    """The command line that continues the run of ``args``: this program (``sys.argv[0]`` as it was typed: ``python
+    code/main.py``, or the installed command's name) with its --save, its --experiment_dir where one was given and
+    --resume; every other option comes from the run's checkpoint. Under torchrun, after torchrun's own options."""
+    program = sys.argv[0] if program is None else program
+    words = ["python", program] if program.endswith(".py") else [program.rsplit("/", 1)[-1]]
+    words += ["--save", args.save]
+    if "experiment_dir" in getattr(args, "explicit", ()):
+        words += ["--experiment_dir", str(args.experiment_dir)]
+    command = shlex.join([*words, "--resume"])
+    if distributed:
+        return "torchrun <the same torchrun options> " + command.removeprefix("python ")
+    return command
 
 
 def epochs_to_run(first_epoch: int, epochs: int) -> Iterator[int]:
