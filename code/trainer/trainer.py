@@ -44,7 +44,7 @@ from trainer.model_setup import (
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
 from trainer.running_loss import Reading, RunningLoss
 from trainer.step import TrainStep
-from trainer.validation import float_psnr, window_images
+from trainer.validation import collapse, float_psnr, window_images
 from utils.errors import Stopped, UserError
 from utils.runtime import Runtime, StopVote
 from utils.signals import Interrupted, StopRequests, signal_name
@@ -107,6 +107,8 @@ class Trainer:
         """The commit being made (None between commits)."""
         """The TensorBoard curves (--tensorboard, rank 0), open while `fit` runs."""
         self._validation_images: list[torch.Tensor] = []
+        self.blurred_psnr = math.nan
+        """The mean PSNR of the blurred centre frames over the validation windows (set by `evaluate`)."""
         pin = runtime.device.type == "cuda"
         self.train_batches = None
         if train_set is not None:
@@ -362,11 +364,12 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         """Mean PSNR of the stage-1 centre output and of the final output over the validation windows (all
-        processes together); writes the images with --save_images."""
+        processes together; that of their blurred centre frames into `blurred_psnr`); writes the images with
+        --save_images."""
         args, runtime = self.args, self.runtime
         self.network.eval()
         center = args.n_sequence // 2
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(4, dtype=torch.float64)
         self._validation_images = []
         steps = math.ceil(len(self.test_set) / runtime.world_size)
         batches = iter(self.test_batches)
@@ -381,8 +384,14 @@ class Trainer:
                     with self.step.autocast():
                         outputs = self.model.split_outputs(self.model(blur))
                     first, final = outputs.stage1_center.float(), outputs.final.float()
+                    blurred = blur[:, center].float()
                     sums += torch.tensor(
-                        [float_psnr(first, gt_center, args.rgb_range), float_psnr(final, gt_center, args.rgb_range), 1]
+                        [
+                            float_psnr(first, gt_center, args.rgb_range),
+                            float_psnr(final, gt_center, args.rgb_range),
+                            float_psnr(blurred, gt_center, args.rgb_range),
+                            1,
+                        ]
                     )
                     if self.curves is not None and len(self._validation_images) < VALIDATION_IMAGES:
                         side_by_side = torch.cat([blur[0, center], final[0], gt_center[0]], dim=-1)
@@ -392,7 +401,8 @@ class Trainer:
                         images = (name, window_images(blur[:, center], gt_center, first, final, args.rgb_range))
                 if args.save_images:
                     self._write_images(images)
-        psnr_stage1, psnr, count = runtime.sum(sums.to(runtime.device)).tolist()
+        psnr_stage1, psnr, blurred_psnr, count = runtime.sum(sums.to(runtime.device)).tolist()
+        self.blurred_psnr = blurred_psnr / count
         return psnr_stage1 / count, psnr / count
 
     def _write_images(self, images: tuple[tuple[str, str], dict] | None) -> None:
@@ -417,6 +427,8 @@ class Trainer:
             f"[{self.args.data_test}]\taverage PSNR_iter1: {psnr_stage1:.3f} PSNR_iter2: {psnr:.3f} "
             f"(Best: {best:.3f} @epoch {best_epoch})"
         )
+        kept = f"model_best.pt keeps epoch {best_epoch}" if best_epoch != epoch else "no earlier epoch scored higher"
+        self._flag_collapse(f"after epoch {epoch}", psnr_stage1, psnr, kept)
 
     def test(self) -> tuple[float, float]:
         """--test_only: validate once and log the result."""
@@ -425,7 +437,21 @@ class Trainer:
         self.experiment.write_log(
             f"[{self.args.data_test}]\taverage PSNR_iter1: {psnr_stage1:.3f} PSNR_iter2: {psnr:.3f}"
         )
+        self._flag_collapse("of the weights given", psnr_stage1, psnr, "")
         return psnr_stage1, psnr
+
+    def _flag_collapse(self, when: str, psnr_stage1: float, psnr: float, kept: str) -> None:
+        """A warning line in log.txt and on stderr (rank 0) if the validation PSNRs look collapsed (`collapse`)."""
+        why = collapse({"PSNR_iter1": psnr_stage1, "PSNR_iter2": psnr}, self.blurred_psnr)
+        if not why or not self.runtime.is_main:
+            return
+        line = (
+            f"warning: validation {when} collapsed: PSNR_iter1 {psnr_stage1:.3f} dB, PSNR_iter2 {psnr:.3f} dB, "
+            f"the blurred input {self.blurred_psnr:.3f} dB ({why}); the weights are unusable"
+            + (f", {kept}" if kept else "")
+        )
+        self.experiment.write_log(line, show=False)
+        print(line, file=sys.stderr, flush=True)
 
     def save_progress(self, progress: Progress, signal_number: int) -> None:
         """Commit the point ``progress`` inside an epoch (`Experiment.save_progress`); every process waits for the
