@@ -13,8 +13,9 @@ PSNR_OF_IDENTICAL = 100.0
 """What the release reported for a zero error."""
 COLLAPSE_BELOW_INPUT_DB = 10.0
 """A validation PSNR this far below the blurred input's on the same windows is a collapse: an error energy ten times
-the input's, which no sane state of the network gives, even untrained (it starts near its input); the first epochs of
-training from scratch score a few dB below the input (the DEMO recipe's first: 3.6 dB), which must not be flagged."""
+the input's. The first epochs of training from scratch score a few dB below the input and must not be flagged (the
+DEMO recipe's first epoch: 3.6 dB below; DEMO_SHORT's two: 2.8 and 3.2 dB); the collapse seen in a DEMO run was 37
+and 53 dB below. A net only a few steps old can score that low too, and is flagged: its weights are as unusable."""
 
 
 def float_psnr(output: Tensor, target: Tensor, rgb_range: float = 1.0, shave: int = SHAVE) -> float:
