@@ -4,13 +4,15 @@ One process trains on one device (or several through --n_GPUs and DataParallel);
 ``torchrun --nproc_per_node N code/main.py ...`` N processes train with DistributedDataParallel, on one node or many.
 
 ``--resume`` continues the run in the folder, or starts it where none has committed yet, so that the same command
-serves the first start and every restart (torchrun --max-restarts, a requeued job). SIGTERM and SIGUSR1 stop
+serves the first start and every restart (torchrun --max-restarts, a requeued job). SIGTERM, SIGUSR1 and Ctrl-C stop
 training at the next step boundary, having committed the point reached, with exit status 128 + the signal's number
-(143, 138); outside training (setting up, --test_only) they interrupt the command as Ctrl-C does (docs/training.md).
+(143, 138, 130); a second Ctrl-C stops at once. Outside training (setting up, --test_only) they interrupt the command
+as Ctrl-C does (docs/training.md).
 """
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +32,7 @@ from trainer.trainer import Trainer
 from utils.determinism import use_deterministic_algorithms
 from utils.errors import UserError, run_cli
 from utils.runtime import Ranks, Runtime, join, leave, pick_device
-from utils.signals import StopRequests
+from utils.signals import TRAINING_STOP_SIGNALS, StopRequests
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,8 @@ def configure_logging(is_main: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # SIGTERM and SIGUSR1 interrupt as Ctrl-C does, except while training (Trainer.fit records them and stops at a
-    # step boundary)
+    # SIGTERM and SIGUSR1 interrupt as Ctrl-C does, except while training (Trainer.fit records them, and Ctrl-C, and
+    # stops at a step boundary)
     with StopRequests(raise_in_main=True):
         return start(argv)
 
@@ -165,9 +167,17 @@ def train_or_validate(
     if args.epochs and first_epoch > args.epochs:
         experiment.write_log(f"the run has finished its {args.epochs} epochs; raise --epochs to train longer")
         return 0
-    with StopRequests() as requests:  # from here on a stop signal is honoured at the next step boundary
+    # from here on a stop signal, Ctrl-C included, is honoured at the next step boundary; a second Ctrl-C at once
+    with StopRequests(TRAINING_STOP_SIGNALS, again_raises=[signal.SIGINT], notices=ctrl_c_notice(runtime)) as requests:
         trainer.fit(first_epoch, requests, progress)
     return 0
+
+
+def ctrl_c_notice(runtime: Runtime) -> dict[int, str]:
+    """The line rank 0 writes when Ctrl-C is first recorded in training."""
+    if not runtime.is_main:
+        return {}
+    return {signal.SIGINT: "Ctrl-C: training stops after this step, committing it; Ctrl-C again stops at once"}
 
 
 def cli() -> None:

@@ -260,12 +260,55 @@ def test_a_non_finite_loss_between_log_lines_names_its_batch(
     assert "Loss :" not in log and "the loss is not finite at epoch 1, batch 2" in log
 
 
+def test_a_collapsed_validation_is_flagged_and_a_normal_one_is_not(
+    data: list[str], experiments: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Validation outputs that are the blurred input itself (epoch 3) draw no warning; outputs 50 times too large
+    (epoch 4: PSNR about -28 dB, as a resumed DEMO run once validated) one line in log.txt and on stderr naming the
+    epoch and the numbers, and model_best.pt stays the best earlier epoch. (The tiny nets of these tests, a few
+    steps old, score about 35 dB below their nearly sharp input: flagged too, rightly.)"""
+    run = copy_run(uninterrupted, "collapsed")
+    factor = [1.0]
+    real_forward = CDVD_TSP.forward
+
+    def validated(self: CDVD_TSP, frames: torch.Tensor) -> tuple:
+        outputs = real_forward(self, frames)
+        if self.training:
+            return outputs
+        blurred = frames[:, frames.shape[1] // 2]  # the input's centre frame, times factor
+        return tuple(None if out is None else blurred * factor[0] for out in outputs)
+
+    monkeypatch.setattr(CDVD_TSP, "forward", validated)
+
+    def warnings_of(epoch: int) -> list[str]:
+        lines = (run / "log.txt").read_text().splitlines()
+        return [line for line in lines if line.startswith(f"warning: validation after epoch {epoch} ")]
+
+    assert resume(experiments, "collapsed", "--epochs", "3") == 0
+    assert warnings_of(3) == []
+    best = (run / "model" / "model_best.pt").read_bytes()
+    factor[0] = 50.0
+    capsys.readouterr()
+    assert resume(experiments, "collapsed", "--epochs", "4") == 0
+    [warning] = warnings_of(4)
+    assert re.fullmatch(
+        r"warning: validation after epoch 4 collapsed: PSNR_iter1 (-\d+\.\d{3}) dB, PSNR_iter2 \1 dB, the blurred "
+        r"input (\d+\.\d{3}) dB \(PSNR_iter1 and PSNR_iter2 not finite or more than 10 dB below the blurred "
+        r"input's\); the weights are unusable, model_best.pt keeps epoch 3",
+        warning,
+    ), warning
+    assert capsys.readouterr().err.count(warning) == 1
+    assert (run / "model" / "model_best.pt").read_bytes() == best
+
+
 def test_only_validation_with_a_checkpoint(data: list[str], experiments: Path, uninterrupted: Path) -> None:
     checkpoint = uninterrupted / "model" / "model_latest.pt"
     assert train(data, experiments, "evaluation", "--test_only", "--pre_train", str(checkpoint)) == 0
-    last_line = (uninterrupted / "log.txt").read_text().strip().splitlines()[-1]
+    last_line = [line for line in (uninterrupted / "log.txt").read_text().splitlines() if "average PSNR" in line][-1]
     expected = last_line.split(" (Best")[0]  # the same model on the same data gives the same PSNRs
-    assert (experiments / "evaluation" / "log.txt").read_text().strip().splitlines()[-1] == expected
+    lines = (experiments / "evaluation" / "log.txt").read_text().strip().splitlines()
+    assert lines[-2] == expected
+    assert lines[-1].startswith("warning: validation of the weights given collapsed: ")  # a tiny net, 2 steps old
     assert not (experiments / "evaluation" / "state.pt").exists()
 
 

@@ -1,5 +1,6 @@
-"""Training stopped by SIGTERM and SIGUSR1 in one process: the stop at the next step boundary, the commit of the
-point reached, the one line and the exit status, and --resume ending with the files of an uninterrupted run.
+"""Training stopped by SIGTERM, SIGUSR1 and Ctrl-C in one process: the stop at the next step boundary, the commit of
+the point reached, the one line (with the command that continues the run) and the exit status, --resume ending with
+the files of an uninterrupted run, and a second Ctrl-C stopping at once, during the commit, leaving a resumable run.
 
 Real signals are sent to the training process at chosen points: to this one (the handlers of utils/signals.py run
 in pytest's main thread, as in main.py's) from hooks in the optimisation step or the validation, and, for the exit
@@ -8,9 +9,11 @@ Tiny runs: a one-stage model, 32 x 32 crops, two epochs of three steps, HEM in t
 what a stop must keep). torchrun's stops and restarts: tests/test_main_torchrun.py.
 """
 
+import argparse
 import json
 import random
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,22 +26,35 @@ import pytest
 import torch
 
 import main as train_main
-from conftest import assert_same_training, hooked_training, hooks_environment, run_folder, tiny_training_argv
+from conftest import (
+    TINY_TRAINING,
+    assert_same_training,
+    hooked_training,
+    hooks_environment,
+    make_dataset,
+    run_folder,
+    tiny_training_argv,
+)
 from data.videodata import VideoData
 from trainer.randomness import capture_rng_state
 from trainer.step import TrainStep
-from trainer.trainer import Trainer
+from trainer.trainer import Trainer, continue_command
 from utils import committed
 from utils.errors import Stopped, UserError
 from utils.paths import REPO_ROOT
-from utils.signals import Interrupted
+from utils.signals import Interrupted, signal_name
 
 pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
 STEPS = ["--test_every", "3", "--epochs", "2", "--flow_lr", "0"]
 """Two training windows at batch 2, repeated three times: three steps an epoch; PWC-Net frozen (smaller files)."""
 KEPT = "keeps this point (weights, optimizer, scheduler, every random state, the epoch's progress)"
-RESUME = "run the same command with --resume to continue from it"
+
+
+def resume(run: Path, program: str | None = None) -> str:
+    """The end of a stop's line: the command that continues ``run`` (a tiny run's, given its --experiment_dir)."""
+    args = argparse.Namespace(save=run.name, experiment_dir=str(run.parent), explicit=["experiment_dir"])
+    return f"to continue it: {continue_command(args, distributed=False, program=program)}"
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +134,7 @@ def stopped_in_epoch_2(argv: list[str], reference: tuple) -> Path:
     steps draw from the global generators, so that where it left them differs from where a new process has them."""
     stopped = stop(argv, "sigterm", lambda patch: signal_after_step(patch, 4, signal.SIGTERM, draw=True))
     run = run_folder(argv, "sigterm")
-    assert stopped.message == f"SIGTERM in epoch 2 after batch 1 of 3: {run} {KEPT}; {RESUME}"
+    assert stopped.message == f"SIGTERM in epoch 2 after batch 1 of 3: {run} {KEPT}; {resume(run)}"
     assert stopped.status == 143
     return run
 
@@ -174,13 +190,13 @@ def test_stops_after_an_epochs_last_step_and_during_validation_resume_exactly(
     resumed again, the run ends as the uninterrupted one."""
     run = run_folder(argv, "epoch_end")
     stopped = stop(argv, "epoch_end", lambda patch: signal_after_step(patch, 3, signal.SIGUSR1))
-    assert stopped.message == f"SIGUSR1 in epoch 1 after batch 3 of 3: {run} {KEPT}; {RESUME}"
+    assert stopped.message == f"SIGUSR1 in epoch 1 after batch 3 of 3: {run} {KEPT}; {resume(run)}"
     assert stopped.status == 138
     assert state_of(run)["inside"] == {"epoch": 1, "batches": 3, "signal": "SIGUSR1"}
     assert "Evaluation:" not in (run / "log.txt").read_text()
 
     stopped = stop(argv, "epoch_end", lambda patch: signal_during_validation(patch, signal.SIGTERM))
-    assert stopped.message == f"SIGTERM before epoch 2: {run} keeps epoch 1, its last commit; {RESUME}"
+    assert stopped.message == f"SIGTERM before epoch 2: {run} keeps epoch 1, its last commit; {resume(run)}"
     state = state_of(run)
     assert state["epoch"] == 1 and "inside" not in state
     assert "Evaluation:" in (run / "log.txt").read_text() and "Epoch   2 with" not in (run / "log.txt").read_text()
@@ -206,7 +222,7 @@ def test_a_real_process_stopped_and_signalled_again_while_committing(argv: list[
         "test hook: SIGTERM to self at step 2",
         "test hook: SIGTERM to self at progress commit 1",
         "test hook: SIGUSR1 to self at progress commit 1",
-        f"stopped: SIGTERM in epoch 1 after batch 2 of 3: {run} {KEPT}; {RESUME}",
+        f"stopped: SIGTERM in epoch 1 after batch 2 of 3: {run} {KEPT}; {resume(run, str(script))}",
         "test hook: rank 0 exits with 143",
     ]
     assert manifest(run)["meta"]["inside"] == {"epoch": 1, "batches": 2}  # committed, whole
@@ -215,19 +231,110 @@ def test_a_real_process_stopped_and_signalled_again_while_committing(argv: list[
     assert_same_training(run, reference[0])
 
 
-def test_a_signal_outside_training_interrupts_like_ctrl_c(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def hooked(argv: list[str], save: str, *hooks: dict) -> tuple[subprocess.CompletedProcess, Path]:
+    """main.py with ``hooks`` in a subprocess (conftest.hooked_training), run ``save``; its result and script."""
+    script = hooked_training(run_folder(argv, save).parent.parent)
+    command = [sys.executable, str(script), *argv, "--save", save, "--resume"]
+    env = hooks_environment(*hooks)
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300), script
+
+
+def run_printed_command(line: str) -> subprocess.CompletedProcess:
+    """Run the command a stop's line ends with (``to continue it: <command>``), as a user would paste it."""
+    command = shlex.split(line.split("to continue it: ", 1)[1])
+    assert command[0] == "python"
+    return subprocess.run([sys.executable, *command[1:]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ctrl_c_in_training_commits_the_step_and_its_command_continues_exactly(
+    argv: list[str], reference: tuple
+) -> None:
+    """A real process gets SIGINT after its fourth step (epoch 2's first): it stops there as SIGTERM would, commits
+    that point, says so with the command that continues it, exits 130; that command, run as printed, ends with the
+    files of the uninterrupted run."""
+    run = run_folder(argv, "ctrl_c")
+    result, script = hooked(argv, "ctrl_c", {"at": "step", "count": 4, "signal": "SIGINT"})
+    assert result.returncode == 130, result.stderr[-3000:]
+    line = f"stopped: Ctrl-C (SIGINT) in epoch 2 after batch 1 of 3: {run} {KEPT}; {resume(run, str(script))}"
+    assert re.findall(r"(?:test hook|stopped|error|interrupted): [^\r\n]*", result.stderr) == [
+        "test hook: SIGINT to self at step 4",
+        line,
+        "test hook: rank 0 exits with 130",
+    ]
+    assert "Ctrl-C: training stops after this step, committing it; Ctrl-C again stops at once" in result.stderr
+    assert state_of(run)["inside"] == {"epoch": 2, "batches": 1, "signal": "SIGINT"}
+    assert "Traceback" not in result.stderr
+    resumed = run_printed_command(line)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Continue from epoch 1, inside epoch 2 after batch 1 (stopped by SIGINT)..." in (run / "log.txt").read_text()
+    assert_same_training(run, reference[0])
+
+
+def test_a_second_ctrl_c_during_the_commit_stops_at_once_and_leaves_a_resumable_run(
+    argv: list[str], reference: tuple
+) -> None:
+    """SIGINT after step 2, then SIGINT again just before the commit point of that step: the process stops at once
+    (the commit not made: the folder keeps epoch 0, the staging folder removed), exits 130 with a line saying what
+    is kept; the printed command continues it and ends as the uninterrupted run."""
+    run = run_folder(argv, "ctrl_c_twice")
+    first = {"at": "step", "count": 2, "signal": "SIGINT"}
+    again = {"at": "progress commit", "count": 1, "signal": "SIGINT"}
+    result, script = hooked(argv, "ctrl_c_twice", first, again)
+    assert result.returncode == 130, result.stderr[-3000:]
+    line = (
+        f"interrupted: Ctrl-C (SIGINT) again: stopped at once; {run} keeps its last commit (epoch 0, the initial "
+        "weights, or epoch 1 after batch 2 if its commit got through: the next start completes it); "
+        f"{resume(run, str(script))}"
+    )
+    assert re.findall(r"(?:test hook|stopped|error|interrupted): [^\r\n]*", result.stderr) == [
+        "test hook: SIGINT to self at step 2",
+        "test hook: SIGINT to self at progress commit 1",
+        line,
+        "test hook: rank 0 exits with 130",
+    ]
+    assert "Traceback" not in result.stderr
+    assert manifest(run)["meta"] == {"tool": "main.py", "epoch": 0}  # the last commit, whole
+    assert not list(run.glob(".*staging*"))  # cut short before its commit point: undone at once
+    resumed = run_printed_command(line)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_training(run, reference[0])  # no staging folder or lock left either
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_outside_training_interrupts_like_ctrl_c(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, number: int
+) -> None:
     real = train_main.build_datasets
 
     def build_datasets(*args: object, **kwargs: object) -> tuple:
-        signal.raise_signal(signal.SIGTERM)  # while reading the data: nothing to keep yet
+        signal.raise_signal(number)  # while reading the data: nothing to keep yet
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_main, "build_datasets", build_datasets)
-    with pytest.raises(Interrupted) as interrupted:
-        train(argv, "setting_up")
-    assert interrupted.value.signal_number == signal.SIGTERM
-    run = run_folder(argv, "setting_up")
+    save = f"setting_up_{signal_name(number)}"
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        train(argv, save)
+    # SIGTERM: the command's context raises Interrupted; Ctrl-C: Python's own KeyboardInterrupt, as before training
+    assert getattr(interrupted.value, "signal_number", signal.SIGINT) == number
+    assert isinstance(interrupted.value, Interrupted) == (number != signal.SIGINT)
+    run = run_folder(argv, save)
     assert not run.exists() or not any(run.iterdir())  # a start that never committed leaves nothing
+
+
+def test_two_stages_stopped_inside_an_epoch_resume_exactly(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The released cascade (T = 2: stage 2 restores stage 1's outputs, 5-frame windows) stopped by SIGTERM in epoch
+    2 and resumed ends byte for byte as the uninterrupted run, validation PSNRs included (a resumed DEMO run once
+    validated at -28 dB: not the resume's doing)."""
+    root = tmp_path_factory.mktemp("two_stages")
+    make_dataset(root / "train", {"video0": 5, "video1": 5}, height=32, width=40)
+    make_dataset(root / "test", {"video0": 5}, height=32, width=32, seed=7)
+    data = ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
+    argv = [*TINY_TRAINING, *STEPS, "--n_stages", "2", *data, "--experiment_dir", str(root / "runs")]
+    assert train(argv, "reference") == 0
+    stop(argv, "stopped", lambda patch: signal_after_step(patch, 4, signal.SIGTERM))
+    assert state_of(run_folder(argv, "stopped"))["inside"] == {"epoch": 2, "batches": 1, "signal": "SIGTERM"}
+    assert train(argv, "stopped") == 0
+    assert_same_training(run_folder(argv, "stopped"), run_folder(argv, "reference"))
 
 
 def test_a_point_inside_an_epoch_resumes_only_with_the_same_processes_and_device(

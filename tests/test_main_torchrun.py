@@ -103,7 +103,8 @@ def test_two_processes_train_and_only_rank_0_writes(space: Path, reference: tupl
     check = argv(space, "ddp_check")[:-1]  # without --resume
     assert train_main.main([*check, "--test_only", "--pre_train", str(run / "model" / "model_latest.pt")]) == 0
     ddp_line = [line for line in log.splitlines() if "average PSNR_iter1" in line][-1].split(" (Best")[0]
-    assert (space / "runs" / "ddp_check" / "log.txt").read_text().strip().splitlines()[-1] == ddp_line
+    check_lines = (space / "runs" / "ddp_check" / "log.txt").read_text().splitlines()
+    assert [line for line in check_lines if "average PSNR_iter1" in line] == [ddp_line]
 
 
 def test_a_worker_killed_or_signalled_is_restarted_and_the_run_ends_as_uninterrupted(
@@ -169,7 +170,7 @@ def test_two_nodes_stopped_by_sigterm_to_one_resume_to_one_nodes_result(
     ]
     stops = re.findall(r"stopped: [^\r\n]*", errors)
     kept = "keeps this point (weights, optimizer, scheduler, every random state, the epoch's progress)"
-    resume = "run the same command with --resume to continue from it"
+    resume = continue_line(space, "nodes")
     assert stops == [f"stopped: SIGTERM in epoch 1 after batch 2 of 3: {run} {kept}; {resume}"]  # rank 0 only
     state = torch.load(run / "state.pt", weights_only=True)
     assert state["inside"] == {"epoch": 1, "batches": 2, "signal": "SIGTERM"}
@@ -177,4 +178,39 @@ def test_two_nodes_stopped_by_sigterm_to_one_resume_to_one_nodes_result(
 
     nodes = two_nodes(space, "nodes")
     assert all(status == 0 for status, _, _ in nodes), "".join(err for _, _, err in nodes)[-3000:]
+    assert_same_training(run, reference[0])
+
+
+def continue_line(space: Path, save: str) -> str:
+    """The end of a stop's line under torchrun: the command that continues run ``save``."""
+    script, runs = space / "hooked_training.py", space / "runs"
+    command = f"{script} --save {save} --experiment_dir {runs} --resume"
+    return f"to continue it: torchrun <the same torchrun options> {command}"
+
+
+def test_ctrl_c_in_one_process_stops_both_at_the_same_step_like_sigterm(
+    space: Path, reference: tuple[Path, str]
+) -> None:
+    """SIGINT to rank 1 only, after its first step: it records it as it would SIGTERM, rank 0 learns it from the
+    vote, both stop after step 2, commit that point and exit 130; the same command continues to the uninterrupted
+    result."""
+    run = space / "runs" / "ctrl_c"
+    launcher = ["--standalone", "--nproc_per_node", "2"]
+    hook = {"at": "step", "count": 1, "signal": "SIGINT", "rank": 1}
+    script = str(space / "hooked_training.py")
+    status, _, err = finish(launch(launcher, script, argv(space, "ctrl_c"), hooks_environment(hook)))
+    assert status != 0, err[-3000:]
+    assert sorted(re.findall(r"test hook: rank \d exits with \d+", err)) == [
+        "test hook: rank 0 exits with 130",
+        "test hook: rank 1 exits with 130",
+    ]
+    kept = "keeps this point (weights, optimizer, scheduler, every random state, the epoch's progress)"
+    line = f"stopped: Ctrl-C (SIGINT) in epoch 1 after batch 2 of 3: {run} {kept}; {continue_line(space, 'ctrl_c')}"
+    assert re.findall(r"stopped: [^\r\n]*", err) == [line]  # rank 0 only
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["inside"] == {"epoch": 1, "batches": 2, "signal": "SIGINT"}
+    assert [rank["batches"] for rank in state["ranks"]] == [2, 2]
+
+    status, _, err = finish(launch(launcher, script, argv(space, "ctrl_c")))
+    assert status == 0, err[-3000:]
     assert_same_training(run, reference[0])

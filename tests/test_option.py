@@ -96,6 +96,22 @@ def test_released_template_and_flags_given_win() -> None:
     assert (given.lr, given.n_sequence, given.train_dir.parts[-2]) == (3e-4, 7, "GOPRO")
 
 
+def test_the_short_demo_is_the_demo_made_short() -> None:
+    """DEMO_SHORT: DEMO's recipe and data with one stage, one window per training clip and two epochs, so that an
+    epoch is 48 steps (the demo's 192 training clips in batches of 4), not 480."""
+    from data.demo import SPLITS
+    from data.videodata import repeat_count
+
+    args, demo = parse_args(["--template", "DEMO_SHORT"]), parse_args(["--template", "DEMO"])
+    assert (args.n_stages, args.n_sequence, args.n_frames_per_video, args.epochs) == (1, 3, 3, 2)
+    assert args.run_dir == REPO_ROOT / "experiment" / "CDVD_TSP_DEMO_SHORT"
+    different = {name for name in vars(args) if getattr(args, name) != getattr(demo, name)}
+    assert different == {"template", "n_stages", "n_sequence", "n_frames_per_video", "epochs", "save", "run_dir"}
+    train = SPLITS["train"]
+    windows = len(train.photos) * train.videos_per_photo * (args.n_frames_per_video - args.n_sequence + 1)
+    assert repeat_count(windows, args.batch_size, args.test_every) == 1 and windows // args.batch_size == 48
+
+
 def test_template_keys_are_options() -> None:
     destinations = {action.dest for action in build_parser()._actions}
     for name, values in TEMPLATES.items():

@@ -1,5 +1,5 @@
-"""trainer/validation.py: the release's float PSNR during training (on numbers worked by hand) and the images it
-saved per window."""
+"""trainer/validation.py: the release's float PSNR during training (on numbers worked by hand), the images it
+saved per window, and the rule that flags a collapsed validation."""
 
 import math
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.validation import PSNR_OF_IDENTICAL, SHAVE, float_psnr, window_images
+from logger.experiment import History
+from trainer.validation import COLLAPSE_BELOW_INPUT_DB, PSNR_OF_IDENTICAL, SHAVE, collapse, float_psnr, window_images
 
 
 def test_the_float_psnr_shaves_4_pixels_and_takes_peak_1() -> None:
@@ -41,3 +42,23 @@ def test_the_window_images_are_the_four_the_release_saved_as_uint8() -> None:
     assert {kind: image.shape for kind, image in images.items()} == dict.fromkeys(images, (2, 2, 3))
     assert images["blur"].dtype == np.uint8
     assert [int(images[kind][0, 0, 0]) for kind in images] == [1, 0, 255, 0]  # x255/255, clamped, rounded
+
+
+def test_a_collapse_is_a_psnr_not_finite_or_more_than_10_db_below_the_blurred_input() -> None:
+    assert COLLAPSE_BELOW_INPUT_DB == 10.0
+    # what the DEMO recipe's first epoch from scratch scored (input 24.62 dB): low, not collapsed
+    assert collapse({"PSNR_iter1": 22.498, "PSNR_iter2": 21.055}, blurred=24.62) == ""
+    assert collapse({"PSNR_iter1": 14.63, "PSNR_iter2": 14.63}, blurred=24.62) == ""  # just within 10 dB
+    why = "not finite or more than 10 dB below the blurred input's"
+    # what a resumed DEMO run once validated, with no warning
+    assert collapse({"PSNR_iter1": -12.8, "PSNR_iter2": -28.0}, blurred=24.62) == f"PSNR_iter1 and PSNR_iter2 {why}"
+    assert collapse({"PSNR_iter1": 25.0, "PSNR_iter2": 14.6}, blurred=24.62) == f"PSNR_iter2 {why}"
+    for value in (math.nan, -math.inf, math.inf):
+        assert collapse({"PSNR_iter1": 25.0, "PSNR_iter2": value}, blurred=24.62) == f"PSNR_iter2 {why}"
+
+
+def test_a_psnr_that_is_not_a_number_is_never_the_best() -> None:
+    """numpy's argmax takes NaN for the largest: model_best.pt would get a collapsed epoch's weights."""
+    history = History(loss_names=["L1"], psnr=[21.0, math.nan, 23.0, -math.inf])
+    assert history.best() == (23.0, 3)
+    assert History(loss_names=["L1"], psnr=[21.0, math.nan]).best() == (21.0, 1)

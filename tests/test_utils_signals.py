@@ -11,7 +11,7 @@ import pytest
 
 from utils.errors import Stopped, UserError, run_cli
 from utils.paths import REPO_ROOT
-from utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
+from utils.signals import STOP_SIGNALS, TRAINING_STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
 
 
 def send(number: int) -> None:
@@ -53,6 +53,50 @@ def test_an_inner_recording_context_takes_over_and_gives_back() -> None:
         with pytest.raises(Interrupted):
             send(signal.SIGTERM)  # after training: the outer context interrupts again
     assert outer.signal_number == signal.SIGTERM
+
+
+def training_requests() -> StopRequests:
+    """main.py's training context: Ctrl-C recorded like SIGTERM, a second Ctrl-C raising, a notice on the first."""
+    return StopRequests(TRAINING_STOP_SIGNALS, again_raises=[signal.SIGINT], notices={signal.SIGINT: "noticed"})
+
+
+def test_training_records_a_first_ctrl_c_and_raises_on_a_second(capfd: pytest.CaptureFixture) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted) as raised, training_requests() as requests:
+        send(signal.SIGINT)  # recorded: training stops at its next step boundary
+        assert (requests.signal_number, requests.count) == (signal.SIGINT, 1)
+        assert capfd.readouterr().err == "\nnoticed\n"
+        send(signal.SIGTERM)  # another stop signal: recorded only (a commit under way finishes)
+        send(signal.SIGUSR1)
+        assert requests.count == 3
+        send(signal.SIGINT)  # Ctrl-C again: at once
+        pytest.fail("the second Ctrl-C did not interrupt")
+    assert raised.value.signal_number == signal.SIGINT and exit_status(raised.value.signal_number) == 130
+    assert signal.getsignal(signal.SIGINT) is before and requests.count == 4
+    assert capfd.readouterr().err == ""  # one notice
+
+
+def test_ctrl_c_after_a_sigterm_stops_at_once_and_sigterm_twice_does_not(capfd: pytest.CaptureFixture) -> None:
+    with training_requests() as requests:
+        send(signal.SIGTERM)
+        send(signal.SIGTERM)  # SLURM and torchrun often send it twice: recorded
+        with pytest.raises(Interrupted):
+            send(signal.SIGINT)  # a person who will not wait for the commit
+    assert requests.signal_number == signal.SIGTERM and requests.count == 3
+    assert capfd.readouterr().err == ""  # the notice is Ctrl-C's
+
+
+def test_a_forked_child_records_but_does_not_write_the_notice(capfd: pytest.CaptureFixture) -> None:
+    """DataLoader workers are forked inside training's context and get a terminal's Ctrl-C too: they inherit the
+    handler, so they record it (and go on loading) but stay quiet."""
+    with training_requests() as requests:
+        child = os.fork()
+        if child == 0:  # the child: exits 0 if it recorded the signal (after its handler ran)
+            os.kill(os.getpid(), signal.SIGINT)
+            os._exit(0 if requests.signal_number == signal.SIGINT else 1)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and not requests.requested
+    assert capfd.readouterr().err == ""
 
 
 def test_outside_the_main_thread_nothing_is_installed() -> None:

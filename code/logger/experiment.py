@@ -89,8 +89,9 @@ class History:
     psnr: list[float] = field(default_factory=list)
 
     def best(self) -> tuple[float, int]:
-        """(best final PSNR, its epoch counting from 1); the earliest epoch on ties."""
-        epoch = int(np.argmax(self.psnr))
+        """(best final PSNR, its epoch counting from 1); the earliest epoch on ties. A PSNR that is not a number (a
+        collapsed validation) is never the best (numpy's argmax would take it)."""
+        epoch = int(np.argmax(np.nan_to_num(np.asarray(self.psnr, dtype=np.float64), nan=-np.inf)))
         return self.psnr[epoch], epoch + 1
 
     def to_dict(self) -> dict[str, Any]:

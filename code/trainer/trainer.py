@@ -1,15 +1,19 @@
 """The training loop: epochs of optimisation, validation after each, and a resumable checkpoint after each.
 
-A stop request (SIGTERM, SIGUSR1: utils/signals.py) stops training at the next step boundary, the same one in every
-process (`utils.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
+A stop request (SIGTERM, SIGUSR1, Ctrl-C: utils/signals.py) stops training at the next step boundary, the same one
+in every process (`utils.runtime.StopVote`): the point reached is committed (`Experiment.save_progress`: the weights,
 optimizer, scheduler, loss scaler, every random state of every process, the batches done and each process's
-running loss sums, the log lines) and `Stopped` ends the command; --resume continues from that step as if nothing
-had happened.
+running loss sums, the log lines) and `Stopped` ends the command, its line naming the point kept and the command
+that continues it (`continue_command`); --resume continues from that step as if nothing had happened. A second
+Ctrl-C raises `Interrupted` at once: `fit` says what the folder keeps and lets it through.
 """
 
 import argparse
 import decimal
 import math
+import shlex
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,10 +44,10 @@ from trainer.model_setup import (
 from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
 from trainer.running_loss import Reading, RunningLoss
 from trainer.step import TrainStep
-from trainer.validation import float_psnr, window_images
+from trainer.validation import collapse, float_psnr, window_images
 from utils.errors import Stopped, UserError
 from utils.runtime import Runtime, StopVote
-from utils.signals import StopRequests, signal_name
+from utils.signals import Interrupted, StopRequests, signal_name
 
 STATE_FORMAT = 3
 """Version 3: state.pt of an epoch's commit holds no copy of the weights and the optimizer, only the names of the
@@ -97,8 +101,14 @@ class Trainer:
         self.scheduler = StepLR(self.optimizer, step_size=args.lr_decay, gamma=args.gamma)
         self.step = TrainStep(self.network, self.loss, self.optimizer, runtime.device, args.amp, args.compile)
         self.curves: Curves | None = None
+        self.last_commit = "none yet"
+        """What the run's folder holds as its last commit (for the line of a second Ctrl-C)."""
+        self._committing: str | None = None
+        """The commit being made (None between commits)."""
         """The TensorBoard curves (--tensorboard, rank 0), open while `fit` runs."""
         self._validation_images: list[torch.Tensor] = []
+        self.blurred_psnr = math.nan
+        """The mean PSNR of the blurred centre frames over the validation windows (set by `evaluate`)."""
         pin = runtime.device.type == "cuda"
         self.train_batches = None
         if train_set is not None:
@@ -150,6 +160,7 @@ class Trainer:
         restore_rng_state(own["rng"])
         self.history = History.from_dict(state["history"])
         inside = state.get("inside")
+        self.last_commit = describe_commit(state["epoch"], inside)
         if inside is None:
             return state["epoch"], None
         where = f"{path} stopped inside epoch {inside['epoch']} (after batch {inside['batches']})"
@@ -178,6 +189,10 @@ class Trainer:
             self.curves = Curves(self.experiment.root / TENSORBOARD_DIR, first_step=done + 1)
         try:
             self._fit(first_epoch, vote, progress)
+        except Interrupted as interrupt:  # a second Ctrl-C (the only signal that raises here): nothing is committed
+            if self.runtime.is_main:
+                print(f"interrupted: {self._interrupted_again(interrupt.signal_number)}", file=sys.stderr, flush=True)
+            raise
         finally:
             if self.curves is not None:
                 self.curves.close()
@@ -219,10 +234,20 @@ class Trainer:
 
     def _stopped(self, signal_number: int, when: str, kept: str) -> None:
         message = (
-            f"{signal_name(signal_number)} {when}: {self.experiment.root} {kept}; run the same command with --resume "
-            "to continue from it"
+            f"{stop_name(signal_number)} {when}: {self.experiment.root} {kept}; to continue it: "
+            f"{continue_command(self.args, self.runtime.distributed)}"
         )
         raise Stopped(message if self.runtime.is_main else "", signal_number)
+
+    def _interrupted_again(self, signal_number: int) -> str:
+        """The line of a stop at once (a second Ctrl-C): what the folder keeps and how to continue it."""
+        kept = self.last_commit
+        if self._committing is not None:  # cut short before its commit point it is undone, after it completed
+            kept += f", or {self._committing} if its commit got through: the next start completes it"
+        return (
+            f"{stop_name(signal_number)} again: stopped at once; {self.experiment.root} keeps its last commit "
+            f"({kept}); to continue it: {continue_command(self.args, self.runtime.distributed)}"
+        )
 
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -339,11 +364,12 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         """Mean PSNR of the stage-1 centre output and of the final output over the validation windows (all
-        processes together); writes the images with --save_images."""
+        processes together; that of their blurred centre frames into `blurred_psnr`); writes the images with
+        --save_images."""
         args, runtime = self.args, self.runtime
         self.network.eval()
         center = args.n_sequence // 2
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(4, dtype=torch.float64)
         self._validation_images = []
         steps = math.ceil(len(self.test_set) / runtime.world_size)
         batches = iter(self.test_batches)
@@ -358,8 +384,14 @@ class Trainer:
                     with self.step.autocast():
                         outputs = self.model.split_outputs(self.model(blur))
                     first, final = outputs.stage1_center.float(), outputs.final.float()
+                    blurred = blur[:, center].float()
                     sums += torch.tensor(
-                        [float_psnr(first, gt_center, args.rgb_range), float_psnr(final, gt_center, args.rgb_range), 1]
+                        [
+                            float_psnr(first, gt_center, args.rgb_range),
+                            float_psnr(final, gt_center, args.rgb_range),
+                            float_psnr(blurred, gt_center, args.rgb_range),
+                            1,
+                        ]
                     )
                     if self.curves is not None and len(self._validation_images) < VALIDATION_IMAGES:
                         side_by_side = torch.cat([blur[0, center], final[0], gt_center[0]], dim=-1)
@@ -369,7 +401,8 @@ class Trainer:
                         images = (name, window_images(blur[:, center], gt_center, first, final, args.rgb_range))
                 if args.save_images:
                     self._write_images(images)
-        psnr_stage1, psnr, count = runtime.sum(sums.to(runtime.device)).tolist()
+        psnr_stage1, psnr, blurred_psnr, count = runtime.sum(sums.to(runtime.device)).tolist()
+        self.blurred_psnr = blurred_psnr / count
         return psnr_stage1 / count, psnr / count
 
     def _write_images(self, images: tuple[tuple[str, str], dict] | None) -> None:
@@ -394,6 +427,8 @@ class Trainer:
             f"[{self.args.data_test}]\taverage PSNR_iter1: {psnr_stage1:.3f} PSNR_iter2: {psnr:.3f} "
             f"(Best: {best:.3f} @epoch {best_epoch})"
         )
+        kept = f"model_best.pt keeps epoch {best_epoch}" if best_epoch != epoch else "no earlier epoch scored higher"
+        self._flag_collapse(f"after epoch {epoch}", psnr_stage1, psnr, kept)
 
     def test(self) -> tuple[float, float]:
         """--test_only: validate once and log the result."""
@@ -402,7 +437,21 @@ class Trainer:
         self.experiment.write_log(
             f"[{self.args.data_test}]\taverage PSNR_iter1: {psnr_stage1:.3f} PSNR_iter2: {psnr:.3f}"
         )
+        self._flag_collapse("of the weights given", psnr_stage1, psnr, "")
         return psnr_stage1, psnr
+
+    def _flag_collapse(self, when: str, psnr_stage1: float, psnr: float, kept: str) -> None:
+        """A warning line in log.txt and on stderr (rank 0) if the validation PSNRs look collapsed (`collapse`)."""
+        why = collapse({"PSNR_iter1": psnr_stage1, "PSNR_iter2": psnr}, self.blurred_psnr)
+        if not why or not self.runtime.is_main:
+            return
+        line = (
+            f"warning: validation {when} collapsed: PSNR_iter1 {psnr_stage1:.3f} dB, PSNR_iter2 {psnr:.3f} dB, "
+            f"the blurred input {self.blurred_psnr:.3f} dB ({why}); the weights are unusable"
+            + (f", {kept}" if kept else "")
+        )
+        self.experiment.write_log(line, show=False)
+        print(line, file=sys.stderr, flush=True)
 
     def save_progress(self, progress: Progress, signal_number: int) -> None:
         """Commit the point ``progress`` inside an epoch (`Experiment.save_progress`); every process waits for the
@@ -410,7 +459,10 @@ class Trainer:
         state = self.state(progress.epoch - 1, progress, signal_number)
         if self.curves is not None:
             self.curves.flush()  # what the commit covers is in the event files
+        point = describe_commit(progress.epoch - 1, {"epoch": progress.epoch, "batches": progress.batches})
+        self._committing = point
         self.experiment.save_progress(state, progress.epoch, progress.batches)
+        self.last_commit, self._committing = point, None
         self.runtime.barrier()
 
     def save(self, epoch: int) -> None:
@@ -419,6 +471,7 @@ class Trainer:
         trained = epoch > 0
         if self.curves is not None:
             self.curves.flush()
+        self._committing = describe_commit(epoch, None)
         self.experiment.save_checkpoint(
             self.state(epoch),
             with_n_sequence(self.model.state_dict(), self.model.n_sequence) if trained else None,
@@ -428,6 +481,35 @@ class Trainer:
             is_best=trained and self.history.best()[1] == epoch,
             keep_epoch=trained and self.args.save_middle_models,
         )
+        self.last_commit, self._committing = self._committing, None
+
+
+def stop_name(signal_number: int) -> str:
+    """How a stop's line names its signal: ``Ctrl-C (SIGINT)``, ``SIGTERM``."""
+    name = signal_name(signal_number)
+    return f"Ctrl-C ({name})" if signal_number == signal.SIGINT else name
+
+
+def describe_commit(epoch: int, inside: dict[str, Any] | None) -> str:
+    """A commit in words: ``epoch 3``, or ``epoch 4 after batch 17`` for a point inside an epoch."""
+    if inside is not None:
+        return f"epoch {inside['epoch']} after batch {inside['batches']}"
+    return f"epoch {epoch}" if epoch else "epoch 0, the initial weights"
+
+
+def continue_command(args: argparse.Namespace, distributed: bool, program: str | None = None) -> str:
+    """The command line that continues the run of ``args``: this program (``sys.argv[0]`` as it was typed: ``python
+    code/main.py``, or the installed command's name) with its --save, its --experiment_dir where one was given and
+    --resume; every other option comes from the run's checkpoint. Under torchrun, after torchrun's own options."""
+    program = sys.argv[0] if program is None else program
+    words = ["python", program] if program.endswith(".py") else [program.rsplit("/", 1)[-1]]
+    words += ["--save", args.save]
+    if "experiment_dir" in getattr(args, "explicit", ()):
+        words += ["--experiment_dir", str(args.experiment_dir)]
+    command = shlex.join([*words, "--resume"])
+    if distributed:
+        return "torchrun <the same torchrun options> " + command.removeprefix("python ")
+    return command
 
 
 def epochs_to_run(first_epoch: int, epochs: int) -> Iterator[int]:

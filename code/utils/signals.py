@@ -1,4 +1,4 @@
-"""Stop requests by signal (SIGTERM, SIGUSR1), for the tools' main threads.
+"""Stop requests by signal (SIGTERM, SIGUSR1, and Ctrl-C in training), for the tools' main threads.
 
 Clusters stop a job with SIGTERM (SLURM can also send SIGUSR1 ahead of its time limit). `StopRequests` is a context
 manager that handles those signals (`STOP_SIGNALS`) while it is open and then puts back the handlers it found, in
@@ -12,6 +12,13 @@ one of two modes:
   ``KeyboardInterrupt``, so that the clean-up written for Ctrl-C runs (``finally`` blocks, ``except
   KeyboardInterrupt``); later signals are only recorded and do not interrupt that clean-up.
 
+Training also records Ctrl-C (`TRAINING_STOP_SIGNALS`): its first SIGINT stops training at the next step boundary,
+committed, as SIGTERM does; a SIGINT after a stop was asked for (``again_raises``) raises `Interrupted` at once, even
+during a commit (which is crash-safe: utils/committed.py), so that a second Ctrl-C always ends the command. A
+``notice`` is written to stderr when that first SIGINT is recorded, by the process that opened the context only (not
+by a forked DataLoader worker, which inherits the handler), with ``os.write``: no Python stream, whose lock the
+interrupted main thread may hold.
+
 Contexts nest: an inner one (training's, recording) takes over from an outer one (the whole command's, raising)
 and gives the signals back to it when it closes. `utils.errors.run_cli` ends a command that `Interrupted` stopped
 with exit status 128 + the signal's number (`exit_status`; 143 for SIGTERM, 138 for SIGUSR1, 130 for Ctrl-C), the
@@ -19,6 +26,7 @@ status a shell reports for a process the signal ended. Python runs signal handle
 another thread the context handles nothing (and says so in `active`).
 """
 
+import os
 import signal
 import threading
 from collections.abc import Iterable
@@ -28,6 +36,10 @@ from typing import Any
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 """The signals that ask a run to stop: SIGTERM (kill, a scheduler stopping or preempting a job), SIGUSR1 (SLURM's
 ``--signal=USR1@<seconds>`` warning ahead of the time limit)."""
+
+TRAINING_STOP_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
+"""The signals training records and stops at a step boundary for: Ctrl-C as well (outside training it raises
+``KeyboardInterrupt`` at once, Python's default)."""
 
 
 def signal_name(number: int) -> str:
@@ -54,9 +66,19 @@ class Interrupted(KeyboardInterrupt):
 class StopRequests:
     """Handles ``signals`` while open: records them, or raises `Interrupted` on the first (see the module docstring)."""
 
-    def __init__(self, signals: Iterable[int] = STOP_SIGNALS, raise_in_main: bool = False) -> None:
+    def __init__(
+        self,
+        signals: Iterable[int] = STOP_SIGNALS,
+        raise_in_main: bool = False,
+        again_raises: Iterable[int] = (),
+        notices: dict[int, str] | None = None,
+    ) -> None:
         self.signals = tuple(signals)
         self.raise_in_main = raise_in_main
+        self.again_raises = frozenset(again_raises)
+        """Signals that raise `Interrupted` when a stop was already asked for (a second Ctrl-C: stop at once)."""
+        self.notices = dict(notices or {})
+        """A line for stderr when the first signal is one of these (what happens next, how to stop at once)."""
         self.signal_number: int | None = None
         """The first signal received while open (None if none)."""
         self.count = 0
@@ -64,6 +86,7 @@ class StopRequests:
         self.active = False
         """Whether the handlers are installed (only in the main thread)."""
         self._previous: dict[int, Any] = {}
+        self._pid = 0
 
     @property
     def requested(self) -> bool:
@@ -73,16 +96,22 @@ class StopRequests:
     def _handle(self, number: int, frame: FrameType | None) -> None:
         self.count += 1
         if self.signal_number is not None:
+            if number in self.again_raises:
+                raise Interrupted(number)  # asked again: stop now, whatever is in progress
             return  # a repeated signal: already on the way out, nothing more to do
         self.signal_number = number
         if self.raise_in_main:
             raise Interrupted(number)
+        notice = self.notices.get(number)
+        if notice and os.getpid() == self._pid:
+            os.write(2, f"\n{notice}\n".encode())
 
     def __enter__(self) -> "StopRequests":
         if threading.current_thread() is threading.main_thread():
             for number in self.signals:
                 self._previous[number] = signal.signal(number, self._handle)
             self.active = True
+            self._pid = os.getpid()
         return self
 
     def __exit__(self, *exception: object) -> None:
