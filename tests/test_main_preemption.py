@@ -256,7 +256,7 @@ def test_ctrl_c_in_training_commits_the_step_and_its_command_continues_exactly(
     result, script = hooked(argv, "ctrl_c", {"at": "step", "count": 4, "signal": "SIGINT"})
     assert result.returncode == 130, result.stderr[-3000:]
     line = f"stopped: Ctrl-C (SIGINT) in epoch 2 after batch 1 of 3: {run} {KEPT}; {resume(run, str(script))}"
-    assert re.findall(r"(?:test hook|stopped|error|interrupted): [^\r\n]*", result.stderr) == [
+    assert re.findall(r"(?:test hook|stopped|error|interrupted by Ctrl-C): [^\r\n]*", result.stderr) == [
         "test hook: SIGINT to self at step 4",
         line,
         "test hook: rank 0 exits with 130",
@@ -282,11 +282,11 @@ def test_a_second_ctrl_c_during_the_commit_stops_at_once_and_leaves_a_resumable_
     result, script = hooked(argv, "ctrl_c_twice", first, again)
     assert result.returncode == 130, result.stderr[-3000:]
     line = (
-        f"interrupted: Ctrl-C (SIGINT) again: stopped at once; {run} keeps its last commit (epoch 0, the initial "
+        f"interrupted by Ctrl-C: a second time, stopped at once; {run} keeps its last commit (epoch 0, the initial "
         "weights, or epoch 1 after batch 2 if its commit got through: the next start completes it); "
         f"{resume(run, str(script))}"
     )
-    assert re.findall(r"(?:test hook|stopped|error|interrupted): [^\r\n]*", result.stderr) == [
+    assert re.findall(r"(?:test hook|stopped|error|interrupted by Ctrl-C): [^\r\n]*", result.stderr) == [
         "test hook: SIGINT to self at step 2",
         "test hook: SIGINT to self at progress commit 1",
         line,

@@ -190,8 +190,8 @@ class Trainer:
         try:
             self._fit(first_epoch, vote, progress)
         except Interrupted as interrupt:  # a second Ctrl-C (the only signal that raises here): nothing is committed
-            if self.runtime.is_main:
-                print(f"interrupted: {self._interrupted_again(interrupt.signal_number)}", file=sys.stderr, flush=True)
+            if self.runtime.is_main:  # said by the command (`utils.errors.run_cli`)
+                interrupt.explanation = self._interrupted_again()
             raise
         finally:
             if self.curves is not None:
@@ -239,13 +239,13 @@ class Trainer:
         )
         raise Stopped(message if self.runtime.is_main else "", signal_number)
 
-    def _interrupted_again(self, signal_number: int) -> str:
-        """The line of a stop at once (a second Ctrl-C): what the folder keeps and how to continue it."""
+    def _interrupted_again(self) -> str:
+        """What a stop at once (a second Ctrl-C) kept and how to continue it."""
         kept = self.last_commit
         if self._committing is not None:  # cut short before its commit point it is undone, after it completed
             kept += f", or {self._committing} if its commit got through: the next start completes it"
         return (
-            f"{stop_name(signal_number)} again: stopped at once; {self.experiment.root} keeps its last commit "
+            f"a second time, stopped at once; {self.experiment.root} keeps its last commit "
             f"({kept}); to continue it: {continue_command(self.args, self.runtime.distributed)}"
         )
 

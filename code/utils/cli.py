@@ -26,7 +26,8 @@ class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if re.search(r"\bdefault\b", text) or default is None or default is argparse.SUPPRESS or not action.option_strings:
+        unset = default is None or default is argparse.SUPPRESS
+        if unset or re.search(r"\bdefault\b", text) or not action.option_strings:
             return text
         if isinstance(default, bool):
             if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) and not action.const:
