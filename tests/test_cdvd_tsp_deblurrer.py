@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch
 from cdvd_tsp import DeblurError, Deblurrer
 from conftest import save_seeded_weights, sharp_frames, write_image
 from data.frames import read_rgb
+from data.video_io import VideoWriter, open_video
 from infer.planning import PRESETS
 from inference import main
 from utils.paths import from_repo
@@ -131,14 +133,17 @@ def test_a_folder_in_and_out_is_inference_s_input_and_output(deblurrer: Deblurre
 
 
 def test_a_video_file_in_and_out(deblurrer: Deblurrer, tmp_path: Path) -> None:
-    import imageio.v2 as imageio
-
     clip = tmp_path / "clip.mp4"
-    with imageio.get_writer(clip, fps=10, macro_block_size=1) as writer:
+    with VideoWriter(clip, (32, 48), fps=10) as writer:
         for frame in sharp_frames(4, 32, 48):
-            writer.append_data(frame)
-    output = deblurrer.deblur_path(clip, tmp_path / "out.mp4")
-    assert output.is_file() and len(imageio.mimread(output)) == 4
+            writer.write(frame)
+    output = deblurrer.deblur_path(clip, tmp_path / "out.mkv", codec="h265", quality=30)
+    assert output.is_file() and len(open_video(output)) == 4
+    with av.open(str(output)) as container:
+        assert container.streams.video[0].codec_context.name == "hevc"
+    with pytest.raises(DeblurError, match=r"^quality 99: h264 takes 0 \(best\) to 51"):
+        deblurrer.deblur_path(clip, tmp_path / "other.mp4", quality=99)
+    assert not (tmp_path / "other.mp4").exists()
 
 
 def one_line_error(call: object) -> DeblurError:

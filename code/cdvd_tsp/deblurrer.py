@@ -180,11 +180,20 @@ class Deblurrer:
         restoration = self.restorer.restoration
         frames_with_output(count, restoration.border_mode, "frames", restoration.n_stages)  # too short a video
 
-    def deblur_path(self, input: str | os.PathLike, output: str | os.PathLike) -> Path:
+    def deblur_path(
+        self,
+        input: str | os.PathLike,
+        output: str | os.PathLike,
+        *,
+        codec: str | None = None,
+        quality: int | None = None,
+    ) -> Path:
         """Deblur a folder of frames or a video file (``input``) into ``output`` (a folder of PNGs, or a video file
-        for a video input), as ``inference.py --input INPUT --output OUTPUT`` with this deblurrer's settings does:
-        the same checks, the same files, committed as a whole; returns ``output``."""
+        for a video input: its sound, timestamps and rotation kept, coded with ``codec`` at ``quality`` as
+        ``--codec``/``--quality`` say), as ``inference.py --input INPUT --output OUTPUT`` with this deblurrer's
+        settings does: the same checks, the same files, committed as a whole; returns ``output``."""
         args = command_line(**self.options, input=os.fspath(input), output=os.fspath(output))
+        args.codec, args.quality = codec, quality
         args.model_path = os.fspath(self.restorer.restoration.model_path)
         with api_errors():
             run(args, loaded=self.restorer, ranks=Ranks())
