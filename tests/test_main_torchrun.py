@@ -188,29 +188,3 @@ def continue_line(space: Path, save: str) -> str:
     return f"to continue it: torchrun <the same torchrun options> {command}"
 
 
-def test_ctrl_c_in_one_process_stops_both_at_the_same_step_like_sigterm(
-    space: Path, reference: tuple[Path, str]
-) -> None:
-    """SIGINT to rank 1 only, after its first step: it records it as it would SIGTERM, rank 0 learns it from the
-    vote, both stop after step 2, commit that point and exit 130; the same command continues to the uninterrupted
-    result."""
-    run = space / "runs" / "ctrl_c"
-    launcher = ["--standalone", "--nproc_per_node", "2"]
-    hook = {"at": "step", "count": 1, "signal": "SIGINT", "rank": 1}
-    script = str(space / "hooked_training.py")
-    status, _, err = finish(launch(launcher, script, argv(space, "ctrl_c"), hooks_environment(hook)))
-    assert status != 0, err[-3000:]
-    assert sorted(re.findall(r"test hook: rank \d exits with \d+", err)) == [
-        "test hook: rank 0 exits with 130",
-        "test hook: rank 1 exits with 130",
-    ]
-    kept = "keeps this point (weights, optimizer, scheduler, every random state, the epoch's progress)"
-    line = f"stopped: Ctrl-C (SIGINT) in epoch 1 after batch 2 of 3: {run} {kept}; {continue_line(space, 'ctrl_c')}"
-    assert re.findall(r"stopped: [^\r\n]*", err) == [line]  # rank 0 only
-    state = torch.load(run / "state.pt", weights_only=True)
-    assert state["inside"] == {"epoch": 1, "batches": 2, "signal": "SIGINT"}
-    assert [rank["batches"] for rank in state["ranks"]] == [2, 2]
-
-    status, _, err = finish(launch(launcher, script, argv(space, "ctrl_c")))
-    assert status == 0, err[-3000:]
-    assert_same_training(run, reference[0])
