@@ -137,10 +137,10 @@ def test_a_video_file_in_and_out(deblurrer: Deblurrer, tmp_path: Path) -> None:
     with VideoWriter(clip, (32, 48), fps=10) as writer:
         for frame in sharp_frames(4, 32, 48):
             writer.write(frame)
-    output = deblurrer.deblur_path(clip, tmp_path / "out.mkv", codec="h265", quality=30)
+    output = deblurrer.deblur_path(clip, tmp_path / "out.mkv", codec="vp9", quality=40)
     assert output.is_file() and len(open_video(output)) == 4
     with av.open(str(output)) as container:
-        assert container.streams.video[0].codec_context.name == "hevc"
+        assert container.streams.video[0].codec_context.name == "vp9"
     with pytest.raises(DeblurError, match=r"^quality 99: h264 takes 0 \(best\) to 51"):
         deblurrer.deblur_path(clip, tmp_path / "other.mp4", quality=99)
     assert not (tmp_path / "other.mp4").exists()

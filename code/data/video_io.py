@@ -60,13 +60,14 @@ class Codec:
 
 CODECS = {
     "h264": Codec("libx264", "yuv420p", 51, 16, {"preset": "medium"}, even=True),
-    "h265": Codec("libx265", "yuv420p", 51, 18, {"preset": "medium", "x265-params": "log-level=error"}, even=True),
     "vp9": Codec("libvpx-vp9", "yuv420p", 63, 20, {"b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}),
     "gif": Codec("gif", "pal8", None, None, {}),
 }
 """``--codec``'s choices (but gif, which a .gif output has without asking) and what each means. ``--quality`` is
 the encoder's constant rate factor: 0 the best (lossless for h264 and vp9), larger smaller and worse."""
-CODEC_CHOICES = ("h264", "h265", "vp9")
+CODEC_CHOICES = ("h264", "vp9")
+"""No H.265: PyAV 18's libx265 corrupted the heap (glibc: "corrupted size vs. prev_size", the process aborted) on
+some small frames (32x48) inside a run, so it is not offered."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,10 @@ class Container:
 
 
 CONTAINERS = {
-    ".mp4": Container("mp4", ("h264", "h265")),
-    ".m4v": Container("mp4", ("h264", "h265")),
-    ".mov": Container("mov", ("h264", "h265")),
-    ".mkv": Container("matroska", ("h264", "h265", "vp9")),
+    ".mp4": Container("mp4", ("h264",)),
+    ".m4v": Container("mp4", ("h264",)),
+    ".mov": Container("mov", ("h264",)),
+    ".mkv": Container("matroska", ("h264", "vp9")),
     ".webm": Container("webm", ("vp9",)),
     ".gif": Container("gif", ("gif",)),
 }
@@ -417,7 +418,7 @@ def plan_encoding(
         raise UserError(f"--codec {chosen}: a {suffix} file holds {held}; give another --codec or a .mkv --output")
     settings = CODECS[chosen]
     if quality is not None and settings.worst is None:
-        raise UserError(f"--quality goes with h264, h265 and vp9; a {suffix} output takes none")
+        raise UserError(f"--quality goes with h264 and vp9; a {suffix} output takes none")
     if quality is not None and not 0 <= quality <= settings.worst:
         raise UserError(f"--quality {quality}: {chosen} takes 0 (best) to {settings.worst} (worst)")
     for track in source.audio:
@@ -508,8 +509,6 @@ class VideoWriter:
             if quality is not None:
                 options["crf"] = str(quality)
             self.stream.codec_context.options = options
-            if codec == "h265" and suffix in (".mp4", ".m4v", ".mov"):
-                self.stream.codec_tag = "hvc1"  # what QuickTime and Safari open
             self.gif_pts = -1
             self.audio = AudioCopy(source, self.container) if source is not None and suffix != ".gif" else None
         except BaseException:

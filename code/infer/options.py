@@ -76,14 +76,14 @@ def build_parser() -> CommandParser:
     write.add_argument(
         "--codec",
         choices=CODEC_CHOICES,
-        help="a video --output's codec: h264 (the default of .mp4, .m4v, .mov, .mkv), h265, vp9 (.webm's, .mkv); "
+        help="a video --output's codec: h264 (the default of .mp4, .m4v, .mov, .mkv), vp9 (.webm's, .mkv); "
         "a .gif is GIF-coded",
     )
     write.add_argument(
         "--quality",
         type=int,
-        help="a video --output's constant rate factor: 0 best (lossless for h264 and vp9) to 51 (h264, h265) or 63 "
-        "(vp9) worst; default near-transparent: h264 16, h265 18, vp9 20",
+        help="a video --output's constant rate factor: 0 best (lossless) to 51 (h264) or 63 (vp9) worst; "
+        "default near-transparent: h264 16, vp9 20",
     )
     write.add_argument(
         "--result_path", help="evaluation: where frames, the log and results.json go (default: infer_results/<preset>)"
