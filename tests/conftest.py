@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -41,6 +42,21 @@ from model.streaming import RELEASE_BORDER, Runner, with_border
 os.environ["CDVD_TSP_RECORDS"] = tempfile.mkdtemp(prefix="cdvd-tsp-records-")
 """The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
 for the tests' processes and the commands they start."""
+
+CHECKED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_put_back(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test ends with the signal handlers it began with: one left changed (by the project's code or a
+    library's) is put back, so that no later test in the process meets it, and named in a warning."""
+    before = {number: signal.getsignal(number) for number in CHECKED_SIGNALS}
+    yield
+    for number, handler in before.items():
+        if signal.getsignal(number) is not handler:
+            warnings.warn(f"{request.node.nodeid} left {signal.Signals(number).name}'s handler changed", stacklevel=1)
+            signal.signal(number, handler)
+
 
 DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_JSON = DATA_DIR / "cdvd_tsp_reference.json"
@@ -388,6 +404,12 @@ def hooked_inference(folder: Path) -> Path:
     return script
 
 
+def hook_line(text: str) -> None:
+    """A hooked command's ``test hook: ...`` line on stderr in one write: under torchrun another process's progress
+    bar cannot land inside it (print writes the text and its newline apart, and such a line was once lost)."""
+    os.write(2, f"{text}\n".encode())
+
+
 def restored_videos(stderr: str, rank: int | None = None) -> list[str]:
     """The videos a hooked run says it restored (of process ``rank``, or of every process), in order."""
     found = re.findall(r"test hook: rank (\d+) restores (\S+)\n", stderr)  # a progress bar may be on the line too
@@ -425,7 +447,7 @@ def run_hooked_inference() -> None:
     def kill(what: str) -> None:
         name = hook.get("signal", "SIGKILL")
         to = hook.get("to", "self")
-        print(f"test hook: {name}{' to parent' if to == 'parent' else ''} {what}", file=sys.stderr, flush=True)
+        hook_line(f"test hook: {name}{' to parent' if to == 'parent' else ''} {what}")
         seen = len(received)
         os.kill(os.getppid() if to == "parent" else os.getpid(), getattr(signal, name))
         deadline = time.monotonic() + 60
@@ -445,7 +467,7 @@ def run_hooked_inference() -> None:
         real_handle(self, number, frame)  # type: ignore[arg-type]
 
     def video(self: pipeline.Pipeline, job: object) -> None:
-        print(f"test hook: rank {rank} restores {job.source.name}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+        hook_line(f"test hook: rank {rank} restores {job.source.name}")
         real_video(self, job)  # type: ignore[arg-type]
 
     def record(self: progress.Recorder, name: str, results: object) -> None:
@@ -487,7 +509,7 @@ def run_hooked_inference() -> None:
     try:
         run_cli(lambda: main(sys.argv[1:]))
     except SystemExit as end:
-        print(f"test hook: rank {rank} exits with {end.code}", file=sys.stderr, flush=True)
+        hook_line(f"test hook: rank {rank} exits with {end.code}")
         raise
 
 
@@ -550,7 +572,7 @@ def run_hooked_training() -> None:
         for hook in hooks:
             if hook["at"] == point and hook["count"] == counts[point]:
                 to = hook.get("to", "self")
-                print(f"test hook: {hook['signal']} to {to} at {point} {counts[point]}", file=sys.stderr, flush=True)
+                hook_line(f"test hook: {hook['signal']} to {to} at {point} {counts[point]}")
                 seen = len(received)
                 os.kill(os.getppid() if to == "parent" else os.getpid(), getattr(signal, hook["signal"]))
                 deadline = time.monotonic() + 60
@@ -572,7 +594,7 @@ def run_hooked_training() -> None:
     try:
         main.run_cli(lambda: main.main(sys.argv[1:]))
     except SystemExit as end:
-        print(f"test hook: rank {rank} exits with {end.code}", file=sys.stderr, flush=True)
+        hook_line(f"test hook: rank {rank} exits with {end.code}")
         raise
 
 

@@ -78,9 +78,8 @@ def test_every_output_is_the_png_that_inference_writes_with_the_default_precisio
             {"precision": "fp32", "tile": 24, "tile_overlap": 4},
             ["--precision", "fp32", "--tile", "24", "--tile_overlap", "4"],
         ),
-        ({"precision": "fp32", "self_ensemble": "x8"}, ["--precision", "fp32", "--self_ensemble", "x8"]),
     ],
-    ids=["replicate", "tiles", "x8"],
+    ids=["replicate", "tiles"],
 )
 def test_the_commands_options_give_the_commands_bytes(tmp_path: Path, options: dict, flags: list[str]) -> None:
     frames = video(3)

@@ -27,11 +27,9 @@ import torch
 
 import main as train_main
 from conftest import (
-    TINY_TRAINING,
     assert_same_training,
     hooked_training,
     hooks_environment,
-    make_dataset,
     run_folder,
     tiny_training_argv,
 )
@@ -319,22 +317,6 @@ def test_a_signal_outside_training_interrupts_like_ctrl_c(
     assert isinstance(interrupted.value, Interrupted) == (number != signal.SIGINT)
     run = run_folder(argv, save)
     assert not run.exists() or not any(run.iterdir())  # a start that never committed leaves nothing
-
-
-def test_two_stages_stopped_inside_an_epoch_resume_exactly(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The released cascade (T = 2: stage 2 restores stage 1's outputs, 5-frame windows) stopped by SIGTERM in epoch
-    2 and resumed ends byte for byte as the uninterrupted run, validation PSNRs included (a resumed DEMO run once
-    validated at -28 dB: not the resume's doing)."""
-    root = tmp_path_factory.mktemp("two_stages")
-    make_dataset(root / "train", {"video0": 5, "video1": 5}, height=32, width=40)
-    make_dataset(root / "test", {"video0": 5}, height=32, width=32, seed=7)
-    data = ["--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
-    argv = [*TINY_TRAINING, *STEPS, "--n_stages", "2", *data, "--experiment_dir", str(root / "runs")]
-    assert train(argv, "reference") == 0
-    stop(argv, "stopped", lambda patch: signal_after_step(patch, 4, signal.SIGTERM))
-    assert state_of(run_folder(argv, "stopped"))["inside"] == {"epoch": 2, "batches": 1, "signal": "SIGTERM"}
-    assert train(argv, "stopped") == 0
-    assert_same_training(run_folder(argv, "stopped"), run_folder(argv, "reference"))
 
 
 def test_a_point_inside_an_epoch_resumes_only_with_the_same_processes_and_device(
