@@ -43,6 +43,12 @@ os.environ["CDVD_TSP_RECORDS"] = tempfile.mkdtemp(prefix="cdvd-tsp-records-")
 """The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
 for the tests' processes and the commands they start."""
 
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # started as a shell's background job, which ignores Ctrl-C (and hands that on to every process it starts): the
+    # tests are of commands run from a terminal, where Ctrl-C raises KeyboardInterrupt; the processes the tests start
+    # get the default disposition from this handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 CHECKED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
