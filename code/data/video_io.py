@@ -361,11 +361,6 @@ def open_input(path: Path) -> FolderSource | VideoSource:
     return open_video(path, "--input")
 
 
-def partial_path(path: Path) -> Path:
-    """The hidden file `VideoWriter` encodes ``path`` into, beside it, before renaming it over ``path``."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 @dataclass(frozen=True)
 class Encoding:
     """How an output video is coded: ``--codec`` (or its container's default) and ``--quality`` (or the codec's)."""
@@ -472,7 +467,7 @@ class VideoWriter:
         self.settings = CODECS[codec]
         quality = encoding.quality if encoding is not None else self.settings.default
         self.path = path
-        self.partial = path if direct else partial_path(path)
+        self.partial = path if direct else path.with_name(f".{path.stem}.partial{path.suffix}")
         self.size = size
         self.coded = padded_size(size, codec)
         if self.coded != size:

@@ -45,6 +45,7 @@ from trainer.randomness import capture_rng_state, derived_seed, restore_rng_stat
 from trainer.running_loss import Reading, RunningLoss
 from trainer.step import TrainStep
 from trainer.validation import collapse, float_psnr, window_images
+from utils.cli import program_words
 from utils.errors import Stopped, UserError
 from utils.runtime import Runtime, StopVote
 from utils.signals import Interrupted, StopRequests, signal_name
@@ -501,9 +502,7 @@ def continue_command(args: argparse.Namespace, distributed: bool, program: str |
     """The command line that continues the run of ``args``: this program (``sys.argv[0]`` as it was typed: ``python
     code/main.py``, or the installed command's name) with its --save, its --experiment_dir where one was given and
     --resume; every other option comes from the run's checkpoint. Under torchrun, after torchrun's own options."""
-    program = sys.argv[0] if program is None else program
-    words = ["python", program] if program.endswith(".py") else [program.rsplit("/", 1)[-1]]
-    words += ["--save", args.save]
+    words = [*program_words(sys.argv[0] if program is None else program), "--save", args.save]
     if "experiment_dir" in getattr(args, "explicit", ()):
         words += ["--experiment_dir", str(args.experiment_dir)]
     command = shlex.join([*words, "--resume"])

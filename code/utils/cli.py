@@ -65,15 +65,19 @@ class CommandParser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
+def program_words(program: str) -> list[str]:
+    """How to run ``program`` (``sys.argv[0]``) again from a shell: ``python code/main.py`` for a script, the name of
+    an installed command (``cdvd-tsp-train``) for one."""
+    return ["python", program] if program.endswith(".py") else [program.rsplit("/", 1)[-1]]
+
+
 def rerun_command(flag: str | None = None) -> str:
     """This process's command line, quoted for a shell, with ``flag`` added if it is not there (``python
     code/inference.py ... --resume``); under torchrun, which runs this script with its own options, the same
     command with ``flag``."""
     if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
         return f"the same torchrun command with {flag}" if flag else "the same torchrun command"
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(".py"):
-        argv = ["python", *argv]
+    argv = [*program_words(sys.argv[0]), *sys.argv[1:]]
     if flag and flag not in argv:
         argv.append(flag)
     return shlex.join(argv)
