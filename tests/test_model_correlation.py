@@ -20,10 +20,12 @@ import torch
 
 from model import correlation
 from model.correlation import (
+    BACKEND_CHOICES,
     BACKEND_VARIABLE,
     SELECTOR,
     KernelSelector,
     cost_volume,
+    cost_volume_stacked,
     cost_volume_tiled,
     cost_volume_torch,
     relative_difference,
@@ -97,6 +99,23 @@ def test_tiled_products_are_the_definition_and_pass_gradcheck() -> None:
     assert relative_difference(cost_volume_tiled(first, second, 3), definition(first, second, 3)) < 1e-14
     leaves = [tensor[:, :, :, :9].requires_grad_() for tensor in random_pair((1, 2, 3, 9), seed=7)]
     assert torch.autograd.gradcheck(lambda a, b: cost_volume_tiled(a, b, 2), leaves, fast_mode=True)
+
+
+@pytest.mark.parametrize("shape,radius", TILED_SHAPES)
+def test_the_exported_stacked_products_are_the_definition(shape: tuple[int, ...], radius: int) -> None:
+    first, second = random_pair(shape, seed=11)
+    stacked = cost_volume_stacked(first, second, radius)
+    assert stacked.shape == cost_volume_torch(first, second, radius).shape
+    assert relative_difference(stacked, definition(first, second, radius)) < 1e-14
+
+
+def test_under_export_the_stacked_products_are_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    for choice in BACKEND_CHOICES:
+        monkeypatch.setenv(BACKEND_VARIABLE, choice)
+        assert torch_formulation(torch.zeros(1, 1, 1, 1)) is cost_volume_stacked
+    first, second = random_pair((1, 3, 6, 9), seed=12)
+    assert torch.equal(cost_volume(first, second), cost_volume_stacked(first, second))
 
 
 def test_tiled_products_promote_mixed_dtypes_like_the_shifted_products() -> None:

@@ -13,8 +13,8 @@ The environment variable ``CDVD_COST_VOLUME`` chooses: ``auto`` (the default: th
 imports, the tiled products on the CPU, the shifted products elsewhere), ``torch`` (the shifted products of
 `cost_volume_torch` everywhere: the reference), ``tiled`` (the tiled products everywhere) or ``cupy`` (the kernel,
 still checked; a warning when it cannot be used). Under ``torch.compile`` the shifted products are used (the compiler
-fuses them); during CUDA graph capture an unchecked kernel is not used (the check must synchronize), so a runner warms
-up before it captures.
+fuses them), under ONNX export the same products stacked (`cost_volume_stacked`: fewer operators); during CUDA graph
+capture an unchecked kernel is not used (the check must synchronize), so a runner warms up before it captures.
 """
 
 import logging
@@ -93,6 +93,24 @@ def cost_volume_tiled(first: Tensor, second: Tensor, max_displacement: int = MAX
     return in_layout_of(volume.permute(0, 3, 1, 2), first)
 
 
+def cost_volume_stacked(first: Tensor, second: Tensor, max_displacement: int = MAX_DISPLACEMENT) -> Tensor:
+    """`cost_volume_torch` as 2r + 1 products of larger tensors: the form the ONNX export traces.
+
+    The 2r + 1 horizontal shifts of ``second`` are stacked once [B, C, 2r + 1, H + 2r, W]; each vertical shift of
+    that stack times ``first`` summed over channels is one row of displacements. The same products and channel sums
+    as the shifted products with 2(2r + 1) slices instead of (2r + 1)^2, which the exporter's symbolic shapes make
+    3 times faster to export (model/onnx_export.py); it holds 2r + 1 copies of ``second``, so it is not used for
+    training.
+    """
+    channels, height, width = first.shape[1:]
+    padded = F.pad(second, [max_displacement] * 4)
+    span = 2 * max_displacement + 1
+    shifted = torch.stack([padded[:, :, :, dx : dx + width] for dx in range(span)], dim=2)
+    center = first.unsqueeze(2)
+    rows = [(center * shifted[:, :, :, dy : dy + height]).sum(dim=1) for dy in range(span)]
+    return torch.cat(rows, dim=1) / channels
+
+
 class FastKernel(Protocol):
     """A faster cost volume: forward and backward on contiguous tensors of one dtype and device."""
 
@@ -160,9 +178,11 @@ def backend_choice() -> str:
 
 
 def torch_formulation(first: Tensor) -> Callable[[Tensor, Tensor, int], Tensor]:
-    """The PyTorch code for a cost volume of ``first`` when no kernel computes it: `cost_volume_tiled` on the CPU
-    (and wherever ``CDVD_COST_VOLUME=tiled``), `cost_volume_torch` under torch.compile, with ``torch`` and on other
-    devices (on CUDA the tiled products have not been measured yet)."""
+    """The PyTorch code for a cost volume of ``first`` when no kernel computes it: `cost_volume_stacked` under
+    export, `cost_volume_tiled` on the CPU (and wherever ``CDVD_COST_VOLUME=tiled``), `cost_volume_torch` under
+    torch.compile, with ``torch`` and on other devices (on CUDA the tiled products have not been measured yet)."""
+    if torch.compiler.is_exporting():
+        return cost_volume_stacked
     choice = backend_choice()
     if torch.compiler.is_compiling() or choice == "torch":
         return cost_volume_torch
