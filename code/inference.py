@@ -13,9 +13,9 @@ Several GPUs: ``torchrun --nproc_per_node N code/inference.py ...`` shares the v
 
 ``--threads`` and ``--deterministic`` are process-wide switches, set here for the run (infer/switches.py); the
 OpenMP threads' passive wait policy is set first of all, before torch loads (utils/openmp.py).
-Everything that can be checked is checked before any output is written (infer/planning.py, infer/checks.py); the
-frames are read, restored, written and scored in an overlapped pipeline (infer/pipeline.py); docs/inference.md has
-the details and a map of infer/.
+Everything that can be checked is checked before any output is written (infer/planning.py, infer/checks.py,
+infer/execution.py); the frames are read, restored, written and scored in an overlapped pipeline (infer/pipeline.py);
+docs/inference.md has the details and a map of infer/.
 """
 
 from utils.openmp import prefer_passive_waiting

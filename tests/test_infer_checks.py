@@ -10,21 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer import checks
+from infer import execution
 from infer.checks import (
     RELEASED_N_STAGES,
     check_default_place,
     check_model_file,
     check_size,
     frames_with_output,
-    pick_acceleration,
     pick_border,
     pick_n_stages,
-    pick_precision,
-    pick_step_choice,
-    pick_step_options,
     pick_tiles,
 )
+from infer.execution import pick_acceleration, pick_precision, pick_step_choice, pick_step_options
 from model import acceleration
 from model.acceleration import BF16_FLOW, BF16_FLOW_CHANNELS_LAST_RESTORATION, RELEASE_OPTIONS
 from model.cdvd_tsp import StepOptions
@@ -43,7 +40,7 @@ NO_BF16 = Bf16Support(False, "this CPU (a test CPU) has no native bfloat16 arith
 @pytest.fixture(params=[NATIVE_BF16, NO_BF16], ids=["native bf16", "no bf16"])
 def cpu_bf16(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Bf16Support:
     """This test run as on a CPU with native bfloat16 and as on one without (whichever this machine is)."""
-    for module in (checks, precision, acceleration):
+    for module in (execution, precision, acceleration):
         monkeypatch.setattr(module, "bf16_support", lambda: request.param)
     return request.param
 
@@ -316,8 +313,8 @@ def test_the_onnxruntime_backend_refuses_the_pytorch_step_s_flags(monkeypatch: p
     from infer.options import parse_args
 
     pytest.importorskip("onnxruntime")
-    assert checks.check_backend(parse_args([])) == "pytorch"
-    assert checks.check_backend(parse_args(["--backend", "onnxruntime"])) == "onnxruntime"
+    assert execution.check_backend(parse_args([])) == "pytorch"
+    assert execution.check_backend(parse_args(["--backend", "onnxruntime"])) == "onnxruntime"
     refused = {
         "--window": ["--window"],
         "--compile": ["--compile"],
@@ -329,11 +326,11 @@ def test_the_onnxruntime_backend_refuses_the_pytorch_step_s_flags(monkeypatch: p
     }
     for flag, given in refused.items():
         with pytest.raises(UserError, match=f"^{flag} applies to the PyTorch backend; leave it out with --backend"):
-            checks.check_backend(parse_args(["--backend", "onnxruntime", *given]))
+            execution.check_backend(parse_args(["--backend", "onnxruntime", *given]))
     with pytest.raises(UserError, match=r"^--backend onnxruntime runs on the CPU; leave out --device cuda"):
-        checks.check_backend(parse_args(["--backend", "onnxruntime", "--device", "cuda"]))
-    assert checks.check_backend(parse_args(["--backend", "onnxruntime", "--no_cuda_graphs", "--device", "cpu"]))
+        execution.check_backend(parse_args(["--backend", "onnxruntime", "--device", "cuda"]))
+    assert execution.check_backend(parse_args(["--backend", "onnxruntime", "--no_cuda_graphs", "--device", "cpu"]))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(UserError, match=r"^--backend onnxruntime needs the package onnxruntime, which is not install"):
-        checks.check_backend(parse_args(["--backend", "onnxruntime"]))
-    assert checks.check_backend(parse_args([])) == "pytorch"  # the default backend never imports it
+        execution.check_backend(parse_args(["--backend", "onnxruntime"]))
+    assert execution.check_backend(parse_args([])) == "pytorch"  # the default backend never imports it

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import evaluation_argv, make_dataset, save_seeded_weights
-from infer import checks
+from infer import execution
 from infer.options import parse_args
 from infer.planning import make_plan
 from infer.report import RELEASE_HEADER, RunLog, write_header
@@ -170,7 +170,7 @@ def test_deblurring_records_bf16_on_a_cpu_with_native_bf16_and_evaluation_fp32(
     tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
     support = Bf16Support(native, "as this test says")
-    for module in (checks, precision, acceleration):
+    for module in (execution, precision, acceleration):
         monkeypatch.setattr(module, "bf16_support", lambda: support)
     data = make_dataset(tmp_path / "data", {"a": 3}, height=22, width=26)
     evaluation = run_settings(
@@ -191,7 +191,7 @@ def test_the_layout_picked_for_the_cpu_s_bf16_unit_and_why_are_recorded(
     tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, unit: str, layouts: str
 ) -> None:
     support = Bf16Support(True, "as this test says")
-    for module in (checks, precision, acceleration):
+    for module in (execution, precision, acceleration):
         monkeypatch.setattr(module, "bf16_support", lambda: support)
     monkeypatch.setattr(acceleration, "this_bf16_unit", lambda: unit)
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: "AVX512")

@@ -12,7 +12,7 @@ import torch
 from conftest import make_dataset, save_seeded_weights, sharp_frames, write_image
 from data.frames import read_rgb
 from data.video_io import VideoWriter, open_video
-from infer.checks import channels_last_name
+from infer.execution import channels_last_name
 from infer.options import default_workers
 from infer.planning import records_folder
 from inference import main

@@ -186,5 +186,3 @@ def continue_line(space: Path, save: str) -> str:
     script, runs = space / "hooked_training.py", space / "runs"
     command = f"{script} --save {save} --experiment_dir {runs} --resume"
     return f"to continue it: torchrun <the same torchrun options> {command}"
-
-

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from infer.checks import check_size, frames_with_output
+from infer.execution import make_execution
 from infer.options import parse_args
-from infer.planning import PRESETS, make_execution, plan_restoration
+from infer.planning import PRESETS, plan_restoration
 from infer.restorer import Restorer
 from infer.run import run
 from utils.errors import UserError

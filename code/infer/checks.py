@@ -1,137 +1,20 @@
 """The checks of a run's plan, one job each: a setting picked or refused with a `UserError` naming the option or
 the file (infer/planning.py calls them before anything is written)."""
 
-import argparse
-import dataclasses
 from pathlib import Path
 
-import torch
-
 from data.frames import BLUR_DIR, GT_DIR
-from model.acceleration import RELEASE_OPTIONS, LayoutChoice, recommended_choice
-from model.cdvd_tsp import StepOptions
 from model.checkpoint import read_checkpoint
 from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
 from model.tiling import DEFAULT_OVERLAP, Tiler
-from utils.cpu import bf16_support
 from utils.errors import UserError
 from utils.image import cropped_size
 from utils.manifest import read_manifest
 from utils.metrics import check_options, min_size
-from utils.precision import Precision, get_precision
 
 README_HINT = 'see README.md, section "Released weights and datasets"'
 RELEASED_N_STAGES = 2
 """The released cascade (five frames): the number of stages of a checkpoint that does not record its own."""
-PYTORCH, ONNXRUNTIME = "pytorch", "onnxruntime"
-BACKENDS = (PYTORCH, ONNXRUNTIME)
-"""``--backend``: the model in PyTorch, or the step exported to ONNX (model/onnx_export.py) run by onnxruntime."""
-ONNX_FIXED = (
-    ("--window", "window", False),
-    ("--compile", "compile", False),
-    ("--cuda_graphs", "cuda_graphs", (None, False)),
-    ("--precision", "precision", None),
-    ("--release_step", "release_step", False),
-    ("--channels_last", "channels_last", "auto"),
-    ("--batched_flows", "batched_flows", "auto"),
-    ("--flow_bf16", "flow_bf16", "auto"),
-)
-"""Flags of the PyTorch step that the onnxruntime backend does not take: (flag, attribute, values it accepts)."""
-
-
-def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
-    """``--precision``, or its default: fp32 for evaluation on the CPU, and on CUDA tf32 (it leaves the published
-    totals unchanged at their printed precision); for deblurring fp16 on CUDA and bf16 on a CPU that computes
-    bfloat16 natively (each the fastest setting measured with a PSNR change under 0.01 dB on the DEMO set), fp32 on
-    other CPUs."""
-    if name is None:
-        if device.type == "cuda":
-            name = "tf32" if evaluation else "fp16"
-        else:
-            name = "bf16" if not evaluation and bf16_support().native else "fp32"
-    return get_precision(name, device)
-
-
-LEVER_AUTO = "auto"
-"""``--channels_last`` and ``--batched_flows``: what measured fastest on the device (`recommended_choice`)."""
-CHANNELS_LAST = {"off": (False, False), "restoration": (False, True), "flow": (True, False), "all": (True, True)}
-"""``--channels_last``: which parts of the step run in channels_last layout, as (PWC-Net and the warps, the
-restoration net)."""
-BATCHED_FLOWS = {"on": True, "off": False}
-FLOW_BF16 = {"on": True, "off": False}
-"""``--flow_bf16``: PWC-Net in bfloat16 under ``--precision bf16``, or in float32 there."""
-"""``--batched_flows``: both flows of a step in one call of PWC-Net, or one after the other."""
-
-
-def channels_last_name(options: StepOptions) -> str:
-    """The ``--channels_last`` value that gives ``options``' layouts."""
-    layouts = (options.channels_last_flow, options.channels_last_restoration)
-    return next(name for name, value in CHANNELS_LAST.items() if value == layouts)
-
-
-def pick_step_options(args: argparse.Namespace, device: torch.device, precision: Precision) -> StepOptions:
-    """The options of `pick_step_choice`."""
-    return pick_step_choice(args, device, precision).options
-
-
-def pick_step_choice(args: argparse.Namespace, device: torch.device, precision: Precision) -> LayoutChoice:
-    """How the streaming runner's step lays out its work, and why: the release's way with ``--release_step`` or
-    ``--window`` (which runs the whole model the release's way), otherwise `recommended_choice` for the device and
-    precision (on the CPU: its bfloat16 unit and instruction set), each lever overridden by ``--channels_last``,
-    ``--batched_flows`` and ``--flow_bf16`` when given.
-
-    Evaluation and deblurring have the same default: the recommended options left the DEMO set's printed totals
-    unchanged on the CPU (26.043 dB / 0.7715; the full values within 1.2e-6 dB, docs/benchmarks-inference.md);
-    on CUDA they are the release's options until the GPU sweep measures others faster.
-    """
-    given = [
-        f"--{flag} {value}"
-        for flag, value in (
-            ("channels_last", args.channels_last),
-            ("batched_flows", args.batched_flows),
-            ("flow_bf16", args.flow_bf16),
-        )
-        if value != LEVER_AUTO
-    ]
-    if given and (args.release_step or args.window):
-        reason = "runs the release's step" if args.release_step else "runs the whole model the release's way"
-        raise UserError(f"{given[0]}: {'--release_step' if args.release_step else '--window'} {reason}; leave it out")
-    if args.flow_bf16 == "on" and precision.name != "bf16":
-        raise UserError(
-            f"--flow_bf16 on: runs PWC-Net in bfloat16 under --precision bf16, and this run is in "
-            f"{precision.name}; leave it out"
-        )
-    if args.release_step or args.window:
-        return LayoutChoice(RELEASE_OPTIONS, "--release_step" if args.release_step else "--window")
-    recommended = recommended_choice(device, precision)
-    options = recommended.options
-    if args.channels_last != LEVER_AUTO:
-        flow, restoration = CHANNELS_LAST[args.channels_last]
-        options = dataclasses.replace(options, channels_last_flow=flow, channels_last_restoration=restoration)
-    if args.batched_flows != LEVER_AUTO:
-        options = dataclasses.replace(options, batch_flows=BATCHED_FLOWS[args.batched_flows])
-    if args.flow_bf16 != LEVER_AUTO:
-        options = dataclasses.replace(options, flow_in_bf16=FLOW_BF16[args.flow_bf16])
-    if given:
-        return LayoutChoice(options, f"{', '.join(given)}; otherwise {recommended.reason}")
-    return recommended
-
-
-def pick_acceleration(args: argparse.Namespace, device: torch.device) -> tuple[bool, bool]:
-    """(cuda_graphs, compile): both apply to the streaming runner's per-stage step."""
-    if args.window and (args.compile or args.cuda_graphs):
-        flag = "--compile" if args.compile else "--cuda_graphs"
-        raise UserError(f"{flag} applies to the streaming runner's step; leave it out with --window")
-    if args.cuda_graphs and device.type != "cuda":
-        raise UserError(f"--cuda_graphs: needs a CUDA device, and this run is on {device}; leave it out")
-    cuda_graphs = args.cuda_graphs if args.cuda_graphs is not None else device.type == "cuda" and not args.window
-    return cuda_graphs, args.compile
-
-
-def check_workers(workers: int) -> int:
-    if workers < 0:
-        raise UserError(f"--workers {workers}: give 0 (everything in the main thread) or more threads")
-    return workers
 
 
 def check_model_file(path: Path, hint: str = "") -> None:
@@ -188,25 +71,6 @@ def pick_n_stages(path: Path, given: int | None) -> int:
             f"--n_stages {given}: {path} records n_sequence {recorded} (--n_stages {stages}); leave --n_stages out"
         )
     return stages
-
-
-def check_backend(args: argparse.Namespace) -> str:
-    """``--backend``; for onnxruntime: the package importable, the CPU, and none of the PyTorch step's flags (the
-    exported file fixes the step and its dtype)."""
-    if args.backend not in BACKENDS:
-        raise UserError(f"--backend {args.backend}: unknown; use one of {', '.join(BACKENDS)}")
-    if args.backend == PYTORCH:
-        return PYTORCH
-    from model.onnx_step import import_onnxruntime
-
-    import_onnxruntime()
-    if args.device == "cuda":
-        raise UserError("--backend onnxruntime runs on the CPU; leave out --device cuda (or use --backend pytorch)")
-    for flag, name, accepted in ONNX_FIXED:
-        value = getattr(args, name)
-        if value not in (accepted if isinstance(accepted, tuple) else (accepted,)):
-            raise UserError(f"{flag} applies to the PyTorch backend; leave it out with --backend onnxruntime")
-    return ONNXRUNTIME
 
 
 def pick_onnx_n_stages(path: Path, given: int | None) -> int:

@@ -5,7 +5,8 @@ from collections.abc import Sequence
 
 from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
 from data.video_io import CODEC_CHOICES
-from infer.checks import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH, RELEASED_N_STAGES
+from infer.checks import RELEASED_N_STAGES
+from infer.execution import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH
 from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
 from model.streaming import BORDER_MODES, RELEASE_BORDER
 from model.tiling import DEFAULT_OVERLAP

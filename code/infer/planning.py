@@ -2,9 +2,9 @@
 run's `Plan`, made of typed parts, and which process of a torchrun run restores which videos (`shard`).
 
 Everything that can be checked here is (infer/checks.py): paths, the dataset's layout, frame lists and sizes, the
-model file and its number of stages, the device, the precision, the acceleration flags (CUDA graphs, compile, the
-step's layouts and batched flows) and the evaluation settings (border, metrics, self-ensemble, tiles). Problems are
-a `UserError` naming the file or option.
+model file and its number of stages, and the evaluation settings (border, metrics, self-ensemble, tiles); how the
+model runs (the device, the backend, the precision, CUDA graphs, compile, the step's layouts) is one `Execution`
+(infer/execution.py). Problems are a `UserError` naming the file or option.
 """
 
 import argparse
@@ -15,16 +15,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from data.frames import check_same_size
 from data.layouts import AUTO, detect_layout, find_videos
 from data.video_io import Encoding, FolderSource, VideoSource, folder_source, is_video_path, open_input, plan_encoding
 from infer.checks import (
     INPUT_META,
-    ONNXRUNTIME,
-    PYTORCH,
-    check_backend,
     check_dataset_folder,
     check_default_place,
     check_folder_target,
@@ -34,24 +29,16 @@ from infer.checks import (
     check_not_in_dataset,
     check_not_input_folder,
     check_size,
-    check_workers,
     frames_with_output,
-    pick_acceleration,
     pick_border,
     pick_n_stages,
     pick_onnx_n_stages,
-    pick_precision,
-    pick_step_choice,
     pick_tiles,
 )
+from infer.execution import ONNXRUNTIME, PYTORCH, Execution, make_execution
 from infer.report import LOG_PREFIX
-from model.acceleration import LayoutChoice
-from model.cdvd_tsp import StepOptions
-from model.onnx_step import EXPORTED_OPTIONS
-from utils.cpu import thread_choice
 from utils.errors import UserError
 from utils.paths import from_repo
-from utils.precision import Precision
 from utils.runtime import pick_device
 from utils.showcase import ShowcaseWriter
 
@@ -169,30 +156,6 @@ class Restoration:
     def time_reversal(self) -> bool:
         """Whether each video is also restored backwards (x16)."""
         return self.self_ensemble == TIME_ENSEMBLE
-
-
-@dataclass(frozen=True)
-class Execution:
-    """Where and how fast the model runs, and how the work around it is shared out."""
-
-    device: torch.device
-    precision: Precision
-    cuda_graphs: bool
-    compile: bool
-    step_options: StepOptions
-    """How the streaming runner's step lays out its work (layouts, batched flows)."""
-    workers: int
-    """Threads that write and score outputs; 0: everything in the main thread."""
-    threads: int
-    """Torch's intra-op threads (set by infer/switches.py before the run plans)."""
-    deterministic: bool
-    """Deterministic algorithms (``--deterministic``, set by infer/switches.py)."""
-    threads_reason: str = ""
-    """Why torch has ``threads`` threads (`utils.cpu.thread_choice`)."""
-    layout_reason: str = ""
-    """Why the step has ``step_options`` (`checks.pick_step_choice`)."""
-    backend: str = PYTORCH
-    """What computes the step: the model in PyTorch, or the exported ONNX step in onnxruntime (`checks.BACKENDS`)."""
 
 
 @dataclass(frozen=True)
@@ -449,33 +412,6 @@ def plan_input(
             option="--output",
             meta={INPUT_META: str(input_path)},
         ),
-    )
-
-
-def make_execution(args: argparse.Namespace, device: torch.device, evaluation: bool) -> Execution:
-    """Where and how fast the model runs on ``device``: the backend, the precision (its default for ``evaluation``
-    or for deblurring), the acceleration flags and the step's layouts, checked. The onnxruntime backend runs the
-    exported step on the CPU, in float32."""
-    backend = check_backend(args)
-    onnx = backend == ONNXRUNTIME
-    device = torch.device("cpu") if onnx else device
-    cuda_graphs, compile_step = (False, False) if onnx else pick_acceleration(args, device)
-    precision = pick_precision("fp32" if onnx else args.precision, device, evaluation)
-    exported = LayoutChoice(EXPORTED_OPTIONS, "the exported step's")
-    layout = exported if onnx else pick_step_choice(args, device, precision)
-    threads = thread_choice()
-    return Execution(
-        device=device,
-        precision=precision,
-        cuda_graphs=cuda_graphs,
-        compile=compile_step,
-        step_options=layout.options,
-        workers=check_workers(args.workers),
-        threads=threads.threads,
-        deterministic=args.deterministic,
-        threads_reason=threads.reason,
-        layout_reason=layout.reason,
-        backend=backend,
     )
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from infer.checks import ONNXRUNTIME, RELEASED_N_STAGES
+from infer.checks import RELEASED_N_STAGES
 from infer.conversion import FramePreparer
+from infer.execution import ONNXRUNTIME
 from infer.outputs import NonFiniteOutput
 from infer.planning import Execution, Plan, Restoration
 from infer.runners import runner_factory

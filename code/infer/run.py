@@ -139,9 +139,7 @@ def staged(plan: Plan, staging: Staging) -> Plan:
     def stage(path: Path | None) -> Path | None:
         return None if path is None else staging.stage(path)
 
-    jobs = [
-        dataclasses.replace(job, frames_dir=stage(job.frames_dir)) for job in plan.jobs
-    ]
+    jobs = [dataclasses.replace(job, frames_dir=stage(job.frames_dir)) for job in plan.jobs]
     destination = dataclasses.replace(
         plan.destination,
         showcase_dir=stage(plan.destination.showcase_dir),

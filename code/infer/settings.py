@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.checks import ONNXRUNTIME, channels_last_name
+from infer.execution import ONNXRUNTIME, channels_last_name
 from infer.planning import Deblurring, Evaluation, Execution, Plan
 from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
 from model.streaming import SIZE_MULTIPLE
