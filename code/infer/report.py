@@ -280,6 +280,20 @@ def write_header(log: RunLog, settings: dict[str, object], model_path: Path | No
         log.write(f"Loading model from {model_path}")
 
 
+def open_log(
+    folder: Path, prefix: str, header: dict[str, object], model_path: Path | None, kept: int = 0, total: int = 0
+) -> RunLog:
+    """A run's log in ``folder`` (made if missing) with its header and, for a run resumed with ``kept`` of its
+    ``total`` videos finished, the line that says so."""
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        log = RunLog(folder, prefix)
+    write_header(log, header, model_path)
+    if kept:
+        log.write(resumed_line(kept, total))
+    return log
+
+
 def resumed_line(kept: int, total: int) -> str:
     """The log's line of a resumed run, before its frame lines."""
     return (

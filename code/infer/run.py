@@ -51,9 +51,8 @@ from infer.report import (
     RunLog,
     VideoResults,
     merge,
-    resumed_line,
+    open_log,
     stopped_line,
-    write_header,
     write_summary,
     write_videos,
 )
@@ -92,18 +91,6 @@ def restore(
                 pipeline.expect(jobs_to_restore)  # each video's first frames read while the one before runs
                 for job in jobs_to_restore:
                     pipeline.video(job)
-
-
-def open_log(plan: Plan, settings: RunSettings, kept: int = 0) -> RunLog:
-    """The run's log with its header (and, for a resumed run, the line that says so)."""
-    destination = plan.destination
-    with writing(destination.report_dir):
-        destination.report_dir.mkdir(parents=True, exist_ok=True)
-        log = RunLog(destination.report_dir, destination.log_prefix)
-    write_header(log, settings.header(), plan.restoration.model_path)
-    if kept:
-        log.write(resumed_line(kept, len(plan.jobs)))
-    return log
 
 
 def claim_video(output: Path, records: Path) -> None:
@@ -339,7 +326,11 @@ def run_in_group(args: argparse.Namespace, runtime: Runtime, loaded: Restorer | 
             staged_plan = staged(plan, staging)
             report.recorder = Recorder(staging.root, planned_videos(plan))
             if runtime.is_main:
-                log = open_log(plan, settings, len(kept))
+                destination = plan.destination
+                header, model_path = settings.header(), plan.restoration.model_path
+                log = open_log(
+                    destination.report_dir, destination.log_prefix, header, model_path, len(kept), len(plan.jobs)
+                )
             if live:  # every frame's line as it completes, the finished videos' where they come
                 report.log = log
                 restore(staged_plan, restorer, staged_plan.jobs, report, kept=staging.kept)
