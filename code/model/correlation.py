@@ -99,7 +99,7 @@ def cost_volume_stacked(first: Tensor, second: Tensor, max_displacement: int = M
     The 2r + 1 horizontal shifts of ``second`` are stacked once [B, C, 2r + 1, H + 2r, W]; each vertical shift of
     that stack times ``first`` summed over channels is one row of displacements. The same products and channel sums
     as the shifted products with 2(2r + 1) slices instead of (2r + 1)^2, which the exporter's symbolic shapes make
-    3 times faster to export (model/onnx_export.py); it holds 2r + 1 copies of ``second``, so it is not used for
+    2.3 to 3 times faster to export (model/onnx_export.py); it holds 2r + 1 copies of ``second``, so it is not used for
     training.
     """
     channels, height, width = first.shape[1:]

@@ -4,7 +4,7 @@ The exported unit is the step the streaming runner calls (`CDVD_TSP.restore_cent
 [1, 3, H, W] -> the restored center), with H and W dynamic (any multiples of 4), through torch.onnx's dynamo
 exporter at opset `DEFAULT_OPSET` (17 or 18: TensorRT computes GridSample wrongly at opset 20). The flow net's cost
 volumes are `model.correlation.cost_volume_stacked` (standard operators, no custom one; 18 slices where the shifted
-products take 81, which made the export 3 times faster), and
+products take 81: a graph of 2,230 nodes instead of 11,940, exported 2.3 to 3 times faster), and
 its resize to multiples of 64 is exported for every size (`model.flow_pwc`, under export). The file records the
 number of stages (`model.onnx_step.N_STAGES_KEY`) so that the backend builds the right runner.
 
