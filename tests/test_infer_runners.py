@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from conftest import run_frames
-from infer.planning import Execution, Restoration
+from infer.execution import Execution
+from infer.planning import Restoration
 from infer.runners import AutocastRunner, runner_factory
 from model.acceleration import RELEASE_OPTIONS, AutocastStep
 from model.cdvd_tsp import StepOptions

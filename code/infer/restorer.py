@@ -19,9 +19,9 @@ from torch import Tensor
 
 from infer.checks import RELEASED_N_STAGES
 from infer.conversion import FramePreparer
-from infer.execution import ONNXRUNTIME
+from infer.execution import ONNXRUNTIME, Execution
 from infer.outputs import NonFiniteOutput
-from infer.planning import Execution, Plan, Restoration
+from infer.planning import Plan, Restoration
 from infer.runners import runner_factory
 from infer.transfer import Transfer
 from model.cdvd_tsp import CDVD_TSP

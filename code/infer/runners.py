@@ -11,7 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from infer.planning import Execution, Restoration
+from infer.execution import Execution
+from infer.planning import Restoration
 from model.acceleration import accelerated_step
 from model.cdvd_tsp import CDVD_TSP
 from model.ensemble import SelfEnsemble

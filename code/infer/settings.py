@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.execution import ONNXRUNTIME, channels_last_name
-from infer.planning import Deblurring, Evaluation, Execution, Plan
+from infer.execution import ONNXRUNTIME, Execution, channels_last_name
+from infer.planning import Deblurring, Evaluation, Plan
 from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
 from model.streaming import SIZE_MULTIPLE
 from utils.openmp import wait_policy
