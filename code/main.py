@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from data.demo import make_demo_data
 from data.loaders import build_datasets
-from logger.experiment import Experiment, check_folder, read_state
+from logger.experiment import Experiment, state_to_continue
 from loss import Loss
 from model.checkpoint import load_weights
 from option import apply_saved_options, option_warnings, parse_args
@@ -59,9 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def start(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
-    continues = check_folder(args.run_dir, args.resume, args.test_only, args.pre_train_path is not None)
     # a resumed run's options (the device among them) come from its checkpoint, before anything is set up
-    state = read_state(args.run_dir) if continues else None
+    state = state_to_continue(args.run_dir, args.resume, args.test_only, args.pre_train_path is not None)
     restored = apply_saved_options(args, state["options"]) if state else []
     runtime = start_runtime(args.cpu, args.n_GPUs)
     configure_logging(runtime.is_main)
@@ -126,15 +126,11 @@ def train_or_validate(
         use_deterministic_algorithms(warn_only=True)  # on CUDA grid_sample's backward has no deterministic kernel
     seed_everything(args.seed)
 
-    model = build_model(args, weights_follow=bool(state) or args.test_only or args.pre_train_path is not None)
-    if args.pre_train_path is not None and not state:
+    weights = starting_weights(args, resumed=bool(state))
+    model = build_model(args, weights_follow=bool(state) or weights is not None)
+    if weights is not None:
         # training may start from a model trained on windows of another length; validating one may not
-        load_weights(model, args.pre_train_path, other_n_sequence=not args.test_only)
-    elif args.test_only:
-        best = args.run_dir / "model" / "model_best.pt"
-        if not best.is_file():
-            raise UserError(f"--test_only: {best} not found; pass --pre_train <checkpoint> or the --save of a run")
-        load_weights(model, best)
+        load_weights(model, weights, other_n_sequence=not args.test_only)
     if runtime.is_main:  # the embedded demo splits the run reads (dataset/DEMO/...), made once
         make_demo_data([args.test_dir] if args.test_only else [args.train_dir, args.test_dir])
     runtime.barrier()
@@ -171,6 +167,19 @@ def train_or_validate(
     with StopRequests(TRAINING_STOP_SIGNALS, again_raises=[signal.SIGINT], notices=ctrl_c_notice(runtime)) as requests:
         trainer.fit(first_epoch, requests, progress)
     return 0
+
+
+def starting_weights(args: argparse.Namespace, resumed: bool) -> Path | None:
+    """The checkpoint the model's weights come from before training or validating: --pre_train's (unless the run is
+    resumed: its state has the weights), the run's best model with --test_only, else None."""
+    if args.pre_train_path is not None and not resumed:
+        return args.pre_train_path
+    if not args.test_only:
+        return None
+    best = args.run_dir / "model" / "model_best.pt"
+    if not best.is_file():
+        raise UserError(f"--test_only: {best} not found; pass --pre_train <checkpoint> or the --save of a run")
+    return best
 
 
 def ctrl_c_notice(runtime: Runtime) -> dict[int, str]:

@@ -312,6 +312,21 @@ def test_only_validation_with_a_checkpoint(data: list[str], experiments: Path, u
     assert not (experiments / "evaluation" / "state.pt").exists()
 
 
+def test_only_validates_the_best_model_of_the_run_in_the_folder(
+    data: list[str], experiments: Path, uninterrupted: Path
+) -> None:
+    run = experiments / "validate_best"
+    shutil.copytree(uninterrupted, run)
+    assert train(data, experiments, "validate_best", "--test_only") == 0
+    scored = [line for line in (uninterrupted / "log.txt").read_text().splitlines() if "average PSNR" in line]
+    best_epoch = int(re.search(r"@epoch (\d+)\)$", scored[-1]).group(1))
+    validated = [line for line in (run / "log.txt").read_text().splitlines() if "average PSNR" in line][-1]
+    assert validated == scored[best_epoch - 1].split(" (Best")[0]  # model_best.pt, the same data: the same PSNRs
+    (run / "model" / "model_best.pt").unlink()
+    with pytest.raises(UserError, match=r"^--test_only: .*model_best\.pt not found; pass --pre_train <checkpoint>"):
+        train(data, experiments, "validate_best", "--test_only")
+
+
 def test_pre_train_is_loaded_strictly(data: list[str], experiments: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.pt"
     torch.save(CDVD_TSP(n_sequence=3, n_feat=8, n_resblock=1).state_dict(), wrong)

@@ -54,6 +54,11 @@ class Execution:
     backend: str = PYTORCH
     """What computes the step: the model in PyTorch, or the exported ONNX step in onnxruntime (`BACKENDS`)."""
 
+    @property
+    def channels_last(self) -> str:
+        """The ``--channels_last`` value that gives the step's layouts."""
+        return channels_last_name(self.step_options)
+
 
 def pick_precision(name: str | None, device: torch.device, evaluation: bool) -> Precision:
     """``--precision``, or its default: fp32 for evaluation on the CPU, and on CUDA tf32 (it leaves the published

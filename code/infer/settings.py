@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.execution import ONNXRUNTIME, Execution, channels_last_name
+from infer.execution import ONNXRUNTIME, Execution
 from infer.planning import Deblurring, Evaluation, Plan
 from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
 from model.streaming import SIZE_MULTIPLE
@@ -114,7 +114,7 @@ def run_settings(plan: Plan, processes: int) -> RunSettings:
     restoration, execution, metrics = plan.restoration, plan.execution, plan.metrics
     tile = restoration.tile
     tile_text = "off" if tile is None else f"{tile} (overlap {restoration.tile_overlap})"
-    layouts = channels_last_name(execution.step_options)
+    layouts = execution.channels_last
     return RunSettings(
         (
             *task_settings(plan.task),

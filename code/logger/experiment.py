@@ -20,7 +20,7 @@ place (the commit point), then the files, state.pt last; the files of earlier ep
 (model_best.pt of an earlier epoch, model_<epoch>.pt) stay. A process killed at any instant leaves either an
 uncommitted staging folder, which the next start deletes, or a committed one, whose remaining files the next start
 moves into place (`Experiment.prepare`). So after any start the files are all those of the epoch in state.pt. Until
-then `read_state` and `check_folder` read the committed state.pt wherever it is. A new run commits "epoch 0" (its
+then `read_state` and `state_to_continue` read the committed state.pt wherever it is. A new run commits "epoch 0" (its
 initial state, only state.pt) before it trains, so a run killed in its first epoch is continued with --resume like
 any other; one killed before that has left nothing but leftovers (`holds_only_leftovers`), and starting it again
 with the same command works, with or without --resume (which starts a run where none has committed).
@@ -102,9 +102,9 @@ class History:
         return cls(values["loss_names"], values["loss"], values["psnr_stage1"], values["psnr"])
 
 
-def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> bool:
-    """Refuse to start where a run's results would be overwritten; True where the start continues the run in
-    ``root`` (read-only; safe to call in every process).
+def state_to_continue(root: Path, resume: bool, test_only: bool, pre_train: bool) -> dict[str, Any] | None:
+    """Refuse to start where a run's results would be overwritten; where the start continues the run in ``root``,
+    its resume state (`read_state`), else None (read-only; safe to call in every process).
 
     A folder that holds files is used only to continue its run (--resume) or to validate its best model
     (--test_only without --pre_train, which adds to log.txt and result/). --resume where no run has committed yet
@@ -112,13 +112,13 @@ def check_folder(root: Path, resume: bool, test_only: bool, pre_train: bool) -> 
     command line serves its first start and every restart.
     """
     if resume and committed_state(root) is not None:
-        return True
+        return read_state(root)
     if not root.exists():
-        return False
+        return None
     if not root.is_dir():
         raise UserError(f"{root} exists and is not a folder; choose another --save")
     if holds_only_leftovers(root) or (test_only and not pre_train):
-        return False
+        return None
     if committed_state(root) is not None:
         raise UserError(f"{root} already holds a run; continue it with --resume, or choose another --save")
     raise UserError(
