@@ -102,21 +102,24 @@ class Trainer:
         self.scheduler = StepLR(self.optimizer, step_size=args.lr_decay, gamma=args.gamma)
         self.step = TrainStep(self.network, self.loss, self.optimizer, runtime.device, args.amp, args.compile)
         self.curves: Curves | None = None
+        """The TensorBoard curves (--tensorboard, rank 0), open while `fit` runs."""
         self.last_commit = "none yet"
         """What the run's folder holds as its last commit (for the line of a second Ctrl-C)."""
         self._committing: str | None = None
         """The commit being made (None between commits)."""
-        """The TensorBoard curves (--tensorboard, rank 0), open while `fit` runs."""
         self._validation_images: list[torch.Tensor] = []
         self.blurred_psnr = math.nan
         """The mean PSNR of the blurred centre frames over the validation windows (set by `evaluate`)."""
         pin = runtime.device.type == "cuda"
         self.train_batches = None
+        self.epoch_batches = 0
+        """How many batches an epoch gives this process."""
         if train_set is not None:
             local_batch = args.batch_size // runtime.world_size
             self.train_batches = train_loader(
                 train_set, local_batch, args.n_threads, runtime.rank, runtime.world_size, pin
             )
+            self.epoch_batches = batches_per_epoch(self.train_batches)
         self.test_batches = validation_loader(test_set, args.n_threads, runtime.rank, runtime.world_size, pin)
 
     # ----- resumable state -----
@@ -186,7 +189,7 @@ class Trainer:
         next step boundary, after committing the point reached."""
         vote = StopVote(self.runtime, requests)
         if self.args.tensorboard and self.runtime.is_main:
-            done = (first_epoch - 1) * batches_per_epoch(self.train_batches) + (progress.batches if progress else 0)
+            done = (first_epoch - 1) * self.epoch_batches + (progress.batches if progress else 0)
             self.curves = Curves(self.experiment.root / TENSORBOARD_DIR, first_step=done + 1)
         try:
             self._fit(first_epoch, vote, progress)
@@ -212,7 +215,7 @@ class Trainer:
             signal_number = self.train_epoch(progress, vote)
             if signal_number:
                 self.save_progress(progress, signal_number)
-                done = f"after batch {progress.batches} of {batches_per_epoch(self.train_batches)}"
+                done = f"after batch {progress.batches} of {self.epoch_batches}"
                 self._stopped(
                     signal_number,
                     f"in epoch {epoch} {done}",
@@ -228,7 +231,7 @@ class Trainer:
             self.save(epoch)
             if self.curves is not None:  # after the commit: a resumed run that validates again never logs it twice
                 psnr_stage1, psnr = self.history.psnr_stage1[-1], self.history.psnr[-1]
-                steps = epoch * batches_per_epoch(self.train_batches)
+                steps = epoch * self.epoch_batches
                 self.curves.validation(steps, psnr_stage1, psnr, self._validation_images)
             self.runtime.barrier()
             progress = None
@@ -280,7 +283,7 @@ class Trainer:
         args, runtime = self.args, self.runtime
         learning_rate = self.learning_rate()
         self.network.train()
-        in_epoch = batches_per_epoch(self.train_batches)
+        in_epoch = self.epoch_batches
         progress_bar = tqdm(
             self.train_batches,
             desc=f"epoch {progress.epoch}",
@@ -333,7 +336,7 @@ class Trainer:
             self._stop_diverged(progress.epoch, reading)
         progress.sums = reading.sums
         if self.curves is not None:
-            first_step = (progress.epoch - 1) * batches_per_epoch(self.train_batches) + read_from + 1
+            first_step = (progress.epoch - 1) * self.epoch_batches + read_from + 1
             self.curves.training_steps(first_step, self.loss.names, reading.steps, self.learning_rates(), seconds)
 
     def finish_epoch(self, progress: Progress) -> None:
