@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.camera_blur import MotionSettings, expand_photo_sets, make_photo_dataset
-from data.frame_blur import blur_frame_sequence, write_pairs
-from data.frames import check_same_size, list_frames, read_header, read_rgb, reset_warnings, warn_dropped
+from data.frame_blur import blur_frame_sequence
+from data.frames import check_same_size, list_frames, read_header, read_rgb, reset_warnings, warn_dropped, write_pairs
 from utils.cli import CommandParser
 from utils.errors import UserError, run_cli
 

@@ -16,8 +16,9 @@ from data.camera_blur import (
     place_path,
     render,
     synthesize_photo_clip,
+    to_linear,
 )
-from data.frame_blur import average_exposure, blur_frame_sequence, to_linear
+from data.frame_blur import average_exposure, blur_frame_sequence
 from data.frames import read_rgb, scan_dataset
 from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
 from model.flow_pwc import Flow_PWC

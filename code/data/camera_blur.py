@@ -1,9 +1,10 @@
 """Camera blur over still photos: a smooth random camera path rendered at a high temporal rate.
 
 Each clip moves a camera over one photo: a steady drift plus a smooth shake, a small rotation and zoom, all
-sub-pixel. A blurred frame is the linear-light mean of the poses seen while its shutter is open; its sharp frame is
-the pose at mid-exposure. Gaussian noise and JPEG compression may be applied to the blurred frames. Everything is
-deterministic under a seed. The demo data (`data.demo`) is made this way.
+sub-pixel. A blurred frame is the mean in linear light (`to_linear`, `to_display`; `data.frame_blur` averages the
+same way) of the poses seen while its shutter is open; its sharp frame is the pose at mid-exposure. Gaussian noise
+and JPEG compression may be applied to the blurred frames. Everything is deterministic under a seed. The demo data
+(`data.demo`) is made this way (`make_photo_dataset`: photos read by `data.sample_photos`, written by `data.frames`).
 """
 
 import math
@@ -14,8 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.frame_blur import to_display, to_linear, write_pairs
-from data.frames import read_rgb
+from data.frames import write_pairs
 from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
 from utils.atomic import atomic_write_json
 
@@ -30,6 +30,8 @@ SAMPLING_MARGIN = 2.0
 """Pixels added to the camera's extent when sizing the photo: bilinear sampling reads one pixel beyond each edge."""
 SIZE_MARGIN = 1.05
 """Factor on the smallest photo size that holds the whole path, so rounding the resized size cannot cut it."""
+GAMMA = 2.2
+"""The display gamma undone before rendering and averaging: the GOPRO dataset approximated its camera's response."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,16 @@ def path_extent(path: CameraPath, times: np.ndarray, size: tuple[int, int]) -> t
     corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float).T
     points = np.concatenate([path.matrix(time) @ corners for time in times], axis=1)
     return points.min(axis=1), points.max(axis=1)
+
+
+def to_linear(rgb: np.ndarray) -> np.ndarray:
+    """uint8 display values -> linear light in [0, 1] (float32)."""
+    return np.power(rgb.astype(np.float32) / 255.0, GAMMA)
+
+
+def to_display(linear: np.ndarray) -> np.ndarray:
+    """Linear light -> uint8 display values (gamma re-applied, rounded)."""
+    return np.round(np.power(np.clip(linear, 0.0, 1.0), 1.0 / GAMMA) * 255.0).astype(np.uint8)
 
 
 def render(photo_linear: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -254,7 +266,7 @@ def make_photo_dataset(
     root = Path(root)
     total = 0
     for photo_index, reference in enumerate(photos):
-        photo = read_rgb(Path(reference)) if Path(reference).is_file() else load_photo(reference)
+        photo = load_photo(reference)
         stem = Path(reference.partition(":")[2] or reference).stem
         for clip in range(videos_per_photo):
             rng = np.random.default_rng([seed, photo_index, clip])

@@ -1,30 +1,15 @@
-"""Blur by averaging sharp frames in linear light (the GOPRO way), and writing blurred/sharp pairs as a dataset.
+"""Blur by averaging sharp frames in linear light (the GOPRO way).
 
 A blurred frame is what a shutter open over several consecutive sharp frames records: their mean in linear light
-(the display gamma undone, the frames averaged, the gamma redone). Its sharp frame is the middle one. The camera
-blur of `data.camera_blur` uses the same linear-light helpers and the same writer.
+(`data.camera_blur`'s `to_linear` and `to_display`: the display gamma undone, the frames averaged, the gamma redone).
+Its sharp frame is the middle one; `data.frames.write_pairs` writes the pairs as a dataset.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from data.frames import BLUR_DIR, GT_DIR, write_png
-from utils.errors import UserError
-
-GAMMA = 2.2
-"""The display gamma undone before averaging: the GOPRO dataset approximated its camera's response by gamma 2.2."""
-
-
-def to_linear(rgb: np.ndarray) -> np.ndarray:
-    """uint8 display values -> linear light in [0, 1] (float32)."""
-    return np.power(rgb.astype(np.float32) / 255.0, GAMMA)
-
-
-def to_display(linear: np.ndarray) -> np.ndarray:
-    """Linear light -> uint8 display values (gamma re-applied, rounded)."""
-    return np.round(np.power(np.clip(linear, 0.0, 1.0), 1.0 / GAMMA) * 255.0).astype(np.uint8)
+from data.camera_blur import to_display, to_linear
 
 
 def average_exposure(frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -64,21 +49,3 @@ def _pairs(frames: Iterable[np.ndarray], average: int, stride: int) -> Iterator[
             yield average_exposure(window), window[average // 2]
             window = window[stride:] if stride < average else []
             skip = max(stride - average, 0)
-
-
-def write_pairs(root: Path, video: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
-    """Write pairs as ``root/blur/video/00000.png`` and ``root/gt/video/00000.png``; returns the count.
-
-    Refuses (UserError, nothing written) when either video folder already holds files.
-    """
-    blur_dir, gt_dir = Path(root) / BLUR_DIR / video, Path(root) / GT_DIR / video
-    for folder in (blur_dir, gt_dir):
-        if folder.exists() and any(folder.iterdir()):
-            raise UserError(f"{folder} already holds files; choose another output folder (nothing was overwritten)")
-        folder.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for index, (blurred, sharp) in enumerate(pairs):
-        write_png(blur_dir / f"{index:05d}.png", blurred)
-        write_png(gt_dir / f"{index:05d}.png", sharp)
-        count += 1
-    return count

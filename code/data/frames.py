@@ -1,8 +1,9 @@
 """Frames on disk: natural-order listing, reading as RGB uint8, writing PNG, and the dataset form.
 
-The dataset form is ``<root>/blur/<video>/<frames>`` with an optional ``<root>/gt/<video>/<frames>`` holding the
-sharp frames under the same video names and the same frame names: a sharp frame pairs with the blurred frame of its
-name without the extension (`pair_by_name`: ``gt/v/00003.png`` with ``blur/v/00003.jpg``), never by position.
+The dataset form (`scan_dataset` reads it, `write_pairs` writes it) is ``<root>/blur/<video>/<frames>`` with an
+optional ``<root>/gt/<video>/<frames>`` holding the sharp frames under the same video names and the same frame names:
+a sharp frame pairs with the blurred frame of its name without the extension (`pair_by_name`: ``gt/v/00003.png``
+with ``blur/v/00003.jpg``), never by position.
 
 `read_rgb` gives a frame as an image viewer shows it, as H x W x 3 uint8 RGB:
 
@@ -25,7 +26,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -456,3 +457,21 @@ def scan_dataset(root: Path, require_gt: bool = False) -> list[VideoFrames]:
         gt_frames = pair_by_name(name, blur_frames, list_frames(gt_videos[name]), root) if has_gt else None
         videos.append(VideoFrames(name, blur_frames, gt_frames))
     return videos
+
+
+def write_pairs(root: Path, video: str, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Write pairs as ``root/blur/video/00000.png`` and ``root/gt/video/00000.png``; returns the count.
+
+    Refuses (UserError, nothing written) when either video folder already holds files.
+    """
+    blur_dir, gt_dir = Path(root) / BLUR_DIR / video, Path(root) / GT_DIR / video
+    for folder in (blur_dir, gt_dir):
+        if folder.exists() and any(folder.iterdir()):
+            raise UserError(f"{folder} already holds files; choose another output folder (nothing was overwritten)")
+        folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for index, (blurred, sharp) in enumerate(pairs):
+        write_png(blur_dir / f"{index:05d}.png", blurred)
+        write_png(gt_dir / f"{index:05d}.png", sharp)
+        count += 1
+    return count

@@ -1,7 +1,7 @@
 """Sample photos that ship inside installed packages (scikit-image, matplotlib): the embedded data source.
 
 Nothing is downloaded. The photos are split once, by name, into a training set and a held-out set, so the demo is
-measured on scenes the demo model never saw.
+measured on scenes the demo model never saw. `load_photo` reads one ('package:file name') or a photo file (a path).
 """
 
 from pathlib import Path
@@ -49,7 +49,9 @@ def package_photo_dir(package: str) -> Path:
 
 
 def photo_path(reference: str) -> Path:
-    """Path of a photo given as 'package:file name'."""
+    """Path of a photo given as a file path, or as 'package:file name' when no such file exists."""
+    if Path(reference).is_file():
+        return Path(reference)
     package, _, name = reference.partition(":")
     path = package_photo_dir(package) / name
     if not path.is_file():
@@ -58,5 +60,5 @@ def photo_path(reference: str) -> Path:
 
 
 def load_photo(reference: str) -> np.ndarray:
-    """A sample photo as H x W x 3 uint8 RGB."""
+    """A photo (a file path or 'package:file name', `photo_path`) as H x W x 3 uint8 RGB."""
     return read_rgb(photo_path(reference))
