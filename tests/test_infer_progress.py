@@ -63,6 +63,23 @@ def record_all(stage: Stage) -> dict[str, VideoResults]:
     return expected
 
 
+def test_each_stopped_run_is_read_with_its_record_and_finished_videos(tmp_path: Path) -> None:
+    folder = tmp_path / "result"
+    for token, run, finished in [("0" * 12, RUN, 2), ("1" * 12, None, 0)]:
+        private = committed.staging_path(folder, "results.json", token) / ".progress"
+        private.mkdir(parents=True)
+        if run is not None:
+            (private / "run.json").write_bytes(run.to_bytes())
+        for index in range(finished):
+            (private / f"video-{index:06d}.json").write_text("{}")  # counted, not checked
+    with Unit.open(folder, "results.json", keep_uncommitted=True) as unit:
+        stopped = progress.stopped_runs(unit)
+    assert [(other.stage.token, other.run, other.finished) for other in stopped] == [
+        ("0" * 12, RUN, 2),
+        ("1" * 12, None, 0),
+    ]
+
+
 def test_finished_videos_are_read_back_exactly_and_nothing_else_is_kept(stage: Stage) -> None:
     assert progress.read_run(stage.private) == RUN
     expected = record_all(stage)

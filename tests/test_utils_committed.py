@@ -393,6 +393,18 @@ def test_a_tampered_list_of_replaced_files_never_removes_anything_outside(tmp_pa
     assert_exactly(folder, LATER)
 
 
+def test_the_list_of_replaced_files_reads_back_the_last_commits_files_the_commit_removes(tmp_path: Path) -> None:
+    folder = tmp_path / "unit"
+    prepared(folder, "replace")
+    pending(folder)
+    (token,) = committed.staging_tokens(folder, KEY)
+    root = committed.staging_path(folder, KEY, token)
+    assert manifest.read_replaced(root, folder, KEY) == set(EARLIER) - set(LATER)
+    assert (root / manifest.REPLACES).read_bytes() == manifest.replaces_bytes(set(EARLIER) - set(LATER))
+    (root / manifest.REPLACES).unlink()
+    assert manifest.read_replaced(root, folder, KEY) == frozenset()  # none: nothing to remove
+
+
 def test_readers_find_the_last_commit_while_it_is_being_rolled_forward(tmp_path: Path) -> None:
     folder = tmp_path / "unit"
     prepared(folder, "replace")

@@ -16,6 +16,9 @@ trusted only if it is this project's, of the video the plan has at its index, wi
 the video's files is in the staging folder with the recorded size and SHA-256 (frames are not flushed to disk one
 by one, so a power cut may have cut one short: that video is done again). `keep_finished` removes everything else
 the staging folder holds (the files of unfinished videos, partial files, records not trusted).
+
+infer/staging.py asks this module what each stopped run left recorded (`stopped_runs`: which it continues, what it
+warns about), then sets up the records of the run it begins (`prepare`: `start` a new one, or `keep_finished`).
 """
 
 import hashlib
@@ -32,7 +35,7 @@ from infer.report import METRICS, FrameTimes, VideoResults, json_number
 from infer.settings import RunSettings
 from utils import atomic
 from utils.atomic import writing
-from utils.committed import PRIVATE, Stage
+from utils.committed import PRIVATE, Stage, Unit
 from utils.metrics import FrameScores
 
 logger = logging.getLogger(__name__)
@@ -202,6 +205,22 @@ def finished_count(stage: Stage) -> int:
     return sum(1 for path in stage.private.glob("video-*.json") if path.is_file())
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """An uncommitted staging folder, as its records say: the run it recorded (None if none, or not a record) and
+    how many videos it finished (its records, not checked)."""
+
+    stage: Stage
+    run: RunRecord | None
+    finished: int
+
+
+def stopped_runs(unit: Unit) -> list[Stopped]:
+    """What each of the unit's uncommitted staging folders recorded (in the order of `Unit.uncommitted`)."""
+    stages = [Stage(unit, token) for token in unit.uncommitted]
+    return [Stopped(stage, read_run(stage.private), finished_count(stage)) for stage in stages]
+
+
 def _number(value: object) -> float | None:
     """A float of a record (non-finite ones are strings, as in results.json); None if it is none."""
     if isinstance(value, bool):
@@ -338,3 +357,12 @@ def keep_finished(stage: Stage, run: RunRecord) -> dict[str, VideoResults]:
         if relative not in kept_files:
             atomic.remove_file(stage.path(relative))
     return kept
+
+
+def prepare(stage: Stage, run: RunRecord, continued: bool) -> dict[str, VideoResults]:
+    """Set up the records of ``run`` in its staging folder ``stage``: a new one records what the run is (`start`;
+    nothing is kept), a continued one keeps its trusted finished videos and removes the rest (`keep_finished`)."""
+    if not continued:
+        start(stage, run)
+        return {}
+    return keep_finished(stage, run)

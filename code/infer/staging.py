@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from infer import progress
-from infer.progress import RunRecord
+from infer.progress import RunRecord, Stopped
 from infer.report import VideoResults
 from utils import atomic, committed, manifest
 from utils.committed import Stage, Unit
@@ -109,15 +109,14 @@ class Staging:
             if unit.finished:
                 logger.warning("%s: finished the commit of an earlier run that was stopped while committing", folder)
             check_outputs(unit, [results_path, *planned], option)
-            token = continued(unit, run) if resume and run is not None else None
-            for other in list(unit.uncommitted):
-                if other != token:
-                    warn_removal(Stage(unit, other), run, resume)
-                    unit.discard(other)
+            stopped = progress.stopped_runs(unit)
+            token = continued(unit.folder, stopped, run) if resume and run is not None else None
+            for other in stopped:
+                if other.stage.token != token:
+                    warn_removal(other, run, resume)
+                    unit.discard(other.stage.token)
             stage = unit.begin(token)
-            if token is None and run is not None:
-                progress.start(stage, run)
-            kept = {} if token is None or run is None else progress.keep_finished(stage, run)
+            kept = {} if run is None else progress.prepare(stage, run, continued=token is not None)
         except BaseException:
             unit.close()
             remove_empty(made)
@@ -176,16 +175,11 @@ class Staging:
             self.unit = None
 
 
-def continued(unit: Unit, run: RunRecord) -> str | None:
-    """The token of the stopped run of ``unit`` that ``run`` continues (the one with the most finished videos, of
+def continued(folder: Path, stopped: list[Stopped], run: RunRecord) -> str | None:
+    """The token of the stopped run in ``folder`` that ``run`` continues (the one with the most finished videos, of
     those that recorded what they run), None if there is none; a `UserError` if its settings differ (unless it
     finished no video: then there is nothing to keep, and it is removed as without ``--resume``)."""
-    candidates = []
-    for token in unit.uncommitted:
-        stage = Stage(unit, token)
-        earlier = progress.read_run(stage.private)
-        if earlier is not None:
-            candidates.append((progress.finished_count(stage), token, earlier))
+    candidates = [(other.finished, other.stage.token, other.run) for other in stopped if other.run is not None]
     if not candidates:
         return None
     finished, token, earlier = max(candidates, key=lambda candidate: candidate[0])
@@ -194,26 +188,25 @@ def continued(unit: Unit, run: RunRecord) -> str | None:
         return None
     if differences:
         raise UserError(
-            f"--resume: {unit.folder} holds a run that was stopped with {finished} of its {len(earlier.videos)} "
+            f"--resume: {folder} holds a run that was stopped with {finished} of its {len(earlier.videos)} "
             f"videos finished, with other settings: {'; '.join(differences)}; run with its settings to continue it, "
             "or without --resume to start again (which removes it)"
         )
     return token
 
 
-def warn_removal(stage: Stage, run: RunRecord | None, resume: bool) -> None:
-    """Say that the uncommitted staging folder ``stage`` goes, and what ``--resume`` would have kept of it."""
-    earlier = progress.read_run(stage.private)
-    finished = progress.finished_count(stage)
+def warn_removal(stopped: Stopped, run: RunRecord | None, resume: bool) -> None:
+    """Say that the uncommitted staging folder of ``stopped`` goes, and what ``--resume`` would have kept of it."""
+    root, earlier, finished = stopped.stage.root, stopped.run, stopped.finished
     if earlier is None or not finished:
-        logger.warning("%s: removed the outputs of an earlier run that was stopped before it ended", stage.root)
+        logger.warning("%s: removed the outputs of an earlier run that was stopped before it ended", root)
         return
     same = run is not None and not run.differences(earlier)
     hint = "; --resume would have kept them" if same and not resume else ""
     logger.warning(
         "%s: removed the outputs of an earlier run that was stopped before it ended, with %d of its %d videos "
         "finished%s",
-        stage.root,
+        root,
         finished,
         len(earlier.videos),
         hint,

@@ -11,8 +11,10 @@ stays as it was.
 The atomic writes and the committed-folder mechanism (utils/committed.py) make every write, rename and removal
 through `write_file`, `rename`, `remove_file`, `remove_tree`, `make_folders` and `remove_folder`, looked up on
 this module at each call, so that tests can stop a process at each of them (tests/test_main_crash.py,
-tests/test_utils_committed.py). Other writers do their own writing: the PNG frames (`data.frames.write_png`), the
-output video (`data.video_io.VideoWriter`), the showcase pictures (`utils.showcase`), the log lines of inference
+tests/test_utils_committed.py); the steps made of several call them too: `move_into_place` (a file renamed into
+its folder, made if need be) and `remove_file_and_empty_folders` (a file removed with the folders it leaves empty).
+Other writers do their own writing: the PNG frames (`data.frames.write_png`), the output video
+(`data.video_io.VideoWriter`), the showcase pictures (`utils.showcase`), the log lines of inference
 (`infer.report.RunLog`) and the demo data set (`data.demo`).
 """
 
@@ -115,6 +117,27 @@ def remove_folder(folder: str | os.PathLike) -> bool:
     except OSError:
         return False
     return True
+
+
+def move_into_place(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename ``source`` to ``target``, making ``target``'s folder (and the folders above it) first if it is missing."""
+    parent = Path(target).parent
+    if not parent.is_dir():
+        make_folders(parent)
+    rename(source, target)
+
+
+def remove_file_and_empty_folders(path: str | os.PathLike, top: str | os.PathLike) -> None:
+    """Delete the file ``path`` if it exists, then the folders above it, up to ``top`` (kept), that are empty (that
+    it leaves empty, or that were so already: a kill may leave them)."""
+    path, top = Path(path), Path(top)
+    if os.path.lexists(path):
+        remove_file(path)
+    for parent in path.parents:
+        if parent == top or top not in parent.parents or not parent.is_dir() or any(parent.iterdir()):
+            return
+        if not remove_folder(parent):
+            return
 
 
 def is_temporary(path: Path) -> bool:

@@ -11,16 +11,17 @@ A commit acts only on the files its manifest lists, and refuses a staged file th
 (`Unit.obstacle`, `CommitError`). `Stage.commit`: (1) every staged file is checked against the folder; (2) the last
 commit's files it neither writes nor keeps are listed in the staging folder's ``.replaces.json``, the new manifest
 is written there, both flushed; (3) that manifest is renamed over the unit's: **the commit point**; (4)
-`roll_forward`: the old key file is removed, the staged files renamed into place, the replaced ones removed, the new
-key file renamed in last; (5) the staging folder is removed. Roll forward is idempotent: repeated after a kill at
-any instant it ends in the same folder.
+`Stage.roll_forward`: the old key file is removed, the staged files moved into place, the replaced ones removed
+with the folders they leave empty, the new key file renamed in last; (5) the staging folder is removed. Rolling
+forward is idempotent: repeated after a kill at any instant it ends in the same folder.
 
 `Unit.open` locks the unit and rolls forward a committed staging folder a killed process left; the others are
 removed, or with ``keep_uncommitted`` handed to the caller (`Unit.uncommitted`) to continue or discard. A staging
 folder's private folder (``.progress/``, `Stage.private`) holds what its writer keeps about the work in progress:
 never committed, gone with the staging folder. Files are staged without temporary files: nobody reads them before
-the commit. Every write, rename and removal goes through `utils.atomic` (`WRITE_POINTS`), so that tests stop a
-process at each of them.
+the commit. Every write, rename and removal goes through the functions of `utils.atomic` named in `WRITE_POINTS`
+(its steps `move_into_place` and `remove_file_and_empty_folders` call them too), so that tests stop a process at
+each of them.
 """
 
 import contextlib
@@ -38,19 +39,17 @@ from utils import atomic
 from utils.errors import UserError
 from utils.locking import LockFile
 from utils.manifest import (
-    FORMAT,
     PRIVATE,
     REPLACES,
     STAGED_MANIFEST,
     TOKEN,
-    VERSION,
     Manifest,
-    checked_names,
     disk_problem,
-    load_json,
     manifest_path,
     name_problem,
     read_manifest,
+    read_replaced,
+    replaces_bytes,
     staging_path,
 )
 
@@ -101,50 +100,6 @@ def _check_free(folder: Path, relative: str, root: Path) -> None:
         raise CommitError(f"cannot finish the commit in {root}: {in_the_way[0]} {in_the_way[1]}; move it away")
 
 
-def roll_forward(folder: Path, name: str, manifest: Manifest) -> None:
-    """Finish the commit ``manifest`` (its manifest in place, its staging folder still there); idempotent."""
-    folder = Path(folder)
-    root = staging_path(folder, name, manifest.commit)
-    document = load_json(root / REPLACES, "list of replaced files")
-    replaced = frozenset()
-    if document is not None:
-        names = document.get("replaces")
-        replaced = checked_names(root / REPLACES, folder, name, names, on_disk=False, what="list of replaced files")
-    replaced -= manifest.files
-    staged_key = root / name
-    if os.path.lexists(staged_key) and os.path.lexists(folder / name):
-        _check_free(folder, name, root)
-        atomic.remove_file(folder / name)  # the old key file first: none describes a mix of two commits
-    parents = {folder}
-    for relative in sorted(manifest.files - {name}):
-        source = root / relative
-        if not os.path.lexists(source):
-            continue  # moved already (or never staged: kept from the last commit)
-        _check_free(folder, relative, root)
-        target = folder / relative
-        if not target.parent.is_dir():
-            atomic.make_folders(target.parent)
-        atomic.rename(source, target)
-        parents.add(target.parent)
-    for relative in sorted(replaced):
-        if disk_problem(folder, relative) is not None:
-            continue  # never through a link, never a folder
-        if os.path.lexists(folder / relative):
-            atomic.remove_file(folder / relative)
-        for parent in (folder / relative).parents:  # the folders that leaves empty (or a kill left empty)
-            if parent == folder or folder not in parent.parents or not parent.is_dir() or any(parent.iterdir()):
-                break
-            if not atomic.remove_folder(parent):
-                break
-    if os.path.lexists(staged_key):
-        atomic.rename(staged_key, folder / name)  # last: its presence says the commit is in place
-    for parent in parents:
-        atomic.sync_folder(parent)
-    if replaced:
-        atomic.remove_file(root / REPLACES)  # from here on nothing more is removed, however often this is repeated
-    atomic.remove_tree(root)
-
-
 @dataclass(frozen=True)
 class Obstacle:
     """What stands where a unit would write one of its files: ``path``, a phrase saying what it is, and whether it
@@ -178,9 +133,10 @@ class Unit:
         try:
             unit = cls(folder, name, lock, read_manifest(folder, name))
             unit.uncommitted = staging_tokens(folder, name)
-            if unit.manifest is not None and unit.manifest.commit in unit.uncommitted:
-                roll_forward(folder, name, unit.manifest)
-                unit.uncommitted.remove(unit.manifest.commit)
+            if unit.manifest is not None and unit.manifest.commit in unit.uncommitted:  # killed past its commit point
+                unfinished = Stage(unit, unit.manifest.commit)
+                unfinished.roll_forward()
+                unit.uncommitted.remove(unfinished.token)
                 unit.finished = True
             if not keep_uncommitted:
                 for token in list(unit.uncommitted):
@@ -241,7 +197,8 @@ class Unit:
 
 
 class Stage:
-    """A staging folder of an open unit: write the commit's files under `path`, then `commit` or `discard`."""
+    """A staging folder of an open unit: write the commit's files under `path`, then `commit` (which rolls it
+    forward) or `discard`."""
 
     def __init__(self, unit: Unit, token: str) -> None:
         self.unit, self.token = unit, token
@@ -296,18 +253,42 @@ class Stage:
             if obstacle is not None:
                 raise CommitError(f"cannot commit into {folder}: {obstacle.path} {obstacle.problem}; nothing changed")
         manifest = Manifest(name, self.token, frozenset(staged) | (frozenset(keep) & unit.files), dict(meta or {}))
-        replaced = sorted(unit.files - manifest.files)
+        replaced = unit.files - manifest.files
         if replaced:
-            document = {"format": FORMAT, "version": VERSION, "replaces": replaced}
-            atomic.write_file(self.root / REPLACES, (json.dumps(document) + "\n").encode("utf-8"))
+            atomic.write_file(self.root / REPLACES, replaces_bytes(replaced))
         atomic.write_file(self.root / STAGED_MANIFEST, manifest.to_bytes())
         for staged_folder in {self.root, *(self.path(relative).parent for relative in staged)}:
             atomic.sync_folder(staged_folder)
         atomic.rename(self.root / STAGED_MANIFEST, manifest_path(folder, name))  # the commit point
         atomic.sync_folder(folder)
         unit.manifest = manifest
-        roll_forward(folder, name, manifest)
+        self.roll_forward()
         return manifest
+
+    def roll_forward(self) -> None:
+        """Finish this staging folder's commit (its commit point passed: the unit's manifest is its own); idempotent."""
+        folder, name, manifest, root = self.unit.folder, self.unit.name, self.unit.manifest, self.root
+        if manifest is None or manifest.commit != self.token:
+            raise RuntimeError(f"{root}: not committed; nothing to roll forward")
+        replaced = read_replaced(root, folder, name) - manifest.files
+        staged_key = root / name
+        if os.path.lexists(staged_key) and os.path.lexists(folder / name):
+            _check_free(folder, name, root)
+            atomic.remove_file(folder / name)  # the old key file first: none describes a mix of two commits
+        moved = [relative for relative in sorted(manifest.files - {name}) if os.path.lexists(root / relative)]
+        for relative in moved:  # the others are moved already (or never staged: kept from the last commit)
+            _check_free(folder, relative, root)
+            atomic.move_into_place(root / relative, folder / relative)
+        for relative in sorted(replaced):
+            if disk_problem(folder, relative) is None:  # never through a link, never a folder
+                atomic.remove_file_and_empty_folders(folder / relative, folder)  # and the folders a kill left empty
+        if os.path.lexists(staged_key):
+            atomic.rename(staged_key, folder / name)  # last: its presence says the commit is in place
+        for parent in {folder, *((folder / relative).parent for relative in moved)}:
+            atomic.sync_folder(parent)
+        if replaced:
+            atomic.remove_file(root / REPLACES)  # from here on nothing more is removed, however often this is repeated
+        atomic.remove_tree(root)
 
     def discard(self) -> None:
         """Remove the staging folder, unless it is committed (the next `Unit.open` finishes that one)."""

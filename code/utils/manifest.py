@@ -1,17 +1,21 @@
 """The manifest of a committed folder (utils/committed.py): its format, the names a unit may own, reading it checked,
-and finding the last commit's files without opening the unit (safe while another process rolls it forward).
+and finding the last commit's files without opening the unit (safe while another process rolls it forward); and a
+staging folder's list of replaced files, written and read back checked.
 
 ``.<name>.manifest.json`` is ``{"format": FORMAT, "version": 1, "unit": name, "commit": token, "meta": {...},
 "files": [...]}``: ``meta`` is the caller's JSON object; ``files`` are relative POSIX paths that stay inside the
 folder (no absolute path, ``..``, ``.``, empty part, backslash, or name of the unit's own records), each a regular
 file (or missing) reached through real folders, the key file ``name`` among them. `read_manifest` refuses anything
-else (`ManifestError`, one line) before anything is changed.
+else (`ManifestError`, one line) before anything is changed. A staging folder's ``.replaces.json`` is ``{"format":
+FORMAT, "version": 1, "replaces": [...]}``, the last commit's files that its commit removes (`replaces_bytes`);
+`read_replaced` checks its names as a manifest's (not on disk: removing them skips what is in the way).
 """
 
 import json
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -153,6 +157,23 @@ def read_manifest(folder: Path, name: str) -> Manifest | None:
     if name not in files:
         raise ManifestError(f"{path}: does not list {name}, the file it is named after; {REFUSED_HINT}")
     return Manifest(name, commit, files, meta)
+
+
+def replaces_bytes(replaced: Iterable[str]) -> bytes:
+    """A staging folder's list of replaced files (``.replaces.json``): the last commit's files that its commit
+    removes."""
+    document = {"format": FORMAT, "version": VERSION, "replaces": sorted(replaced)}
+    return (json.dumps(document) + "\n").encode("utf-8")
+
+
+def read_replaced(root: Path, folder: Path, name: str) -> frozenset[str]:
+    """The files that the commit staged in ``root`` (of the unit ``(folder, name)``) replaces, checked as a
+    manifest's are; empty if its staging folder has no list of replaced files."""
+    path = Path(root) / REPLACES
+    document = load_json(path, "list of replaced files")
+    if document is None:
+        return frozenset()
+    return checked_names(path, folder, name, document.get("replaces"), on_disk=False, what="list of replaced files")
 
 
 def find(folder: Path, name: str, relative: str) -> Path | None:
