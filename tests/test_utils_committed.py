@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from logger.experiment import adopt
 from utils import atomic, committed, locking, manifest
 from utils.committed import CommitError, Stage, Unit
 from utils.manifest import ManifestError
@@ -592,10 +591,10 @@ def test_a_folder_written_before_manifests_is_adopted(tmp_path: Path) -> None:
     with Unit.open(folder, KEY) as unit:
         assert unit.manifest is None
         with pytest.raises(CommitError, match=r"a/9\.png is not a regular file inside it"):
-            adopt(unit, [*EARLIER, "a/9.png"], {})
+            unit.adopt([*EARLIER, "a/9.png"], {})
         with pytest.raises(CommitError, match="a is not a regular file inside it"):
-            adopt(unit, [*EARLIER, "a"], {})
-        adopt(unit, list(EARLIER), {"adopted": True})
+            unit.adopt([*EARLIER, "a"], {})
+        unit.adopt(list(EARLIER), {"adopted": True})
     assert unit_files(folder) == EARLIER
     commit(folder, KEY, LATER)
     assert in_place(folder) == LATER

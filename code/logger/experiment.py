@@ -51,7 +51,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,23 +206,6 @@ def previous_version_files(root: Path) -> list[str]:
     )
 
 
-def adopt(unit: committed.Unit, files: Collection[str], meta: dict[str, Any]) -> manifest.Manifest:
-    """Record ``files``, already in place, as the first commit of ``unit`` (open, without a manifest): a folder of
-    this project's previous version, written before manifests."""
-    if unit.manifest is not None:
-        raise ValueError(f"{unit.folder}: {unit.name} has a manifest already")
-    if unit.name not in files:
-        raise committed.CommitError(f"cannot adopt {unit.folder}: no {unit.name}")
-    for relative in files:
-        obstacle = unit.obstacle(relative)
-        if (obstacle is not None and not obstacle.unowned) or not (unit.folder / relative).is_file():
-            raise committed.CommitError(f"cannot adopt {unit.folder}: {relative} is not a regular file inside it")
-    first = manifest.Manifest(unit.name, committed.new_token(), frozenset(files), dict(meta))
-    atomic.atomic_write_bytes(manifest.manifest_path(unit.folder, unit.name), first.to_bytes())
-    unit.manifest = first
-    return first
-
-
 class Experiment:
     """Writer of one experiment folder (see the module docstring)."""
 
@@ -294,7 +277,7 @@ class Experiment:
             finish_previous_commit(self.root)
         if self.unit.manifest is None and self.state_path.is_file():
             files = previous_version_files(self.root)
-            adopt(self.unit, files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
+            self.unit.adopt(files, {"tool": TOOL, "adopted": "a folder of this project's previous version"})
             logger.info("%s: recorded the %d checkpoint files of a run of the previous version", self.root, len(files))
 
     def write_log(self, line: str, show: bool = True) -> None:

@@ -15,6 +15,7 @@ is written there, both flushed; (3) that manifest is renamed over the unit's: **
 with the folders they leave empty, the new key file renamed in last; (5) the staging folder is removed. Rolling
 forward is idempotent: repeated after a kill at any instant it ends in the same folder.
 
+`Unit.adopt` records files already in place as a unit's first commit (a folder written before manifests).
 `Unit.open` locks the unit and rolls forward a committed staging folder a killed process left; the others are
 removed, or with ``keep_uncommitted`` handed to the caller (`Unit.uncommitted`) to continue or discard. A staging
 folder's private folder (``.progress/``, `Stage.private`) holds what its writer keeps about the work in progress:
@@ -163,6 +164,22 @@ class Unit:
         if os.path.lexists(target) and relative not in self.files:
             return Obstacle(target, f"exists and is not listed by {manifest_path(self.folder, self.name)}", True)
         return None
+
+    def adopt(self, files: Collection[str], meta: dict[str, Any]) -> Manifest:
+        """Record ``files``, already in place, as the first commit of this unit (it has no manifest yet): a folder
+        written before manifests."""
+        if self.manifest is not None:
+            raise ValueError(f"{self.folder}: {self.name} has a manifest already")
+        if self.name not in files:
+            raise CommitError(f"cannot adopt {self.folder}: no {self.name}")
+        for relative in files:
+            obstacle = self.obstacle(relative)
+            if (obstacle is not None and not obstacle.unowned) or not (self.folder / relative).is_file():
+                raise CommitError(f"cannot adopt {self.folder}: {relative} is not a regular file inside it")
+        first = Manifest(self.name, new_token(), frozenset(files), dict(meta))
+        atomic.atomic_write_bytes(manifest_path(self.folder, self.name), first.to_bytes())
+        self.manifest = first
+        return first
 
     def discard(self, token: str) -> None:
         """Remove one of the uncommitted staging folders."""
