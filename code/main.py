@@ -139,10 +139,8 @@ def train_or_validate(
 
     experiment.open(state.get("log_lines") if state else None)
     trainer = Trainer(args, runtime, model, Loss(args.loss), train_set, test_set, experiment)
-    last_epoch, progress = trainer.restore(state) if state else (0, None)
+    last_epoch, progress = trainer.start(state)
     first_epoch = progress.epoch if progress else last_epoch + 1
-    if not state and not args.test_only:
-        trainer.save(0)  # the run's initial state: from here on --resume continues it, even inside epoch 1
     if last_epoch == 0 and progress is None:
         # the model, as the release's log.txt began; here once per run (a resume from epoch 0 has dropped them)
         experiment.write_log(f"{model}\n{model_summary(model)}", show=False)

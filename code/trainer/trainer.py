@@ -147,6 +147,16 @@ class Trainer:
             state["inside"] = {"epoch": progress.epoch, "batches": progress.batches, "signal": signal}
         return state
 
+    def start(self, state: dict[str, Any] | None) -> tuple[int, Progress | None]:
+        """Where the run starts (`restore`: after the epoch of a resumed ``state``, or at its point inside the next
+        one); a new training run first commits its initial state as epoch 0, so that --resume continues it even
+        inside epoch 1."""
+        if state:
+            return self.restore(state)
+        if not self.args.test_only:
+            self.save(0)
+        return 0, None
+
     def restore(self, state: dict[str, Any]) -> tuple[int, Progress | None]:
         """Load a `state`; returns the epoch it was taken after and, for a point inside the next epoch, where."""
         path = self.experiment.state_path
