@@ -228,7 +228,7 @@ def check_outputs(unit: Unit, paths: list[Path], option: str) -> None:
         if obstacle.unowned:
             raise UserError(
                 f"{option}: {obstacle.path} exists and is no output of an earlier run (not listed by "
-                f"{manifest.manifest_path(unit.folder, unit.name).name}); move it away or choose another {option}"
+                f"{unit.manifest_path.name}); move it away or choose another {option}"
             )
         raise UserError(
             f"{option}: {obstacle.path} {obstacle.problem}, where an output goes; move it away or choose "

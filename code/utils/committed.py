@@ -148,6 +148,11 @@ class Unit:
         return unit
 
     @property
+    def manifest_path(self) -> Path:
+        """Where the unit's manifest is (``.<name>.manifest.json`` in its folder)."""
+        return manifest_path(self.folder, self.name)
+
+    @property
     def files(self) -> frozenset[str]:
         """The files of the last commit (relative paths; empty without one)."""
         return frozenset() if self.manifest is None else self.manifest.files
@@ -162,7 +167,7 @@ class Unit:
             return Obstacle(*in_the_way, unowned=False)
         target = self.folder / relative
         if os.path.lexists(target) and relative not in self.files:
-            return Obstacle(target, f"exists and is not listed by {manifest_path(self.folder, self.name)}", True)
+            return Obstacle(target, f"exists and is not listed by {self.manifest_path}", True)
         return None
 
     def adopt(self, files: Collection[str], meta: dict[str, Any]) -> Manifest:
@@ -177,7 +182,7 @@ class Unit:
             if (obstacle is not None and not obstacle.unowned) or not (self.folder / relative).is_file():
                 raise CommitError(f"cannot adopt {self.folder}: {relative} is not a regular file inside it")
         first = Manifest(self.name, new_token(), frozenset(files), dict(meta))
-        atomic.atomic_write_bytes(manifest_path(self.folder, self.name), first.to_bytes())
+        atomic.atomic_write_bytes(self.manifest_path, first.to_bytes())
         self.manifest = first
         return first
 
@@ -254,7 +259,7 @@ class Stage:
     def committed(self) -> bool:
         """Whether this staging folder's commit point has passed (its manifest is the folder's)."""
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            document = json.loads(manifest_path(self.unit.folder, self.unit.name).read_bytes())
+            document = json.loads(self.unit.manifest_path.read_bytes())
             return document.get("commit") == self.token
         return False
 
@@ -276,7 +281,7 @@ class Stage:
         atomic.write_file(self.root / STAGED_MANIFEST, manifest.to_bytes())
         for staged_folder in {self.root, *(self.path(relative).parent for relative in staged)}:
             atomic.sync_folder(staged_folder)
-        atomic.rename(self.root / STAGED_MANIFEST, manifest_path(folder, name))  # the commit point
+        atomic.rename(self.root / STAGED_MANIFEST, unit.manifest_path)  # the commit point
         atomic.sync_folder(folder)
         unit.manifest = manifest
         self.roll_forward()
