@@ -350,14 +350,15 @@ def run_folder(argv: list[str], save: str) -> Path:
 def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:
     """A checkpoint of ``n_stages`` stages written by main.py: one tiny epoch (`TINY_TRAINING`) with the released
     restoration net's width and depth (32 features, 3 resblocks, what inference.py builds) on 7-frame clips under
-    ``root``; returns its model_latest.pt (which records its n_sequence)."""
+    ``root``; returns its model_latest.pt (which records its n_sequence). PWC-Net is frozen (``--flow_lr 0``): its
+    backward pass is most of a step's time, and the checkpoint holds all its weights all the same."""
     import main as train_main  # the training command, imported only by the tests that train
 
     make_dataset(root / "train", {"video0": 7, "video1": 7}, height=32, width=40)
     make_dataset(root / "test", {"video0": 7}, height=32, width=32, seed=7)
     argv = [*TINY_TRAINING, "--dir_data", str(root / "train"), "--dir_data_test", str(root / "test")]
     argv += ["--experiment_dir", str(root / "experiment"), "--save", f"stages_{n_stages}", "--epochs", "1"]
-    argv += ["--n_stages", str(n_stages), "--n_feat", "32", "--n_resblock", "3", *flags]
+    argv += ["--n_stages", str(n_stages), "--n_feat", "32", "--n_resblock", "3", "--flow_lr", "0", *flags]
     assert train_main.main(argv) == 0
     return root / "experiment" / f"stages_{n_stages}" / "model" / "model_latest.pt"
 
