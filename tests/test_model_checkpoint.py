@@ -32,6 +32,24 @@ def test_released_checkpoint_loads(tmp_path: Path, recipe_weights: dict) -> None
     assert_same_weights(model, recipe_weights)
 
 
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip archive", "legacy format"])
+def test_both_of_torch_save_s_formats_load_with_their_record(
+    tmp_path: Path, recipe_weights: dict, zipped: bool
+) -> None:
+    """A zip archive is mapped (its tensors read where they are used), the legacy format (the release's PyTorch
+    1.x may have written it) read whole: the same weights and record either way."""
+    from model.checkpoint import ZIP_MAGIC, with_n_sequence
+
+    path = tmp_path / "model.pt"
+    torch.save(with_n_sequence(recipe_weights, 5), path, _use_new_zipfile_serialization=zipped)
+    assert path.read_bytes().startswith(ZIP_MAGIC) == zipped
+    state, recorded = read_checkpoint(path)
+    assert recorded == 5 and all(tensor.is_cpu for tensor in state.values())
+    model = CDVD_TSP().double()
+    load_weights(model, path)
+    assert_same_weights(model, recipe_weights)
+
+
 @pytest.mark.parametrize("wrapper", ["module."])
 def test_data_parallel_prefix_is_accepted(tmp_path: Path, recipe_weights: dict, wrapper: str) -> None:
     path = save({wrapper + name: tensor for name, tensor in recipe_weights.items()}, tmp_path / "ddp.pt")

@@ -75,10 +75,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], int | N
         raise CheckpointError(f"checkpoint not found: {path}")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: is not a regular file, so not a checkpoint")
+    # A zip archive (what torch.save writes) is mapped, not read: its tensors are read from the file where they are
+    # used, once (a caller that wants only the record reads no tensor). The legacy format can only be read whole.
+    mapped = _head(path).startswith(ZIP_MAGIC)
     try:
         with warnings.catch_warnings():  # a plain pickle's protocol draws a warning before it is refused anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, zipfile errors...
         raise CheckpointError(f"{path}: {_what_it_is(path, error)}") from None
     if not isinstance(loaded, Mapping):
