@@ -3,15 +3,17 @@ experiment folder writes them (logger/experiment.py)."""
 
 import io
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 PLOT_FORMATS = ("png", "pdf")
 
 
 def render_series(title: str, ylabel: str, series: dict[str, list[float]]) -> dict[str, bytes]:
     """Plot each series against epochs 1, 2, ...; the file's bytes for each of `PLOT_FORMATS`."""
+    # imported here: matplotlib is half a second of a training process's start, and torchrun's other processes
+    # never plot
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     figure = Figure()
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
