@@ -82,35 +82,6 @@ def share_the_cores() -> None:
 
 share_the_cores()
 
-SLOWEST_FIRST = (
-    "test_main_torchrun.py",
-    "test_inference_evaluation.py",
-    "test_model_onnx_export.py",
-    "test_inference_torchrun.py",
-    "test_main_crash.py",
-    "test_inference_resume.py",
-    "test_inference_errors.py",
-    "test_main_preemption.py",
-    "test_inference_rerun.py",
-    "test_cdvd_tsp_deblurrer.py",
-    "test_inference_stages.py",
-    "test_main.py",
-)
-"""The test files that take longest (35 to 70 s each on 2 cores, most of it one fixture or a few processes
-started), run first, in this order; the others follow in their usual order. pytest-xdist (--dist loadfile) hands
-each process a whole file at a time, and its own default order (most tests first) put these last, leaving one
-process alone with one of them at the end while the other had nothing left."""
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's option: keep the order of SLOWEST_FIRST
-        config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests in their order
-
 
 def recipe_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     """Weights made by the fixture's recipe (docs/faithfulness.md §10); test-only, not a feature of the project."""
