@@ -27,7 +27,8 @@ The rules' ambiguities are options (`Rules`), whose defaults were calibrated on 
 tool this approximates measured inference.py's argv at 103 stays in 36 rooms (67 returns) and main.py's at 119 stays
 in 33 rooms (86 returns); these defaults give 109 in 29 (80) and 117 in 29 (88) there. ``--revisits`` counts a call
 into an already expanded function as a visit, ``--pass-through`` also counts coming back through a caller that makes
-no further call, ``--per-function`` expands each function once whatever its tainted parameters.
+no further call, ``--per-function`` expands each function once whatever its tainted parameters. ``--merge
+MODULE=INTO`` counts the walk as if MODULE's code were in INTO: what a merge of the two modules would save.
 
 It also prints the lines of Python of each package of code/ (the top-level modules together as ``code/*.py``).
 """
@@ -273,6 +274,13 @@ def walk(repo: Repo, start: str) -> list[str]:
     return w.rooms
 
 
+def merged(rooms: list[str], merges: dict[str, str]) -> list[str]:
+    """``rooms`` as if each module of ``merges`` were part of the one it maps to (what merging them would do to the
+    walk): renamed, consecutive repeats collapsed."""
+    renamed = [merges.get(room, room) for room in rooms]
+    return [room for index, room in enumerate(renamed) if index == 0 or room != renamed[index - 1]]
+
+
 def figures(rooms: list[str]) -> tuple[int, int, int]:
     """(stays, rooms, returns) of a sequence of rooms."""
     return len(rooms), len(set(rooms)), len(rooms) - len(set(rooms))
@@ -291,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("starts", nargs="*", default=DEFAULT_STARTS, help="FILE:FUNCTION:PARAM (default: %(default)s)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="the checkout")
     parser.add_argument("--verbose", action="store_true", help="print each walk's sequence of rooms")
+    parser.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="MODULE=INTO",
+        help="count MODULE's stays as INTO's (the figures a merge of the two would give); repeatable",
+    )
     for rule in fields(Rules):
         parser.add_argument(
             f"--{rule.name.replace('_', '-')}",
@@ -300,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
     repo = Repo(args.root, Rules(**{rule.name: getattr(args, rule.name) for rule in fields(Rules)}))
+    merges = dict(pair.split("=", 1) for pair in args.merge)
     for start in args.starts:
-        rooms = walk(repo, start)
+        rooms = merged(walk(repo, start), merges)
         stays, distinct, returns = figures(rooms)
         print(f"{start}: {stays} stays in {distinct} rooms, {returns} returns")
         if args.verbose:

@@ -65,6 +65,16 @@ def test_a_parameter_goes_down_two_modules_and_back(chain: Path) -> None:
     assert walk_argv.figures(rooms) == (4, 3, 1)
 
 
+def test_a_merge_counts_two_modules_as_one_room(chain: Path, capsys: pytest.CaptureFixture) -> None:
+    rooms = walk(chain, pass_through=True)
+    assert walk_argv.merged(rooms, {"pkg.b": "pkg.a"}) == ["app", "pkg.a", "app"]
+    assert walk_argv.merged(rooms, {"pkg.a": "app"}) == ["app", "pkg.b", "app"]
+    assert (
+        walk_argv.main(["code/app.py:main:argv", "--root", str(chain), "--pass-through", "--merge", "pkg.b=pkg.a"]) == 0
+    )
+    assert "code/app.py:main:argv: 3 stays in 2 rooms, 1 returns" in capsys.readouterr().out
+
+
 def test_coming_back_through_a_caller_and_revisits_count_as_asked(chain: Path) -> None:
     rooms = walk(chain, pass_through=True)
     assert rooms == ["app", "pkg.a", "pkg.b", "pkg.a", "app"]
