@@ -19,9 +19,11 @@
 Where tests live and how they are named: tests/README.md.
 """
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -41,7 +43,8 @@ from model.streaming import RELEASE_BORDER, Runner, with_border
 
 os.environ["CDVD_TSP_RECORDS"] = tempfile.mkdtemp(prefix="cdvd-tsp-records-")
 """The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
-for the tests' processes and the commands they start."""
+for the tests' processes and the commands they start; removed when this process ends."""
+atexit.register(shutil.rmtree, os.environ["CDVD_TSP_RECORDS"], ignore_errors=True)
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # started as a shell's background job, which ignores Ctrl-C (and hands that on to every process it starts): the
