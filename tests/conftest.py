@@ -19,7 +19,6 @@
 Where tests live and how they are named: tests/README.md.
 """
 
-import atexit
 import json
 import os
 import re
@@ -43,8 +42,19 @@ from model.streaming import RELEASE_BORDER, Runner, with_border
 
 os.environ["CDVD_TSP_RECORDS"] = tempfile.mkdtemp(prefix="cdvd-tsp-records-")
 """The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
-for the tests' processes and the commands they start; removed when this process ends."""
-atexit.register(shutil.rmtree, os.environ["CDVD_TSP_RECORDS"], ignore_errors=True)
+for the tests' processes and the commands they start."""
+TORCHRUN_LOGS = tempfile.mkdtemp(prefix="cdvd-tsp-torchrun-")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--log-dir", TORCHRUN_LOGS]
+"""torchrun as the tests launch it: its per-launch folder in ``TORCHRUN_LOGS``, not a new torchelastic_* folder in
+the temp dir."""
+
+
+def pytest_unconfigure() -> None:
+    """The temporary folders above go when the tests of this process end (pytest-xdist's processes may end without
+    running atexit's functions)."""
+    for folder in (os.environ["CDVD_TSP_RECORDS"], TORCHRUN_LOGS):
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # started as a shell's background job, which ignores Ctrl-C (and hands that on to every process it starts): the

@@ -7,13 +7,13 @@ import json
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import (
+    TORCHRUN,
     free_port,
     hooked_inference,
     inference_hook_environment,
@@ -52,9 +52,6 @@ def one(dataset: tuple[Path, Path]) -> Path:
 
 def argv(data: Path, weights: Path, result: Path) -> list[str]:
     return ["--data_path", str(data), "--model_path", str(weights), "--result_path", str(result), "--device", "cpu"]
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def torchrun(

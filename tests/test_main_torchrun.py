@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,15 @@ import pytest
 import torch
 
 import main as train_main
-from conftest import TINY_TRAINING, assert_same_training, free_port, hooked_training, hooks_environment, make_dataset
+from conftest import (
+    TINY_TRAINING,
+    TORCHRUN,
+    assert_same_training,
+    free_port,
+    hooked_training,
+    hooks_environment,
+    make_dataset,
+)
 from main import start_runtime
 from model.cdvd_tsp import CDVD_TSP
 from model.checkpoint import load_weights
@@ -29,7 +36,6 @@ from utils.runtime import SHARED_STORE_SWITCH, check_restarts_can_meet
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 RUN = ["--test_every", "3", "--epochs", "2", "--flow_lr", "0", "--save_images"]
 """Global batch 2 (one sample per process), six samples an epoch: three steps; PWC-Net frozen (smaller files)."""
 RESTARTABLE = {SHARED_STORE_SWITCH: "1"}
