@@ -19,6 +19,7 @@
 Where tests live and how they are named: tests/README.md.
 """
 
+import atexit
 import json
 import os
 import re
@@ -40,21 +41,38 @@ from model.cdvd_tsp import CDVD_TSP
 from model.ensemble import DIHEDRAL, SelfEnsemble, TimeReversal, Transform, backward_outputs
 from model.streaming import RELEASE_BORDER, Runner, with_border
 
-os.environ["CDVD_TSP_RECORDS"] = tempfile.mkdtemp(prefix="cdvd-tsp-records-")
-"""The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
-for the tests' processes and the commands they start."""
-TORCHRUN_LOGS = tempfile.mkdtemp(prefix="cdvd-tsp-torchrun-")
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--log-dir", TORCHRUN_LOGS]
-"""torchrun as the tests launch it: its per-launch folder in ``TORCHRUN_LOGS``, not a new torchelastic_* folder in
-the temp dir."""
+OWN_TEMPORARY_FOLDERS: list[str] = []
+"""The temporary folders this process made (below): removed when it ends."""
+
+
+def temporary_folder(variable: str, prefix: str) -> str:
+    """The folder in the temp dir that the environment variable ``variable`` names: the one a parent process made
+    (the hooked commands, pytest-xdist's processes), or one made here and removed when this process ends."""
+    if not os.environ.get(variable):
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+        OWN_TEMPORARY_FOLDERS.append(os.environ[variable])
+    return os.environ[variable]
+
+
+def remove_own_temporary_folders() -> None:
+    for folder in OWN_TEMPORARY_FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_unconfigure() -> None:
-    """The temporary folders above go when the tests of this process end (pytest-xdist's processes may end without
-    running atexit's functions)."""
-    for folder in (os.environ["CDVD_TSP_RECORDS"], TORCHRUN_LOGS):
-        shutil.rmtree(folder, ignore_errors=True)
+    """The temporary folders go when the tests end (a process may end without running atexit's functions)."""
+    remove_own_temporary_folders()
 
+
+atexit.register(remove_own_temporary_folders)  # a hooked command run on its own (not under pytest)
+
+temporary_folder("CDVD_TSP_RECORDS", "cdvd-tsp-records-")
+"""The records of runs that write a video (infer/planning.py `records_folder`) go there, never into the repository:
+for the tests' processes and the commands they start."""
+TORCHRUN_LOGS = temporary_folder("CDVD_TSP_TEST_TORCHRUN_LOGS", "cdvd-tsp-torchrun-")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--log-dir", TORCHRUN_LOGS]
+"""torchrun as the tests launch it: its per-launch folder in ``TORCHRUN_LOGS``, not a new torchelastic_* folder in
+the temp dir."""
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # started as a shell's background job, which ignores Ctrl-C (and hands that on to every process it starts): the
