@@ -12,6 +12,9 @@ inside the API's generator). Nothing is asserted; the machine is named.
 """
 
 import argparse
+import contextlib
+import io
+import json
 import platform
 import sys
 import tempfile
@@ -22,8 +25,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-
-import json
 
 from cdvd_tsp import Deblurrer
 from data.demo import make_demo_data
@@ -47,7 +48,11 @@ def machine() -> str:
 def command_run(clip: Path, output: Path, device: str, threads: int) -> tuple[list[np.ndarray], float, float]:
     argv = ["--input", str(clip), "--output", str(output), "--default_data", "DEMO", "--device", device]
     argv += ["--threads", str(threads)]
-    assert inference(argv) == 0
+    printed = io.StringIO()  # the command's log and progress bars, shown only if it fails
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        status = inference(argv)
+    if status != 0:
+        raise SystemExit(f"inference.py {' '.join(argv)} exited with {status}:\n{printed.getvalue()}")
     results = json.loads((output / "results.json").read_text())
     images = [read_rgb(output / f"{path.stem}.png") for path in list_frames(clip)]
     return images, results["seconds_per_frame"], results["model_seconds_per_frame"]
