@@ -177,11 +177,20 @@ def test_too_small_or_too_short_a_video_is_refused(deblurrer: Deblurrer) -> None
     one = video(1)
     error = one_line_error(lambda: list(deblurrer.deblur(one)))
     assert str(error) == "frames: has 1 frame(s); border_mode release needs at least 2 (2 stages)"
+    unbordered = Deblurrer.from_checkpoint(DEMO, device="cpu", border_mode=None)
+    error = one_line_error(lambda: list(unbordered.deblur(video(3))))
+    assert str(error) == (
+        "frames: has 3 frame(s); without border_mode a video needs at least 5 "
+        "(2 stages; or pass border_mode to restore every frame)"
+    )
 
 
 def test_a_missing_or_unfit_checkpoint_or_a_bad_option_is_one_line_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.pt"
-    assert str(one_line_error(lambda: Deblurrer.from_checkpoint(missing))).startswith(f"model not found: {missing}")
+    error = one_line_error(lambda: Deblurrer.from_checkpoint(missing))
+    assert str(error).startswith(f"model not found: {missing}; put the released nothing.pt there or pass checkpoint ")
+    error = one_line_error(lambda: Deblurrer.from_checkpoint(tmp_path, device="cpu"))
+    assert str(error).startswith(f"checkpoint {tmp_path}: is a folder, not a checkpoint file")
     unfit = tmp_path / "unfit.pt"
     torch.save({"conv.weight": torch.zeros(1)}, unfit)
     assert str(one_line_error(lambda: Deblurrer.from_checkpoint(unfit, device="cpu"))).startswith(f"{unfit}")
@@ -194,6 +203,8 @@ def test_a_missing_or_unfit_checkpoint_or_a_bad_option_is_one_line_naming_it(tmp
     assert str(error).startswith("border_mode mirror: unknown; use one of release, replicate, reflect")
     error = one_line_error(lambda: Deblurrer.from_checkpoint(DEMO, device="cpu", tile=6))
     assert str(error).startswith("tile 6:")
+    error = one_line_error(lambda: Deblurrer.from_checkpoint(DEMO, device="cpu", precision="fp32", flow_bf16="on"))
+    assert str(error).startswith("flow_bf16 on: runs PWC-Net in bfloat16 under precision bf16")
 
 
 def test_an_output_that_turns_non_finite_stops_the_video_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

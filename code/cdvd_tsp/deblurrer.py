@@ -37,8 +37,10 @@ class DeblurError(UserError):
     """A misused `Deblurrer`: the argument named, what is wrong, in one line."""
 
 
-FLAG = re.compile(r"--([a-z_]+)\b")
+FLAG = re.compile(r"--([a-z0-9_]+)\b")
 """A command-line flag in a message of the commands' checks, named as the API's argument instead."""
+ARGUMENTS = {"model_path": "checkpoint", "border": "border_mode"}
+"""The flags whose argument has another name here (the others have the flag's name)."""
 
 
 @contextlib.contextmanager
@@ -48,7 +50,7 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        raise DeblurError(FLAG.sub(lambda match: match.group(1), str(error))) from None
+        raise DeblurError(FLAG.sub(lambda match: ARGUMENTS.get(match[1], match[1]), str(error))) from None
 
 
 def model_path(checkpoint: str | os.PathLike) -> Path:
