@@ -207,6 +207,33 @@ def test_a_missing_or_unfit_checkpoint_or_a_bad_option_is_one_line_naming_it(tmp
     assert str(error).startswith("flow_bf16 on: runs PWC-Net in bfloat16 under precision bf16")
 
 
+def test_what_the_commands_parser_refuses_is_refused_naming_the_argument(deblurrer: Deblurrer, tmp_path: Path) -> None:
+    """The API passes its options by the command's parser: its choices and types are checked all the same."""
+    cases = {
+        "device gpu: unknown; use one of auto, cpu, cuda": {"device": "gpu"},
+        "self_ensemble x4: unknown; use one of x8, x16": {"self_ensemble": "x4"},
+        "batched_flows yes: unknown; use one of auto, on, off": {"batched_flows": "yes"},
+        "window 'yes': give True or False": {"window": "yes"},
+        "tile 6.5: not a whole number": {"tile": 6.5},
+        "tile True: not a whole number": {"tile": True},
+        "checkpoint 3: not a path (a string or a pathlib.Path)": {"checkpoint": 3},
+    }
+    for message, options in cases.items():
+        given = {"checkpoint": DEMO, "device": "cpu"} | options
+        assert str(one_line_error(lambda given=given: Deblurrer.from_checkpoint(**given))) == message
+    folder = tmp_path / "frames"
+    cases = {
+        "input 3: not a path (a string or a pathlib.Path)": (3, tmp_path / "out", {}),
+        "output 4: not a path (a string or a pathlib.Path)": (folder, 4, {}),
+        "codec h266: unknown; use one of h264, vp9": (folder, tmp_path / "out.mp4", {"codec": "h266"}),
+        "quality 'high': not a whole number": (folder, tmp_path / "out", {"quality": "high"}),
+    }
+    for message, (source, target, options) in cases.items():
+        call = lambda source=source, target=target, options=options: deblurrer.deblur_path(source, target, **options)  # noqa: E731
+        assert str(one_line_error(call)) == message
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_an_output_that_turns_non_finite_stops_the_video_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from test_inference_errors import poisoned_at
 

@@ -24,7 +24,7 @@ import torch
 
 from infer.checks import check_size, frames_with_output
 from infer.execution import make_execution
-from infer.options import parse_args
+from infer.options import build_parser
 from infer.planning import PRESETS, plan_restoration
 from infer.restorer import Restorer
 from infer.run import run
@@ -53,20 +53,41 @@ def api_errors() -> Iterator[None]:
         raise DeblurError(FLAG.sub(lambda match: ARGUMENTS.get(match[1], match[1]), str(error))) from None
 
 
+def path_argument(name: str, value: object) -> str:
+    """``value`` as a path's string; `DeblurError` naming the argument if it is neither a string nor a path."""
+    if not isinstance(value, str | os.PathLike):
+        raise DeblurError(f"{name} {value!r}: not a path (a string or a pathlib.Path)")
+    return os.fspath(value)
+
+
 def model_path(checkpoint: str | os.PathLike) -> Path:
     """A preset's released file under pretrain_models/ (as ``--default_data`` picks it), or the path given."""
     if isinstance(checkpoint, str) and checkpoint in PRESETS:
         return from_repo(PRESETS[checkpoint].model_path)
-    return Path(checkpoint).expanduser().resolve()
+    return Path(path_argument("checkpoint", checkpoint)).expanduser().resolve()
+
+
+def checked_value(name: str, value: object, action: argparse.Action) -> None:
+    """What the command's parser would refuse of its flag's value, refused here too (the API passes it by)."""
+    if action.choices is not None and value not in action.choices:
+        raise DeblurError(f"{name} {value}: unknown; use one of {', '.join(map(str, action.choices))}")
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction) and not isinstance(value, bool):
+        raise DeblurError(f"{name} {value!r}: give True or False")
+    if action.type is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise DeblurError(f"{name} {value!r}: not a whole number")
 
 
 def command_line(**given: object) -> argparse.Namespace:
-    """inference.py's options with its defaults, but those ``given`` (None: the command's default)."""
-    args = parse_args([])
+    """inference.py's options with its defaults, but those ``given`` (None: the command's default), each checked
+    as the command's parser checks its flag."""
+    parser = build_parser()
+    args = parser.parse_args([])
+    actions = {action.dest: action for action in parser._actions}
     for name, value in given.items():
         if not hasattr(args, name):
             raise TypeError(f"unknown option {name}")
         if value is not None:
+            checked_value(name, value, actions[name])
             setattr(args, name, value)
     return args
 
@@ -127,8 +148,8 @@ class Deblurrer:
             "compile": compile,
             "backend": backend,
         }
-        path = model_path(checkpoint)
         with api_errors():
+            path = model_path(checkpoint)
             args = command_line(**options)
             args.model_path = str(path)
             execution = make_execution(args, pick_device(device), evaluation=False)
@@ -195,9 +216,9 @@ class Deblurrer:
         for a video input: its sound, timestamps and rotation kept, coded with ``codec`` at ``quality`` as
         ``--codec``/``--quality`` say), as ``inference.py --input INPUT --output OUTPUT`` with this deblurrer's
         settings does: the same checks, the same files, committed as a whole; returns ``output``."""
-        args = command_line(**self.options, input=os.fspath(input), output=os.fspath(output))
-        args.codec, args.quality = codec, quality
-        args.model_path = os.fspath(self.restorer.restoration.model_path)
         with api_errors():
+            paths = {"input": path_argument("input", input), "output": path_argument("output", output)}
+            args = command_line(**self.options, **paths, codec=codec, quality=quality)
+            args.model_path = os.fspath(self.restorer.restoration.model_path)
             run(args, loaded=self.restorer, ranks=Ranks())
         return Path(output).expanduser().resolve()
