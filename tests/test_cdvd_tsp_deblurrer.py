@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,28 @@ def test_between_outputs_the_callers_code_runs_outside_inference_mode(deblurrer:
     for _ in deblurrer.deblur(video(3)):
         assert not torch.is_inference_mode_enabled()
         assert torch.ones(1, requires_grad=True).requires_grad
+
+
+def test_frames_as_other_libraries_hand_them_give_the_same_bytes(deblurrer: Deblurrer) -> None:
+    """Views (flipped, cropped, Fortran order) and read-only arrays (a decoder's or a VapourSynth frame's) are
+    restored as their contiguous copies are, without a warning."""
+    frames = video(5)
+    expected = list(deblurrer.deblur(frames))
+    read_only = [frame.copy() for frame in frames]
+    for frame in read_only:
+        frame.flags.writeable = False
+    given = {
+        "flipped twice": [frame[::-1, :, ::-1][::-1, :, ::-1] for frame in frames],
+        "cropped": [np.pad(frame, ((1, 1), (2, 2), (0, 0)))[1:-1, 2:-2] for frame in frames],
+        "Fortran order": [np.asfortranarray(frame) for frame in frames],
+        "read-only": read_only,
+    }
+    for name, views in given.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            restored = list(deblurrer.deblur(views))
+        assert all(np.array_equal(ours, theirs) for ours, theirs in zip(restored, expected, strict=True)), name
+    assert all(not frame.flags.writeable for frame in read_only)
 
 
 def test_a_folder_in_and_out_is_inference_s_input_and_output(deblurrer: Deblurrer, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ class Transfer:
 
     def host_frame(self, rgb: np.ndarray) -> Tensor:
         """An H x W x 3 uint8 image as a host tensor that the device can copy without waiting (pinned on CUDA)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb))
+        tensor = torch.from_numpy(np.require(rgb, requirements="CW"))  # a read-only frame (a caller's) copied
         return tensor.pin_memory() if self.cuda else tensor
 
     def to_device(self, host: Tensor) -> Tensor:
