@@ -127,21 +127,20 @@ def test_frames_as_other_libraries_hand_them_give_the_same_bytes(deblurrer: Debl
     restored as their contiguous copies are, without a warning."""
     frames = video(5)
     expected = list(deblurrer.deblur(frames))
-    read_only = [frame.copy() for frame in frames]
-    for frame in read_only:
-        frame.flags.writeable = False
-    given = {
-        "flipped twice": [frame[::-1, :, ::-1][::-1, :, ::-1] for frame in frames],
-        "cropped": [np.pad(frame, ((1, 1), (2, 2), (0, 0)))[1:-1, 2:-2] for frame in frames],
-        "Fortran order": [np.asfortranarray(frame) for frame in frames],
-        "read-only": read_only,
-    }
-    for name, views in given.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            restored = list(deblurrer.deblur(views))
-        assert all(np.array_equal(ours, theirs) for ours, theirs in zip(restored, expected, strict=True)), name
-    assert all(not frame.flags.writeable for frame in read_only)
+    read_only = frames[3].copy()
+    read_only.flags.writeable = False
+    given = [
+        frames[0][::-1, :, ::-1][::-1, :, ::-1],  # negative strides, undone
+        np.pad(frames[1], ((1, 1), (2, 2), (0, 0)))[1:-1, 2:-2],  # a crop of a larger array
+        np.asfortranarray(frames[2]),
+        read_only,
+        frames[4],
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restored = list(deblurrer.deblur(given))
+    assert all(np.array_equal(ours, theirs) for ours, theirs in zip(restored, expected, strict=True))
+    assert not read_only.flags.writeable
 
 
 def test_a_folder_in_and_out_is_inference_s_input_and_output(deblurrer: Deblurrer, tmp_path: Path) -> None:
