@@ -143,6 +143,18 @@ def test_frames_as_other_libraries_hand_them_give_the_same_bytes(deblurrer: Debl
     assert not read_only.flags.writeable
 
 
+def test_videos_restored_interleaved_give_what_each_gives_alone(deblurrer: Deblurrer) -> None:
+    """Each `deblur` call has its own state: two videos (of different sizes) taken in turns from one deblurrer."""
+    first, second = video(4), sharp_frames(4, 28, 36, seed=5)
+    alone = list(deblurrer.deblur(first)), list(deblurrer.deblur(second))
+    interleaved: tuple[list, list] = ([], [])
+    for one, other in zip(deblurrer.deblur(first), deblurrer.deblur(second), strict=True):
+        interleaved[0].append(one)
+        interleaved[1].append(other)
+    for ours, theirs in zip(interleaved, alone, strict=True):
+        assert len(ours) == 4 and all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
 def test_a_folder_in_and_out_is_inference_s_input_and_output(deblurrer: Deblurrer, tmp_path: Path) -> None:
     frames = video(4)
     theirs = command_outputs(tmp_path, frames)
