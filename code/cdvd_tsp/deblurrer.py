@@ -71,7 +71,7 @@ def checked_value(name: str, value: object, action: argparse.Action) -> None:
     """What the command's parser would refuse of its flag's value, refused here too (the API passes it by)."""
     if action.choices is not None and value not in action.choices:
         raise DeblurError(f"{name} {value}: unknown; use one of {', '.join(map(str, action.choices))}")
-    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction) and not isinstance(value, bool):
+    if action.nargs == 0 and not isinstance(value, bool):  # a switch (store_true, store_false)
         raise DeblurError(f"{name} {value!r}: give True or False")
     if action.type is int and (not isinstance(value, int) or isinstance(value, bool)):
         raise DeblurError(f"{name} {value!r}: not a whole number")

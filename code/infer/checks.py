@@ -5,7 +5,7 @@ from pathlib import Path
 
 from data.frames import BLUR_DIR, GT_DIR
 from model.checkpoint import read_checkpoint
-from model.streaming import BORDER_MODES, RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
+from model.streaming import RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
 from model.tiling import DEFAULT_OVERLAP, Tiler
 from utils.errors import UserError
 from utils.image import cropped_size
@@ -87,8 +87,6 @@ def pick_border(given: bool | None, mode: str | None, default: bool) -> str | No
     """The border padding (one of `BORDER_MODES`), or None without ``--border`` (``default`` when neither
     ``--border`` nor ``--no_border`` is given)."""
     border = default if given is None else given
-    if mode is not None and mode not in BORDER_MODES:
-        raise UserError(f"--border_mode {mode}: unknown; use one of {', '.join(BORDER_MODES)}")
     if not border:
         if mode is not None:
             raise UserError(f"--border_mode {mode}: pads the border frames, which this run leaves out; add --border")

@@ -158,8 +158,6 @@ def check_workers(workers: int) -> int:
 def check_backend(args: argparse.Namespace) -> str:
     """``--backend``; for onnxruntime: the package importable, the CPU, and none of the PyTorch step's flags (the
     exported file fixes the step and its dtype)."""
-    if args.backend not in BACKENDS:
-        raise UserError(f"--backend {args.backend}: unknown; use one of {', '.join(BACKENDS)}")
     if args.backend == PYTORCH:
         return PYTORCH
     from model.onnx_step import import_onnxruntime
