@@ -246,6 +246,7 @@ def test_what_the_commands_parser_refuses_is_refused_naming_the_argument(deblurr
     cases = {
         "device gpu: unknown; use one of auto, cpu, cuda": {"device": "gpu"},
         "self_ensemble x4: unknown; use one of x8, x16": {"self_ensemble": "x4"},
+        "backend foo: unknown; use one of pytorch, onnxruntime": {"backend": "foo"},
         "batched_flows yes: unknown; use one of auto, on, off": {"batched_flows": "yes"},
         "window 'yes': give True or False": {"window": "yes"},
         "tile 6.5: not a whole number": {"tile": 6.5},
