@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from cdvd_tsp import Deblurrer
-from data.demo import make_demo_data
-from data.frames import list_frames, read_rgb
-from inference import main as inference
-from utils.paths import from_repo
+from cdvd_tsp.data.demo import make_demo_data
+from cdvd_tsp.data.frames import list_frames, read_rgb
+from cdvd_tsp.inference import main as inference
+from cdvd_tsp.utils.paths import from_repo
 
 DEMO_CLIPS = from_repo("dataset/DEMO/test/blur")
 

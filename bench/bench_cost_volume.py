@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from model.correlation import BACKEND_VARIABLE, SELECTOR, cost_volume, cost_volume_tiled, cost_volume_torch
-from model.flow_pwc import PYRAMID_CHANNELS, SIZE_MULTIPLE
-from utils.cpu import configure_threads, read_cpuinfo
+from cdvd_tsp.model.correlation import BACKEND_VARIABLE, SELECTOR, cost_volume, cost_volume_tiled, cost_volume_torch
+from cdvd_tsp.model.flow_pwc import PYRAMID_CHANNELS, SIZE_MULTIPLE
+from cdvd_tsp.utils.cpu import configure_threads, read_cpuinfo
 
 LEVELS = range(2, 7)
 SETTINGS = {"720p frame": (1, 720, 1280, 4), "256x256 crops, batch 8": (8, 256, 256, 8)}

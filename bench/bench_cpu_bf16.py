@@ -38,9 +38,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-import inference
-from utils import precision
-from utils.cpu import Bf16Support, bf16_support, configure_threads, read_cpuinfo
+from cdvd_tsp import inference
+from cdvd_tsp.utils import precision
+from cdvd_tsp.utils.cpu import Bf16Support, bf16_support, configure_threads, read_cpuinfo
 
 CODE = Path(__file__).resolve().parents[1] / "code"
 CONVOLUTIONS = ("conv2d", "conv_transpose2d")

@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from infer.restorer import load_model
-from model import flow_pwc
-from model.acceleration import accelerated_step, recommended_options
-from model.streaming import StreamingRunner
-from utils.cpu import bf16_support, read_cpuinfo
-from utils.precision import PRECISIONS
+from cdvd_tsp.infer.restorer import load_model
+from cdvd_tsp.model import flow_pwc
+from cdvd_tsp.model.acceleration import accelerated_step, recommended_options
+from cdvd_tsp.model.streaming import StreamingRunner
+from cdvd_tsp.utils.cpu import bf16_support, read_cpuinfo
+from cdvd_tsp.utils.precision import PRECISIONS
 
 CPU = torch.device("cpu")
 

@@ -33,17 +33,17 @@ def child(threads: str, precision_name: str, size: tuple[int, int], frames: int)
     """One setting, in this process: time the streaming runner's steady output frames; prints one JSON line."""
     sys.path.insert(0, str(CODE))
     if threads == "default":
-        from utils.openmp import prefer_passive_waiting
+        from cdvd_tsp.utils.openmp import prefer_passive_waiting
 
         prefer_passive_waiting()
     import torch
 
-    from model.acceleration import accelerated_step, recommended_options
-    from model.cdvd_tsp import CDVD_TSP
-    from model.streaming import StreamingRunner
-    from utils.cpu import configure_threads, thread_choice
-    from utils.openmp import wait_policy
-    from utils.precision import PRECISIONS
+    from cdvd_tsp.model.acceleration import accelerated_step, recommended_options
+    from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+    from cdvd_tsp.model.streaming import StreamingRunner
+    from cdvd_tsp.utils.cpu import configure_threads, thread_choice
+    from cdvd_tsp.utils.openmp import wait_policy
+    from cdvd_tsp.utils.precision import PRECISIONS
 
     configure_threads(None if threads == "default" else int(threads), probe_idle=True)
     device, precision = torch.device("cpu"), PRECISIONS[precision_name]

@@ -53,19 +53,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from data.frames import write_png
-from infer.switches import deterministic_algorithms
-from model.acceleration import RELEASE_OPTIONS, accelerated_step, recommended_options
-from model.cdvd_tsp import CDVD_TSP, StepOptions
-from model.correlation import BACKEND_VARIABLE, SELECTOR
-from model.streaming import Step, StreamingRunner, WindowRunner
-from utils import metrics_device
-from utils.cpu import bf16_support, configure_threads, read_cpuinfo
-from utils.determinism import set_cublas_workspace
-from utils.image import to_tensor, to_uint8
-from utils.metrics import psnr, score_frame, ssim
-from utils.metrics_device import score_frame_tensor
-from utils.precision import PRECISIONS, tf32_switched
+from cdvd_tsp.data.frames import write_png
+from cdvd_tsp.infer.switches import deterministic_algorithms
+from cdvd_tsp.model.acceleration import RELEASE_OPTIONS, accelerated_step, recommended_options
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP, StepOptions
+from cdvd_tsp.model.correlation import BACKEND_VARIABLE, SELECTOR
+from cdvd_tsp.model.streaming import Step, StreamingRunner, WindowRunner
+from cdvd_tsp.utils import metrics_device
+from cdvd_tsp.utils.cpu import bf16_support, configure_threads, read_cpuinfo
+from cdvd_tsp.utils.determinism import set_cublas_workspace
+from cdvd_tsp.utils.image import to_tensor, to_uint8
+from cdvd_tsp.utils.metrics import psnr, score_frame, ssim
+from cdvd_tsp.utils.metrics_device import score_frame_tensor
+from cdvd_tsp.utils.precision import PRECISIONS, tf32_switched
 
 RUNNERS = {"window": WindowRunner, "streaming": StreamingRunner}
 
@@ -436,11 +436,12 @@ def identity_step(*args: object, **kwargs: object) -> object:
 
 def pipeline_run(argv: list[str], identity: bool) -> tuple[dict, list[float], float]:
     """One inference.py run: its results.json, the per-frame wall times of its log, and its own wall time."""
-    import inference  # imported here: the other modes do not need the command line's modules
+    from cdvd_tsp import inference  # imported here: the other modes do not need the command line's modules
 
     with tempfile.TemporaryDirectory() as scratch:
         destination = ["--result_path", scratch] if "--input" not in argv else ["--output", scratch]
-        patch = mock.patch("infer.runners.accelerated_step", identity_step) if identity else contextlib.nullcontext()
+        step = "cdvd_tsp.infer.runners.accelerated_step"
+        patch = mock.patch(step, identity_step) if identity else contextlib.nullcontext()
         quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
         started = time.perf_counter()
         with patch, quiet[0], quiet[1]:

@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from data.loaders import start_epoch, train_loader
-from data.videodata import SamplingOptions, VideoData
-from utils.errors import run_cli
+from cdvd_tsp.data.loaders import start_epoch, train_loader
+from cdvd_tsp.data.videodata import SamplingOptions, VideoData
+from cdvd_tsp.utils.errors import run_cli
 
 HEIGHT, WIDTH = 720, 1280
 

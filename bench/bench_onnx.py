@@ -22,15 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from export_model import export_onnx_file
-from model.acceleration import accelerated_step, recommended_options
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from model.onnx_export import sample_frames
-from model.onnx_step import OnnxModel
-from model.streaming import Step
-from utils.cpu import bf16_support, read_cpuinfo
-from utils.precision import get_precision
+from cdvd_tsp.export_model import export_onnx_file
+from cdvd_tsp.model.acceleration import accelerated_step, recommended_options
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.model.onnx_export import sample_frames
+from cdvd_tsp.model.onnx_step import OnnxModel
+from cdvd_tsp.model.streaming import Step
+from cdvd_tsp.utils.cpu import bf16_support, read_cpuinfo
+from cdvd_tsp.utils.precision import get_precision
 
 DEVICE = torch.device("cpu")
 

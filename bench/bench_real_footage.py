@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 from cdvd_tsp import Deblurrer
-from data.video_io import open_input
+from cdvd_tsp.data.video_io import open_input
 
 HALO_LEVELS = 10.0
 """How far outside the input's local range a value must be to count as a halo (grey levels)."""

@@ -30,14 +30,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from data.demo import ensure_demo_split
-from data.frames import read_rgb, scan_dataset
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from model.streaming import Step, StreamingRunner, with_border
-from model.tiling import TiledRunner, Tiler, blend_tiles
-from utils.image import to_tensor, to_uint8
-from utils.metrics import psnr
+from cdvd_tsp.data.demo import ensure_demo_split
+from cdvd_tsp.data.frames import read_rgb, scan_dataset
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.model.streaming import Step, StreamingRunner, with_border
+from cdvd_tsp.model.tiling import TiledRunner, Tiler, blend_tiles
+from cdvd_tsp.utils.image import to_tensor, to_uint8
+from cdvd_tsp.utils.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "dataset" / "DEMO" / "test"

@@ -40,13 +40,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from loss import Loss
-from model.correlation import BACKEND_CHOICES, BACKEND_VARIABLE, SELECTOR
-from option import parse_args
-from trainer.model_setup import build_model, make_optimizer, step_options
-from trainer.step import TrainStep
-from utils.errors import UserError, run_cli
-from utils.precision import NEEDS_CUDA, cpu_refusal
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.correlation import BACKEND_CHOICES, BACKEND_VARIABLE, SELECTOR
+from cdvd_tsp.option import parse_args
+from cdvd_tsp.trainer.model_setup import build_model, make_optimizer, step_options
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.utils.errors import UserError, run_cli
+from cdvd_tsp.utils.precision import NEEDS_CUDA, cpu_refusal
 
 
 @dataclass(frozen=True)

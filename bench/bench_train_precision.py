@@ -31,14 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train, also wh
 
 from bench_train import machine
 
-from loss import Loss
-from model.checkpoint import load_weights
-from option import parse_args
-from trainer.model_setup import build_model, make_optimizer
-from trainer.step import TrainStep
-from trainer.validation import float_psnr
-from utils.errors import UserError, run_cli
-from utils.precision import NEEDS_CUDA, cpu_refusal
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.option import parse_args
+from cdvd_tsp.trainer.model_setup import build_model, make_optimizer
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.trainer.validation import float_psnr
+from cdvd_tsp.utils.errors import UserError, run_cli
+from cdvd_tsp.utils.precision import NEEDS_CUDA, cpu_refusal
 
 AMP = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
 SUBFRAMES = 7

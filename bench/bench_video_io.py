@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-from data.video_io import VideoWriter, open_video
+from cdvd_tsp.data.video_io import VideoWriter, open_video
 
 SIZE = (720, 1280)
 

@@ -170,7 +170,7 @@ NEEDS=ffmpeg step demo_precisions 60 python3 - "$SCRATCH" <<'PY'
 import contextlib, io, json, sys
 from pathlib import Path
 sys.path.insert(0, "code")
-from inference import main
+from cdvd_tsp.inference import main
 reports = {}
 for precision in ("fp32", "tf32", "fp16", "bf16"):
     folder = Path(sys.argv[1]) / f"demo_{precision}"

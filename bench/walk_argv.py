@@ -6,8 +6,9 @@
 
 Standard library only (`ast`; nothing of code/ is imported). The definitions:
 
-- A walk starts at ``FILE:FUNCTION:PARAM`` (``FUNCTION`` may be ``Class.method``). Modules are named as imported with
-  code/ on sys.path (``code/infer/run.py`` is ``infer.run``); relative imports resolve inside their package.
+- A walk starts at ``FILE:FUNCTION:PARAM`` (``FUNCTION`` may be ``Class.method``). Modules are named by their path
+  under code/ (``code/infer/run.py``, imported as ``cdvd_tsp.infer.run``, is ``infer.run``); relative imports resolve
+  inside their package.
 - Taint, flow-insensitive (a fixed point over a function's body; nested ``def``, ``class`` and ``lambda`` bodies left
   out): the start parameter is tainted; a name bound (``=``, annotated, augmented, ``for``, ``with ... as``, ``:=``,
   comprehension targets, unpacking) from an expression that mentions a tainted name is tainted, so a call's result
@@ -101,10 +102,17 @@ class Repo:
                     module = ".".join(base + ([node.module] if node.module else []))
                     imports.update({a.asname or a.name: (module, a.name) for a in node.names})
 
+    def canonical(self, module: str) -> str:
+        """``module`` by its path under code/: ``cdvd_tsp.infer.run`` (code/infer/run.py, made a module of the package
+        cdvd_tsp by its ``__init__``) is ``infer.run``; the package's own modules keep their names."""
+        inner = module.removeprefix("cdvd_tsp.")
+        return inner if inner != module and module not in self.defs and inner in self.defs else module
+
     def lookup(self, module: str, name: str | None, depth: int = 0) -> Target:
         """What ``name`` is in ``module`` (the module itself for None), if it is defined in code/."""
-        if name is None or f"{module}.{name}" in self.defs:
-            found = module if name is None else f"{module}.{name}"
+        module = self.canonical(module)
+        if name is None or self.canonical(f"{module}.{name}") in self.defs:
+            found = module if name is None else self.canonical(f"{module}.{name}")
             return found if found in self.defs else None
         node = self.defs.get(module, {}).get(name)
         if isinstance(node, ast.ClassDef):

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_into, read_checkpoint, with_n_sequence
-from model.onnx_export import (
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_into, read_checkpoint, with_n_sequence
+from cdvd_tsp.model.onnx_export import (
     CHECK_TOLERANCE,
     DEFAULT_OPSET,
     HALF_CHECK_TOLERANCE,
@@ -35,9 +35,9 @@ from model.onnx_export import (
     check_export,
     export_step,
 )
-from utils.atomic import atomic_torch_save
-from utils.cli import CommandParser
-from utils.errors import UserError, run_cli
+from cdvd_tsp.utils.atomic import atomic_torch_save
+from cdvd_tsp.utils.cli import CommandParser
+from cdvd_tsp.utils.errors import UserError, run_cli
 
 logger = logging.getLogger(__name__)
 

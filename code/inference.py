@@ -18,17 +18,17 @@ infer/execution.py); the frames are read, restored, written and scored in an ove
 docs/inference.md has the details and a map of infer/.
 """
 
-from utils.openmp import prefer_passive_waiting
+from cdvd_tsp.utils.openmp import prefer_passive_waiting
 
 prefer_passive_waiting()  # before anything loads torch: libgomp reads its wait policy once, when it is loaded
 
 import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from infer.options import parse_args  # noqa: E402
-from infer.run import run  # noqa: E402
-from infer.switches import run_switches  # noqa: E402
-from utils.errors import run_cli  # noqa: E402
+from cdvd_tsp.infer.options import parse_args  # noqa: E402
+from cdvd_tsp.infer.run import run  # noqa: E402
+from cdvd_tsp.infer.switches import run_switches  # noqa: E402
+from cdvd_tsp.utils.errors import run_cli  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,19 +21,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data.demo import make_demo_data
-from data.loaders import build_datasets
-from logger.experiment import Experiment, state_to_continue
-from loss import Loss
-from model.checkpoint import load_weights
-from option import apply_saved_options, option_warnings, parse_args
-from trainer.model_setup import build_model, model_summary
-from trainer.randomness import seed_everything
-from trainer.trainer import Trainer
-from utils.determinism import use_deterministic_algorithms
-from utils.errors import UserError, run_cli
-from utils.runtime import Ranks, Runtime, join, leave, pick_device
-from utils.signals import TRAINING_STOP_SIGNALS, StopRequests
+from cdvd_tsp.data.demo import make_demo_data
+from cdvd_tsp.data.loaders import build_datasets
+from cdvd_tsp.logger.experiment import Experiment, state_to_continue
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.option import apply_saved_options, option_warnings, parse_args
+from cdvd_tsp.trainer.model_setup import build_model, model_summary
+from cdvd_tsp.trainer.randomness import seed_everything
+from cdvd_tsp.trainer.trainer import Trainer
+from cdvd_tsp.utils.determinism import use_deterministic_algorithms
+from cdvd_tsp.utils.errors import UserError, run_cli
+from cdvd_tsp.utils.runtime import Ranks, Runtime, join, leave, pick_device
+from cdvd_tsp.utils.signals import TRAINING_STOP_SIGNALS, StopRequests
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,19 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.camera_blur import MotionSettings, expand_photo_sets, make_photo_dataset
-from data.frame_blur import blur_frame_sequence
-from data.frames import check_same_size, list_frames, read_header, read_rgb, reset_warnings, warn_dropped, write_pairs
-from utils.cli import CommandParser
-from utils.errors import UserError, run_cli
+from cdvd_tsp.data.camera_blur import MotionSettings, expand_photo_sets, make_photo_dataset
+from cdvd_tsp.data.frame_blur import blur_frame_sequence
+from cdvd_tsp.data.frames import (
+    check_same_size,
+    list_frames,
+    read_header,
+    read_rgb,
+    reset_warnings,
+    warn_dropped,
+    write_pairs,
+)
+from cdvd_tsp.utils.cli import CommandParser
+from cdvd_tsp.utils.errors import UserError, run_cli
 
 MIN_SIZE = 4
 """The smallest frame height and width accepted: the model crops frames to multiples of 4."""

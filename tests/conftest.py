@@ -37,9 +37,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.cdvd_tsp import CDVD_TSP
-from model.ensemble import DIHEDRAL, SelfEnsemble, TimeReversal, Transform, backward_outputs
-from model.streaming import RELEASE_BORDER, Runner, with_border
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.ensemble import DIHEDRAL, SelfEnsemble, TimeReversal, Transform, backward_outputs
+from cdvd_tsp.model.streaming import RELEASE_BORDER, Runner, with_border
 
 OWN_TEMPORARY_FOLDERS: list[str] = []
 """The temporary folders this process made (below): removed when it ends."""
@@ -249,7 +249,7 @@ def plots_once() -> Iterator[None]:
     `render_series`, a pure function of its series): the training tests' many runs of the same tiny history (a
     resumed run and its uninterrupted reference) otherwise render the same PNG and PDF again at every commit, ~40%
     of a tiny run's time. Different series are rendered as usual, so comparing plots still compares histories."""
-    from logger import experiment
+    from cdvd_tsp.logger import experiment
 
     real, rendered = experiment.render_series, {}
 
@@ -383,7 +383,7 @@ def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:
     restoration net's width and depth (32 features, 3 resblocks, what inference.py builds) on 7-frame clips under
     ``root``; returns its model_latest.pt (which records its n_sequence). PWC-Net is frozen (``--flow_lr 0``): its
     backward pass is most of a step's time, and the checkpoint holds all its weights all the same."""
-    import main as train_main  # the training command, imported only by the tests that train
+    from cdvd_tsp import main as train_main  # the training command, imported only by the tests that train
 
     make_dataset(root / "train", {"video0": 7, "video1": 7}, height=32, width=40)
     make_dataset(root / "test", {"video0": 7}, height=32, width=32, seed=7)
@@ -400,8 +400,8 @@ def train_tiny_checkpoint(root: Path, n_stages: int, *flags: str) -> Path:
 def inference_refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     """Run inference.py in this process as its command line does (`utils.errors.run_cli`): it must exit with status
     2 and one line on stderr, ``error: ...``, and no traceback; returns the line without ``error: ``."""
-    from inference import main  # imported only by the tests that run it
-    from utils.errors import run_cli
+    from cdvd_tsp.inference import main  # imported only by the tests that run it
+    from cdvd_tsp.utils.errors import run_cli
 
     capsys.readouterr()  # what earlier runs printed
     with pytest.raises(SystemExit) as exit_status:
@@ -471,10 +471,10 @@ def run_hooked_inference() -> None:
     it to one process and one attempt (default 0 each)."""
     import time
 
-    from infer import pipeline, progress, report
-    from inference import main
-    from utils import atomic, signals
-    from utils.errors import run_cli
+    from cdvd_tsp.infer import pipeline, progress, report
+    from cdvd_tsp.inference import main
+    from cdvd_tsp.utils import atomic, signals
+    from cdvd_tsp.utils.errors import run_cli
 
     hook = json.loads(os.environ.get(INFERENCE_HOOK_VARIABLE, "null"))
     rank = int(os.environ.get("RANK", "0"))
@@ -586,9 +586,9 @@ def run_hooked_training() -> None:
     import time
 
     torch.set_num_threads(1)  # as the tests' own runs (single_thread): the same sums in the same order
-    import main
-    from trainer.step import TrainStep
-    from utils import atomic, signals
+    from cdvd_tsp import main
+    from cdvd_tsp.trainer.step import TrainStep
+    from cdvd_tsp.utils import atomic, signals
 
     rank = int(os.environ.get("RANK", "0"))
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))

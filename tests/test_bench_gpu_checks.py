@@ -408,7 +408,7 @@ step bench_train_cupy 30 python3 bench/bench_train.py --cost_volume cupy --steps
 step demo_precisions 60 python3 - "$SCRATCH" <<'PY'
 import sys
 sys.path.insert(0, "code")
-from inference import main
+from cdvd_tsp.inference import main
 for precision in ("fp32", "tf32", "fp16", "bf16"):
     main(["--default_data", "DEMO", "--precision", precision, "--result_path", "x", "--no_showcase"])
 PY
@@ -433,9 +433,12 @@ PLANTED = [
     ("step module 10 python3 -m no_such_module -q", "no_such_module"),
     ("step node 10 python3 -m pytest -q tests/test_utils_atomic.py::test_no_such_test", "test_no_such_test"),
     ("step weights 10 python3 bench/bench_inference.py --model_path pretrain_models/NO_SUCH.pt", "NO_SUCH.pt"),
-    ('step name 10 python3 -c "from utils.metrics import psnr, no_such_metric"', "no no_such_metric"),
+    ('step name 10 python3 -c "from cdvd_tsp.utils.metrics import psnr, no_such_metric"', "no no_such_metric"),
     ("step package 10 python3 -c 'import no_such_package'", "no_such_package"),
-    ("step entry 10 python3 - <<'PY'\nfrom inference import main\nmain(['--no_such_option', 'DEMO'])\nPY", "no flag"),
+    (
+        "step entry 10 python3 - <<'PY'\nfrom cdvd_tsp.inference import main\nmain(['--no_such_option', 'DEMO'])\nPY",
+        "no flag",
+    ),
     ("step syntax 10 python3 - <<'PY'\nprint('unclosed'\nPY", "SyntaxError"),
     ("NEEDS='ffmpeg no_such_need' step need 10 true", "no function ready_no_such_need"),
     ("step flag 10 true", "step flag twice"),

@@ -13,14 +13,15 @@ import av
 import numpy as np
 import pytest
 import torch
+from test_cdvd_tsp_names import TOP_LEVEL
 
 from cdvd_tsp import DeblurError, Deblurrer
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.data.video_io import VideoWriter, open_video
+from cdvd_tsp.infer.planning import PRESETS
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils.paths import from_repo
 from conftest import save_seeded_weights, sharp_frames, write_image
-from data.frames import read_rgb
-from data.video_io import VideoWriter, open_video
-from infer.planning import PRESETS
-from inference import main
-from utils.paths import from_repo
 
 DEMO = from_repo(PRESETS["DEMO"].model_path)
 HEIGHT, WIDTH = 30, 42
@@ -272,7 +273,7 @@ def test_what_the_commands_parser_refuses_is_refused_naming_the_argument(deblurr
 def test_an_output_that_turns_non_finite_stops_the_video_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from test_inference_errors import poisoned_at
 
-    from infer import restorer
+    from cdvd_tsp.infer import restorer
 
     monkeypatch.setattr(restorer, "runner_factory", poisoned_at(1, float("nan")))
     deblurrer = Deblurrer.from_checkpoint(DEMO, device="cpu", precision="fp32")
@@ -283,13 +284,13 @@ def test_an_output_that_turns_non_finite_stops_the_video_in_one_line(monkeypatch
 
 
 def test_the_api_s_error_is_the_commands_user_error() -> None:
-    from utils.errors import UserError
+    from cdvd_tsp.utils.errors import UserError
 
     assert issubclass(DeblurError, UserError)
 
 
 def installed_by_pip() -> bool:
-    """Whether pip installed this project here (its record, not the egg-info an install leaves in code/)."""
+    """Whether pip installed this project here (its record, not the egg-info an install leaves in the clone)."""
     found = [dist for dist in importlib.metadata.distributions() if dist.metadata["Name"] == "cdvd-tsp"]
     return any(dist.read_text("direct_url.json") is not None for dist in found)
 
@@ -297,12 +298,17 @@ def installed_by_pip() -> bool:
 @pytest.mark.skipif(not installed_by_pip(), reason="the project is not installed (python -m pip install -e .)")
 def test_the_installed_package_imports_from_any_folder_and_installs_both_commands(tmp_path: Path) -> None:
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    code = "from cdvd_tsp import Deblurrer; import inference, main; print(Deblurrer.__module__)"
+    code = (
+        "import importlib.util\n"
+        "from cdvd_tsp import Deblurrer, inference, main\n"
+        "print(Deblurrer.__module__)\n"
+        f"print([name for name in {TOP_LEVEL!r} if importlib.util.find_spec(name) is not None])\n"
+    )
     imported = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
     )
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.strip() == "cdvd_tsp.deblurrer"
+    assert imported.stdout.splitlines() == ["cdvd_tsp.deblurrer", "[]"]  # one top-level name installed: cdvd_tsp
     scripts = Path(sys.executable).parent
     for command, first in (("cdvd-tsp-infer", "usage: cdvd-tsp-infer"), ("cdvd-tsp-train", "usage: cdvd-tsp-train")):
         shown = subprocess.run(

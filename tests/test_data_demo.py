@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from data import demo
-from data.frames import read_rgb, scan_dataset
-from utils.paths import REPO_ROOT
+from cdvd_tsp.data import demo
+from cdvd_tsp.data.frames import read_rgb, scan_dataset
+from cdvd_tsp.utils.paths import REPO_ROOT
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_test_split_never_shows_a_training_photo() -> None:
 MAKER = """
 import os, sys
 from pathlib import Path
-from data import demo
+from cdvd_tsp.data import demo
 
 root = Path(sys.argv[1])
 demo.from_repo = lambda path: root / path

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from data import frames as frames_module
-from data.frames import (
+from cdvd_tsp.data import frames as frames_module
+from cdvd_tsp.data.frames import (
     check_same_size,
     image_size,
     list_frames,
@@ -27,7 +27,7 @@ from data.frames import (
     to_8_bit,
     write_png,
 )
-from utils.errors import UserError
+from cdvd_tsp.utils.errors import UserError
 
 RAMP = np.arange(65536, dtype=np.uint16).reshape(256, 256)
 """Every 16-bit value once."""
@@ -290,7 +290,7 @@ def test_what_8_bit_rgb_drops_is_said_once_per_run(tmp_path: Path, caplog: pytes
     palette.save(tmp_path / "4.png", transparency=0)
     frames = list_frames(tmp_path)
     reset_warnings()
-    with caplog.at_level(logging.WARNING, logger="data.frames"):
+    with caplog.at_level(logging.WARNING, logger="cdvd_tsp.data.frames"):
         check_same_size(frames, "clip")
         check_same_size(frames, "clip")  # the same run: nothing more
         said = warnings_of(caplog)

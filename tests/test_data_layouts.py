@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from cdvd_tsp.data.frames import scan_dataset
+from cdvd_tsp.data.layouts import LAYOUTS, detect_layout, find_videos
+from cdvd_tsp.utils.errors import UserError
 from conftest import make_bsd, make_dataset, make_dvd, make_gopro, write_frames
-from data.frames import scan_dataset
-from data.layouts import LAYOUTS, detect_layout, find_videos
-from utils.errors import UserError
 
 
 def names(videos: list) -> list[str]:

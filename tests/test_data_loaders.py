@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.data.loaders import batches_per_epoch, start_epoch, train_loader, validation_loader
+from cdvd_tsp.data.videodata import SamplingOptions, VideoData
 from conftest import make_dataset
-from data.loaders import batches_per_epoch, start_epoch, train_loader, validation_loader
-from data.videodata import SamplingOptions, VideoData
 
 
 class CountingData(VideoData):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.frames import read_rgb, scan_dataset, write_png
-from data.layouts import find_videos
-from data.videodata import SamplingOptions, VideoData
+from cdvd_tsp.data.frames import read_rgb, scan_dataset, write_png
+from cdvd_tsp.data.layouts import find_videos
+from cdvd_tsp.data.videodata import SamplingOptions, VideoData
 
 SHARP = 128
 HEIGHT, WIDTH = 20, 24

@@ -6,11 +6,11 @@ import av
 import numpy as np
 import pytest
 
+from cdvd_tsp.data import video_io
+from cdvd_tsp.data.frames import read_rgb, to_8_bit
+from cdvd_tsp.data.video_io import VideoWriter, format_bits, open_frame_folder, open_input, open_video
+from cdvd_tsp.utils.errors import UserError
 from conftest import make_dataset, sharp_frames, write_image
-from data import video_io
-from data.frames import read_rgb, to_8_bit
-from data.video_io import VideoWriter, format_bits, open_frame_folder, open_input, open_video
-from utils.errors import UserError
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:

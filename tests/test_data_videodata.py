@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data.frames import write_png
+from cdvd_tsp.data.videodata import SamplingOptions, VideoData, repeat_count
+from cdvd_tsp.utils.errors import UserError
 from conftest import make_dataset
-from data.frames import write_png
-from data.videodata import SamplingOptions, VideoData, repeat_count
-from utils.errors import UserError
 
 
 def coordinate_video(root: Path, name: str, frames: int, height: int, width: int) -> None:
@@ -154,7 +154,7 @@ def test_training_pairs_frames_by_name_and_warns_of_what_each_set_drops(
     deep = make_dataset(tmp_path / "deep", {"video0": 4}, height=16, width=16)
     frame = np.full((16, 16, 3), 511, np.uint16)  # 0x01FF: 2 rounded, 1 if the low byte were dropped
     cv2.imwrite(str(deep / "gt" / "video0" / "00002.png"), frame)
-    with caplog.at_level("WARNING", logger="data.frames"):
+    with caplog.at_level("WARNING", logger="cdvd_tsp.data.frames"):
         first = VideoData(deep, options, train=False)
         second = VideoData(deep, options, train=False)  # another set (or run) says it again
     assert [message.split(":")[1] for message in caplog.messages] == [" video 'video0'", " video 'video0'"]

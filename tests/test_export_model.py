@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from export_model import export_weights
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import CheckpointError, load_weights, read_checkpoint, with_n_sequence
-from utils.errors import UserError
+from cdvd_tsp.export_model import export_weights
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import CheckpointError, load_weights, read_checkpoint, with_n_sequence
+from cdvd_tsp.utils.errors import UserError
 
 CODE = Path(__file__).resolve().parents[1] / "code"
 

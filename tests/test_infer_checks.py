@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer import execution
-from infer.checks import (
+from cdvd_tsp.infer import execution
+from cdvd_tsp.infer.checks import (
     RELEASED_N_STAGES,
     check_default_place,
     check_model_file,
@@ -21,16 +21,16 @@ from infer.checks import (
     pick_n_stages,
     pick_tiles,
 )
-from infer.execution import pick_acceleration, pick_precision, pick_step_choice, pick_step_options
-from model import acceleration
-from model.acceleration import BF16_FLOW, BF16_FLOW_CHANNELS_LAST_RESTORATION, RELEASE_OPTIONS
-from model.cdvd_tsp import StepOptions
-from model.checkpoint import with_n_sequence
-from utils import precision
-from utils.committed import Unit
-from utils.cpu import Bf16Support
-from utils.errors import UserError
-from utils.precision import PRECISIONS
+from cdvd_tsp.infer.execution import pick_acceleration, pick_precision, pick_step_choice, pick_step_options
+from cdvd_tsp.model import acceleration
+from cdvd_tsp.model.acceleration import BF16_FLOW, BF16_FLOW_CHANNELS_LAST_RESTORATION, RELEASE_OPTIONS
+from cdvd_tsp.model.cdvd_tsp import StepOptions
+from cdvd_tsp.model.checkpoint import with_n_sequence
+from cdvd_tsp.utils import precision
+from cdvd_tsp.utils.committed import Unit
+from cdvd_tsp.utils.cpu import Bf16Support
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.precision import PRECISIONS
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 NATIVE_BF16 = Bf16Support(True, "native bfloat16 (amx_bf16)")
@@ -310,7 +310,7 @@ def test_a_lever_with_the_release_s_way_is_refused(given: dict, message: str) ->
 
 
 def test_the_onnxruntime_backend_refuses_the_pytorch_step_s_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infer.options import parse_args
+    from cdvd_tsp.infer.options import parse_args
 
     pytest.importorskip("onnxruntime")
     assert execution.check_backend(parse_args([])) == "pytorch"

@@ -4,8 +4,8 @@ multiples of 4, and the reflection padding of --input."""
 import numpy as np
 import torch
 
-from infer.conversion import FramePreparer, pad_to_multiple
-from utils.image import to_tensor, to_uint8
+from cdvd_tsp.infer.conversion import FramePreparer, pad_to_multiple
+from cdvd_tsp.utils.image import to_tensor, to_uint8
 
 
 def edge_image(height: int, width: int) -> torch.Tensor:

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.data.video_io import VideoWriter, folder_source, open_video
+from cdvd_tsp.infer.conversion import FramePreparer
+from cdvd_tsp.infer.inputs import VideoInput
+from cdvd_tsp.infer.planning import Job, Restoration
+from cdvd_tsp.infer.transfer import Transfer
+from cdvd_tsp.utils.image import to_tensor
 from conftest import make_dataset
-from data.frames import read_rgb
-from data.video_io import VideoWriter, folder_source, open_video
-from infer.conversion import FramePreparer
-from infer.inputs import VideoInput
-from infer.planning import Job, Restoration
-from infer.transfer import Transfer
-from utils.image import to_tensor
 
 CPU = torch.device("cpu")
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from infer.checks import RELEASED_N_STAGES
-from infer.options import default_workers, parse_args
-from model.tiling import DEFAULT_OVERLAP
+from cdvd_tsp.infer.checks import RELEASED_N_STAGES
+from cdvd_tsp.infer.options import default_workers, parse_args
+from cdvd_tsp.model.tiling import DEFAULT_OVERLAP
 
 
 def test_settings_that_depend_on_the_run_are_left_to_the_plan() -> None:

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.data.video_io import open_video
+from cdvd_tsp.infer.conversion import FramePreparer
+from cdvd_tsp.infer.outputs import NonFiniteOutput, QueuedOutput, VideoOutputs, queue_output, write_and_score
+from cdvd_tsp.infer.planning import Job, Metrics
+from cdvd_tsp.infer.report import FrameTimes, Report
+from cdvd_tsp.infer.transfer import Transfer
+from cdvd_tsp.utils.image import to_tensor, to_uint8
+from cdvd_tsp.utils.metrics import FrameScores, score_frame
 from conftest import sharp_frames
-from data.frames import read_rgb
-from data.video_io import open_video
-from infer.conversion import FramePreparer
-from infer.outputs import NonFiniteOutput, QueuedOutput, VideoOutputs, queue_output, write_and_score
-from infer.planning import Job, Metrics
-from infer.report import FrameTimes, Report
-from infer.transfer import Transfer
-from utils.image import to_tensor, to_uint8
-from utils.metrics import FrameScores, score_frame
 
 CPU = Transfer(torch.device("cpu"))
 METRICS = Metrics(channel="rgb", crop_border=4)

@@ -15,21 +15,21 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data import frames as frames_module
+from cdvd_tsp.data.frames import read_rgb, write_png
+from cdvd_tsp.data.video_io import FolderSource, VideoWriter
+from cdvd_tsp.infer import outputs as outputs_module
+from cdvd_tsp.infer import runners as runners_module
+from cdvd_tsp.infer.options import parse_args
+from cdvd_tsp.infer.pipeline import Pipeline
+from cdvd_tsp.infer.planning import Plan, make_plan
+from cdvd_tsp.infer.reader import Prefetcher
+from cdvd_tsp.infer.report import Report
+from cdvd_tsp.infer.restorer import Restorer
+from cdvd_tsp.infer.workers import InOrder
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils.errors import UserError
 from conftest import make_dataset, save_seeded_weights, seeded_model, sharp_frames, write_image
-from data import frames as frames_module
-from data.frames import read_rgb, write_png
-from data.video_io import FolderSource, VideoWriter
-from infer import outputs as outputs_module
-from infer import runners as runners_module
-from infer.options import parse_args
-from infer.pipeline import Pipeline
-from infer.planning import Plan, make_plan
-from infer.reader import Prefetcher
-from infer.report import Report
-from infer.restorer import Restorer
-from infer.workers import InOrder
-from inference import main
-from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

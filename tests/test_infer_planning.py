@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.data.video_io import VideoWriter
+from cdvd_tsp.infer.options import parse_args
+from cdvd_tsp.infer.planning import Deblurring, Evaluation, Job, Plan, make_plan, shard
+from cdvd_tsp.utils.errors import UserError
 from conftest import evaluation_argv, make_dataset, save_seeded_weights, sharp_frames, write_image
-from data.video_io import VideoWriter
-from infer.options import parse_args
-from infer.planning import Deblurring, Evaluation, Job, Plan, make_plan, shard
-from utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.infer import progress
+from cdvd_tsp.infer.options import parse_args
+from cdvd_tsp.infer.planning import make_plan
+from cdvd_tsp.infer.progress import PlannedVideo, Recorder, RunRecord, keep_finished
+from cdvd_tsp.infer.report import FrameTimes, VideoResults
+from cdvd_tsp.infer.settings import run_settings
+from cdvd_tsp.utils import atomic, committed
+from cdvd_tsp.utils.committed import Stage, Unit
+from cdvd_tsp.utils.metrics import FrameScores
 from conftest import evaluation_argv, make_dataset, save_seeded_weights
-from infer import progress
-from infer.options import parse_args
-from infer.planning import make_plan
-from infer.progress import PlannedVideo, Recorder, RunRecord, keep_finished
-from infer.report import FrameTimes, VideoResults
-from infer.settings import run_settings
-from utils import atomic, committed
-from utils.committed import Stage, Unit
-from utils.metrics import FrameScores
 
 VIDEOS = (
     PlannedVideo("a", ("00000", "00001"), ("a/00000.png", "a/00001.png", "showcase/a.gif")),

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from infer.reader import Inline, Prefetcher, read_ahead
-from utils.errors import UserError
+from cdvd_tsp.infer.reader import Inline, Prefetcher, read_ahead
+from cdvd_tsp.utils.errors import UserError
 
 WAIT = 10.0
 """Seconds a test waits for another thread before it calls the code hung (it never waits that long when right)."""

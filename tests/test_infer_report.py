@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infer.report import (
+from cdvd_tsp.infer.report import (
     EXTRA,
     FrameTimes,
     Report,
@@ -23,7 +23,7 @@ from infer.report import (
     write_summary,
     write_videos,
 )
-from utils.metrics import FrameScores
+from cdvd_tsp.utils.metrics import FrameScores
 
 TIMES = FrameTimes(pre=0.5, forward=2.0, post=0.25, total=2.75)
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.infer import pipeline
+from cdvd_tsp.infer.options import parse_args
+from cdvd_tsp.infer.planning import Job, make_plan
+from cdvd_tsp.infer.report import Report, RunLog
+from cdvd_tsp.infer.restorer import Restorer, load_model
+from cdvd_tsp.infer.run import restore, staged
+from cdvd_tsp.model.checkpoint import CheckpointError, with_n_sequence
 from conftest import evaluation_argv, make_dataset, save_seeded_weights, seeded_model
-from infer import pipeline
-from infer.options import parse_args
-from infer.planning import Job, make_plan
-from infer.report import Report, RunLog
-from infer.restorer import Restorer, load_model
-from infer.run import restore, staged
-from model.checkpoint import CheckpointError, with_n_sequence
 
 CPU = torch.device("cpu")
 

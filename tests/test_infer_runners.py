@@ -8,16 +8,16 @@ import pytest
 import torch
 from torch import Tensor
 
+from cdvd_tsp.infer.execution import Execution
+from cdvd_tsp.infer.planning import Restoration
+from cdvd_tsp.infer.runners import AutocastRunner, runner_factory
+from cdvd_tsp.model.acceleration import RELEASE_OPTIONS, AutocastStep
+from cdvd_tsp.model.cdvd_tsp import StepOptions
+from cdvd_tsp.model.ensemble import DIHEDRAL, SelfEnsemble
+from cdvd_tsp.model.streaming import StreamingRunner, WindowRunner, with_border
+from cdvd_tsp.model.tiling import TiledRunner
+from cdvd_tsp.utils.precision import PRECISIONS
 from conftest import run_frames
-from infer.execution import Execution
-from infer.planning import Restoration
-from infer.runners import AutocastRunner, runner_factory
-from model.acceleration import RELEASE_OPTIONS, AutocastStep
-from model.cdvd_tsp import StepOptions
-from model.ensemble import DIHEDRAL, SelfEnsemble
-from model.streaming import StreamingRunner, WindowRunner, with_border
-from model.tiling import TiledRunner
-from utils.precision import PRECISIONS
 
 PLAIN = Restoration(
     model_path=Path("model.pt"),

@@ -6,17 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.infer import execution
+from cdvd_tsp.infer.options import parse_args
+from cdvd_tsp.infer.planning import make_plan
+from cdvd_tsp.infer.report import RELEASE_HEADER, RunLog, write_header
+from cdvd_tsp.infer.settings import Setting, cost_volume_code, planned_cost_volume, run_settings
+from cdvd_tsp.model import acceleration
+from cdvd_tsp.model.acceleration import recommended_choice
+from cdvd_tsp.utils import precision
+from cdvd_tsp.utils.cpu import Bf16Support, thread_choice
+from cdvd_tsp.utils.openmp import wait_policy
 from conftest import evaluation_argv, make_dataset, save_seeded_weights
-from infer import execution
-from infer.options import parse_args
-from infer.planning import make_plan
-from infer.report import RELEASE_HEADER, RunLog, write_header
-from infer.settings import Setting, cost_volume_code, planned_cost_volume, run_settings
-from model import acceleration
-from model.acceleration import recommended_choice
-from utils import precision
-from utils.cpu import Bf16Support, thread_choice
-from utils.openmp import wait_policy
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_the_layout_picked_for_the_cpu_s_bf16_unit_and_why_are_recorded(
 def test_the_thread_choice_and_the_wait_policy_are_recorded(
     tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from utils import cpu
+    from cdvd_tsp.utils import cpu
 
     data = make_dataset(tmp_path / "data", {"a": 5}, height=22, width=26)
     monkeypatch.setattr(cpu, "LAST_CHOICE", cpu.ThreadChoice(torch.get_num_threads(), "2 usable cores, 0.4 idle"))

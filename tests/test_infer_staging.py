@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infer import progress
-from infer.progress import PlannedVideo, Recorder, RunRecord
-from infer.report import FrameTimes, VideoResults
-from infer.staging import Staging
-from utils import committed
-from utils.errors import UserError
+from cdvd_tsp.infer import progress
+from cdvd_tsp.infer.progress import PlannedVideo, Recorder, RunRecord
+from cdvd_tsp.infer.report import FrameTimes, VideoResults
+from cdvd_tsp.infer.staging import Staging
+from cdvd_tsp.utils import committed
+from cdvd_tsp.utils.errors import UserError
 
 VIDEOS = (PlannedVideo("a", ("1",), ("a/1.png",)), PlannedVideo("b", ("1",), ("b/1.png",)))
 RUN = RunRecord({"border_mode": "release", "workers": 4}, "0" * 64, VIDEOS)

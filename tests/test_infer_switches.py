@@ -9,13 +9,13 @@ import cv2
 import pytest
 import torch
 
+from cdvd_tsp.infer import restorer
+from cdvd_tsp.infer.switches import deterministic_algorithms, run_switches, threads_set
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils import cpu
+from cdvd_tsp.utils.determinism import CUBLAS_VARIABLE
+from cdvd_tsp.utils.errors import UserError
 from conftest import evaluation_argv, inference_refused, make_dataset, save_seeded_weights
-from infer import restorer
-from infer.switches import deterministic_algorithms, run_switches, threads_set
-from inference import main
-from utils import cpu
-from utils.determinism import CUBLAS_VARIABLE
-from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from infer.transfer import Ready, Transfer
+from cdvd_tsp.infer.transfer import Ready, Transfer
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from infer.workers import THREAD_PREFIX, InOrder, done_inline
+from cdvd_tsp.infer.workers import THREAD_PREFIX, InOrder, done_inline
 
 WAIT = 10.0
 """Seconds an event is waited for before the test calls the code hung (never that long when it is right)."""

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.data.video_io import VideoWriter, open_video
+from cdvd_tsp.infer.execution import channels_last_name
+from cdvd_tsp.infer.options import default_workers
+from cdvd_tsp.infer.planning import records_folder
+from cdvd_tsp.inference import main
+from cdvd_tsp.model.acceleration import recommended_choice, recommended_options
+from cdvd_tsp.utils import committed
+from cdvd_tsp.utils.metrics import psnr, ssim
+from cdvd_tsp.utils.openmp import wait_policy
+from cdvd_tsp.utils.precision import PRECISIONS
 from conftest import make_dataset, save_seeded_weights, sharp_frames, write_image
-from data.frames import read_rgb
-from data.video_io import VideoWriter, open_video
-from infer.execution import channels_last_name
-from infer.options import default_workers
-from infer.planning import records_folder
-from inference import main
-from model.acceleration import recommended_choice, recommended_options
-from utils import committed
-from utils.metrics import psnr, ssim
-from utils.openmp import wait_policy
-from utils.precision import PRECISIONS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

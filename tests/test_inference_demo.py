@@ -8,14 +8,14 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import inference
+from cdvd_tsp import inference
+from cdvd_tsp.data import demo
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.infer import planning
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.metrics import psnr, ssim
+from cdvd_tsp.utils.showcase import GAP, LABEL_HEIGHT
 from conftest import save_seeded_weights
-from data import demo
-from data.frames import read_rgb
-from infer import planning
-from utils.errors import UserError
-from utils.metrics import psnr, ssim
-from utils.showcase import GAP, LABEL_HEIGHT
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,6 +15,13 @@ from typing import IO
 import pytest
 import torch
 
+from cdvd_tsp.data import frames as frames_module
+from cdvd_tsp.data.video_io import VideoWriter
+from cdvd_tsp.infer.report import Report
+from cdvd_tsp.inference import main
+from cdvd_tsp.model.checkpoint import CheckpointError
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
 from conftest import (
     INFERENCE,
     evaluation_argv,
@@ -26,13 +33,6 @@ from conftest import (
     write_frames,
     write_image,
 )
-from data import frames as frames_module
-from data.video_io import VideoWriter
-from infer.report import Report
-from inference import main
-from model.checkpoint import CheckpointError
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -144,8 +144,8 @@ def refused_in_a_process(patch: str, argv: list[str]) -> str:
     script = (
         "import sys; sys.path.insert(0, 'code'); sys.path.insert(0, 'tests')\n"
         f"{patch}"
-        "from inference import main\n"
-        "from utils.errors import run_cli\n"
+        "from cdvd_tsp.inference import main\n"
+        "from cdvd_tsp.utils.errors import run_cli\n"
         f"run_cli(lambda: main({argv!r}))\n"
     )
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -233,7 +233,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_earlier_run_unto
 def test_a_full_disk_under_the_log_stops_the_run_with_one_line(
     tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infer import report as report_module
+    from cdvd_tsp.infer import report as report_module
 
     data = make_dataset(tmp_path / "data", {"v": 6})
     result = tmp_path / "result"
@@ -268,7 +268,9 @@ def test_a_full_disk_under_the_log_stops_the_run_with_one_line(
 def test_a_full_disk_exits_with_status_2_and_one_line(tmp_path: Path, weights: Path) -> None:
     data = make_dataset(tmp_path / "data", {"v": 5})
     result = tmp_path / "result"
-    patch = "from data import frames\nfrom test_inference_errors import full_after\nframes.open = full_after(0)\n"
+    patch = (
+        "from cdvd_tsp.data import frames\nfrom test_inference_errors import full_after\nframes.open = full_after(0)\n"
+    )
     error = refused_in_a_process(patch, evaluation_argv(data, weights, result))
     assert error.endswith("00002.png: No space left on device")
     assert not (result / "results.json").exists() and hidden_files(result) == []
@@ -395,8 +397,8 @@ def test_cli_runs_from_the_code_folder() -> None:
 def poisoned_at(frame: int, value: float) -> Callable:
     """A `runner_factory` for infer.pipeline whose runners give an output holding ``value`` (NaN or inf) at one pixel
     for ``frame`` (an index), as a model that overflows there would; every other output is the model's own."""
-    from infer import runners
-    from model.streaming import Restored
+    from cdvd_tsp.infer import runners
+    from cdvd_tsp.model.streaming import Restored
 
     def factory(*args: object) -> Callable:
         new_runner = runners.runner_factory(*args)
@@ -432,7 +434,7 @@ def test_an_output_that_turns_non_finite_stops_the_run_and_the_earlier_results_s
     value: float,
     workers: str,
 ) -> None:
-    from infer import restorer
+    from cdvd_tsp.infer import restorer
 
     frames, out = tmp_path / "clip", tmp_path / "out"
     write_frames(frames, 6)
@@ -458,7 +460,7 @@ def test_the_command_line_stops_a_non_finite_run_with_status_2_and_one_line(tmp_
     assert main(clip_argv(frames, weights, out)) == 0
     earlier = outputs(out)
     patch = (
-        "from infer import restorer\nfrom test_inference_errors import poisoned_at\n"
+        "from cdvd_tsp.infer import restorer\nfrom test_inference_errors import poisoned_at\n"
         "restorer.runner_factory = poisoned_at(1, float('nan'))\n"
     )
     error = refused_in_a_process(patch, clip_argv(frames, weights, out))

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.infer.restorer import load_model
+from cdvd_tsp.inference import main
+from cdvd_tsp.model.streaming import StreamingRunner, WindowRunner, with_border
+from cdvd_tsp.model.tiling import TiledRunner
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.image import to_tensor, to_uint8
+from cdvd_tsp.utils.metrics import min_size, psnr, ssim
 from conftest import ensemble_video, make_bsd, make_dataset, make_dvd, make_gopro, run_frames, save_seeded_weights
-from data.frames import read_rgb
-from infer.restorer import load_model
-from inference import main
-from model.streaming import StreamingRunner, WindowRunner, with_border
-from model.tiling import TiledRunner
-from utils.errors import UserError
-from utils.image import to_tensor, to_uint8
-from utils.metrics import min_size, psnr, ssim
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

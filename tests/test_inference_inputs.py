@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.inference import main
+from cdvd_tsp.model.checkpoint import CheckpointError
+from cdvd_tsp.utils.errors import UserError
 from conftest import evaluation_argv, make_dataset, save_seeded_weights, sharp_frames
-from data.frames import read_rgb
-from inference import main
-from model.checkpoint import CheckpointError
-from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

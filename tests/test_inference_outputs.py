@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from cdvd_tsp.data.video_io import VideoWriter
+from cdvd_tsp.infer import planning
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils import committed
 from conftest import evaluation_argv, inference_refused, make_dataset, mirror_frame, save_seeded_weights, write_frames
-from data.video_io import VideoWriter
-from infer import planning
-from inference import main
-from utils import committed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

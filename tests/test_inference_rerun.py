@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from cdvd_tsp.data.video_io import VideoWriter
+from cdvd_tsp.infer.planning import CLAIM_NAME, records_folder
+from cdvd_tsp.infer.report import Report
+from cdvd_tsp.infer.staging import Staging
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils import atomic, committed
+from cdvd_tsp.utils.errors import UserError, run_cli
 from conftest import (
     INFERENCE,
     evaluation_argv,
@@ -24,13 +31,6 @@ from conftest import (
     sharp_frames,
     write_image,
 )
-from data.video_io import VideoWriter
-from infer.planning import CLAIM_NAME, records_folder
-from infer.report import Report
-from infer.staging import Staging
-from inference import main
-from utils import atomic, committed
-from utils.errors import UserError, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

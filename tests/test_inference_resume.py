@@ -16,6 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.infer import pipeline
+from cdvd_tsp.infer.report import Report
+from cdvd_tsp.inference import main
+from cdvd_tsp.model.checkpoint import with_n_sequence
+from cdvd_tsp.utils import committed
+from cdvd_tsp.utils.errors import UserError, run_cli
 from conftest import (
     evaluation_argv,
     hooked_inference,
@@ -24,12 +30,6 @@ from conftest import (
     restored_videos,
     seeded_model,
 )
-from infer import pipeline
-from infer.report import Report
-from inference import main
-from model.checkpoint import with_n_sequence
-from utils import committed
-from utils.errors import UserError, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

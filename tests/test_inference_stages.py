@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.infer.restorer import load_model
+from cdvd_tsp.inference import main
+from cdvd_tsp.model.checkpoint import read_checkpoint
+from cdvd_tsp.model.streaming import StreamingRunner, with_border
+from cdvd_tsp.utils.cpu import bf16_support
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.image import to_tensor, to_uint8
 from conftest import evaluation_argv, make_dataset, run_frames, sharp_frames, train_tiny_checkpoint, write_image
-from data.frames import read_rgb
-from infer.restorer import load_model
-from inference import main
-from model.checkpoint import read_checkpoint
-from model.streaming import StreamingRunner, with_border
-from utils.cpu import bf16_support
-from utils.errors import UserError
-from utils.image import to_tensor, to_uint8
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils import committed
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
+from cdvd_tsp.utils.runtime import SHARED_STORE_SWITCH, Ranks, join
 from conftest import (
     TORCHRUN,
     free_port,
@@ -21,11 +26,6 @@ from conftest import (
     restored_videos,
     save_seeded_weights,
 )
-from inference import main
-from utils import committed
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
-from utils.runtime import SHARED_STORE_SWITCH, Ranks, join
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

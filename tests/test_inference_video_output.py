@@ -12,10 +12,10 @@ import av
 import numpy as np
 import pytest
 
+from cdvd_tsp.data.video_io import VideoWriter, open_video, plan_encoding
+from cdvd_tsp.inference import main
+from cdvd_tsp.utils.errors import UserError
 from conftest import inference_refused, sharp_frames
-from data.video_io import VideoWriter, open_video, plan_encoding
-from inference import main
-from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -196,8 +196,8 @@ def test_what_cannot_be_written_is_refused_in_one_line_before_anything_is(
 
 
 def test_evaluation_refuses_codec_and_quality() -> None:
-    from infer.options import parse_args
-    from infer.planning import PRESETS, plan_evaluation
+    from cdvd_tsp.infer.options import parse_args
+    from cdvd_tsp.infer.planning import PRESETS, plan_evaluation
 
     args = parse_args(["--default_data", "DEMO", "--quality", "20"])
     with pytest.raises(UserError, match=r"^--codec and --quality go with --input and a video --output"):

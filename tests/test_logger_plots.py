@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from logger.plots import PLOT_FORMATS, render_series
+from cdvd_tsp.logger.plots import PLOT_FORMATS, render_series
 
 
 def test_each_format_is_a_real_file_of_that_format() -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.logger.tensorboard import TENSORBOARD_DIR
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.utils import atomic
+from cdvd_tsp.utils.errors import Stopped
+from cdvd_tsp.utils.paths import REPO_ROOT
 from conftest import assert_same_training, run_folder, tiny_training_argv
-from logger.tensorboard import TENSORBOARD_DIR
-from trainer.step import TrainStep
-from utils import atomic
-from utils.errors import Stopped
-from utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 
@@ -126,8 +126,9 @@ def test_stopped_killed_while_committing_and_resumed_each_step_is_there_once(arg
 
 def test_tensorboard_is_imported_only_for_the_flag() -> None:
     code = (
-        "import sys; sys.path.insert(0, 'code'); import main, trainer.trainer, logger.tensorboard; "
-        "print(sorted(name for name in sys.modules if 'tensorboard' in name and not name.startswith('logger')))"
+        "import sys; sys.path.insert(0, 'code')\n"
+        "import cdvd_tsp.main, cdvd_tsp.trainer.trainer, cdvd_tsp.logger.tensorboard\n"
+        "print(sorted(name for name in sys.modules if 'tensorboard' in name and not name.startswith('cdvd_tsp.')))"
     )
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr

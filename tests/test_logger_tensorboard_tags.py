@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.data.videodata import SamplingOptions, VideoData
+from cdvd_tsp.logger.tensorboard import TENSORBOARD_DIR, Curves
 from conftest import TINY_TRAINING, make_dataset
-from data.videodata import SamplingOptions, VideoData
-from logger.tensorboard import TENSORBOARD_DIR, Curves
 
 pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loss import Loss, parse_loss_spec
-from loss.hem import HEM
-from utils.atomic import torch_bytes
-from utils.errors import UserError
+from cdvd_tsp.loss import Loss, parse_loss_spec
+from cdvd_tsp.loss.hem import HEM
+from cdvd_tsp.utils.atomic import torch_bytes
+from cdvd_tsp.utils.errors import UserError
 
 
 def test_spec_parses_weights_and_types() -> None:

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import CheckpointError, load_weights, read_checkpoint
+from cdvd_tsp.trainer.model_setup import model_summary
+from cdvd_tsp.trainer.trainer import TrainingDiverged
+from cdvd_tsp.utils import atomic
+from cdvd_tsp.utils.errors import UserError
 from conftest import TINY_TRAINING, make_dataset
-from loss import Loss
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import CheckpointError, load_weights, read_checkpoint
-from trainer.model_setup import model_summary
-from trainer.trainer import TrainingDiverged
-from utils import atomic
-from utils.errors import UserError
 
 LOSS_NAMES = ["L1", "HEM", "Total"]
 
@@ -365,12 +365,12 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
 
 
 def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) -> None:
-    from data.loaders import build_datasets
-    from logger.experiment import Experiment
-    from option import parse_args
-    from trainer.model_setup import build_model
-    from trainer.trainer import Trainer
-    from utils.runtime import Runtime
+    from cdvd_tsp.data.loaders import build_datasets
+    from cdvd_tsp.logger.experiment import Experiment
+    from cdvd_tsp.option import parse_args
+    from cdvd_tsp.trainer.model_setup import build_model
+    from cdvd_tsp.trainer.trainer import Trainer
+    from cdvd_tsp.utils.runtime import Runtime
 
     args = parse_args([*TINY_TRAINING, *data, "--no_augment", "--save", "fit"])
     train_set, test_set = build_datasets(args, train=True)
@@ -391,7 +391,7 @@ def test_loss_falls_when_fitting_a_fixed_batch(data: list[str], tmp_path: Path) 
 
 
 def test_a_process_that_is_not_rank_0_writes_nothing(tmp_path: Path) -> None:
-    from logger.experiment import Experiment, History
+    from cdvd_tsp.logger.experiment import Experiment, History
 
     experiment = Experiment(tmp_path / "run", writes=False)
     experiment.open()

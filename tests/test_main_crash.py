@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.infer.restorer import load_model
+from cdvd_tsp.model.checkpoint import CheckpointError, read_checkpoint
+from cdvd_tsp.utils import atomic, committed
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
 from conftest import TINY_TRAINING, make_dataset
-from infer.restorer import load_model
-from model.checkpoint import CheckpointError, read_checkpoint
-from utils import atomic, committed
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
 
 TINY = [
     *TINY_TRAINING,
@@ -184,8 +184,8 @@ def test_a_real_kill_in_the_last_commit_resumes_to_the_same_files(argv: list[str
         "sys.path.insert(0, 'code')\n"
         "import torch\n"
         "torch.set_num_threads(1)  # as in this process: the same sums in the same order\n"
-        "from utils import atomic\n"
-        "import main\n"
+        "from cdvd_tsp.utils import atomic\n"
+        "from cdvd_tsp import main\n"
         "real, seen = atomic.write_file, []\n"
         "def write_file(path, data):\n"
         "    seen.append(os.path.basename(path))\n"
@@ -340,7 +340,7 @@ def test_a_folder_of_the_previous_version_resumes_to_the_same_files(
 
 
 def test_a_folder_in_use_is_refused(argv: list[str], full: Path) -> None:
-    from logger.experiment import Experiment
+    from cdvd_tsp.logger.experiment import Experiment
 
     other = Experiment(full)
     other.prepare()  # holds the lock, as a running process would

@@ -25,7 +25,15 @@ import numpy
 import pytest
 import torch
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.data.videodata import VideoData
+from cdvd_tsp.trainer.randomness import capture_rng_state
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.trainer.trainer import Trainer, continue_command
+from cdvd_tsp.utils import committed
+from cdvd_tsp.utils.errors import Stopped, UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
+from cdvd_tsp.utils.signals import Interrupted, signal_name
 from conftest import (
     assert_same_training,
     hooked_training,
@@ -33,14 +41,6 @@ from conftest import (
     run_folder,
     tiny_training_argv,
 )
-from data.videodata import VideoData
-from trainer.randomness import capture_rng_state
-from trainer.step import TrainStep
-from trainer.trainer import Trainer, continue_command
-from utils import committed
-from utils.errors import Stopped, UserError
-from utils.paths import REPO_ROOT
-from utils.signals import Interrupted, signal_name
 
 pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.data.loaders import build_datasets
+from cdvd_tsp.logger.experiment import Experiment
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.cdvd_tsp import StepOptions
+from cdvd_tsp.option import parse_args
+from cdvd_tsp.trainer.model_setup import build_model, make_optimizer, set_optimizer_implementation, step_options
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.trainer.trainer import Trainer
+from cdvd_tsp.utils.errors import Stopped, UserError
+from cdvd_tsp.utils.runtime import Runtime
 from conftest import TINY_TRAINING, assert_same_training, run_folder, tiny_training_argv
-from data.loaders import build_datasets
-from logger.experiment import Experiment
-from loss import Loss
-from model.cdvd_tsp import StepOptions
-from option import parse_args
-from trainer.model_setup import build_model, make_optimizer, set_optimizer_implementation, step_options
-from trainer.step import TrainStep
-from trainer.trainer import Trainer
-from utils.errors import Stopped, UserError
-from utils.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("single_thread", "plots_once")
 

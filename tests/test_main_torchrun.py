@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import main as train_main
+from cdvd_tsp import main as train_main
+from cdvd_tsp.main import start_runtime
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
+from cdvd_tsp.utils.runtime import SHARED_STORE_SWITCH, check_restarts_can_meet
 from conftest import (
     TINY_TRAINING,
     TORCHRUN,
@@ -27,12 +33,6 @@ from conftest import (
     hooks_environment,
     make_dataset,
 )
-from main import start_runtime
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
-from utils.runtime import SHARED_STORE_SWITCH, check_restarts_can_meet
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,9 +10,8 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import run_frames, seeded_model
-from model import acceleration
-from model.acceleration import (
+from cdvd_tsp.model import acceleration
+from cdvd_tsp.model.acceleration import (
     BF16_FLOW,
     BF16_FLOW_CHANNELS_LAST_RESTORATION,
     CHANNELS_LAST_RESTORATION,
@@ -27,10 +26,11 @@ from model.acceleration import (
     recommended_choice,
     recommended_options,
 )
-from model.cdvd_tsp import CDVD_TSP, StepOptions
-from model.streaming import Step, StreamingRunner
-from utils.cpu import Bf16Support, bf16_support
-from utils.precision import PRECISIONS, autocast, tf32_switched
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP, StepOptions
+from cdvd_tsp.model.streaming import Step, StreamingRunner
+from cdvd_tsp.utils.cpu import Bf16Support, bf16_support
+from cdvd_tsp.utils.precision import PRECISIONS, autocast, tf32_switched
+from conftest import run_frames, seeded_model
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.blocks import ResBlock, conv_relu, upconv_relu
+from cdvd_tsp.model.blocks import ResBlock, conv_relu, upconv_relu
 
 
 def test_a_resblock_is_conv_relu_conv_plus_the_identity() -> None:

@@ -6,9 +6,9 @@ from unittest import mock
 import pytest
 import torch
 
-from model.cdvd_tsp import CDVD_TSP, StepOptions
-from model.correlation import BACKEND_VARIABLE
-from model.stages import CascadeOutputs
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP, StepOptions
+from cdvd_tsp.model.correlation import BACKEND_VARIABLE
+from cdvd_tsp.model.stages import CascadeOutputs
 
 
 def small_clip(frames: int, dtype: torch.dtype = torch.float32, height: int = 32, width: int = 48) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from model.cdvd_tsp import CDVD_TSP, StepOptions
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP, StepOptions
 
 BOUND = 1e-12
 """float64: the batched and the separate calls differ by the order of the convolutions' sums only."""

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import CheckpointError, load_weights, read_checkpoint
+from cdvd_tsp.model.flow_pwc import Flow_PWC
 from conftest import Reference
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import CheckpointError, load_weights, read_checkpoint
-from model.flow_pwc import Flow_PWC
 
 FLOW_PREFIX = "flow_net.moduleNetwork."
 
@@ -38,7 +38,7 @@ def test_both_of_torch_save_s_formats_load_with_their_record(
 ) -> None:
     """A zip archive is mapped (its tensors read where they are used), the legacy format (the release's PyTorch
     1.x may have written it) read whole: the same weights and record either way."""
-    from model.checkpoint import ZIP_MAGIC, with_n_sequence
+    from cdvd_tsp.model.checkpoint import ZIP_MAGIC, with_n_sequence
 
     path = tmp_path / "model.pt"
     torch.save(with_n_sequence(recipe_weights, 5), path, _use_new_zipfile_serialization=zipped)
@@ -173,7 +173,7 @@ def test_flow_pwc_constructor_refuses_a_missing_pretrain_file(tmp_path: Path) ->
 
 
 def test_a_recorded_n_sequence_stays_a_plain_state_dict_and_must_match(tmp_path: Path) -> None:
-    from model.checkpoint import with_n_sequence
+    from cdvd_tsp.model.checkpoint import with_n_sequence
 
     trained = CDVD_TSP(n_sequence=3, n_feat=4, n_resblock=1)
     path = save(with_n_sequence(trained.state_dict(), trained.n_sequence), tmp_path / "t1.pt")
@@ -271,7 +271,9 @@ def test_pickles_are_described_without_pytorch_s_advice(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
     messages = [refused(tiny(), whole), refused(tiny(), plain)]
-    assert messages[0].startswith(f"{whole}: holds a pickled Python object (model.cdvd_tsp.CDVD_TSP), which loading")
+    assert messages[0].startswith(
+        f"{whole}: holds a pickled Python object (cdvd_tsp.model.cdvd_tsp.CDVD_TSP), which loading"
+    )
     assert messages[1].startswith(f"{plain}: holds a pickle that is not a state dict of tensors, refused by loading")
     for message in messages:
         assert "\x1b" not in message and "False" not in message and len(message) - len(str(tmp_path)) < 220

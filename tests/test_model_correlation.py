@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import correlation
-from model.correlation import (
+from cdvd_tsp.model import correlation
+from cdvd_tsp.model.correlation import (
     BACKEND_CHOICES,
     BACKEND_VARIABLE,
     SELECTOR,
@@ -31,8 +31,8 @@ from model.correlation import (
     relative_difference,
     torch_formulation,
 )
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
 
 FORWARD_BOUND = 1e-5
 GRADIENT_BOUND = 1e-4
@@ -326,9 +326,10 @@ def test_the_check_leaves_the_global_random_state_alone() -> None:
 def test_the_cpu_path_never_imports_cupy() -> None:
     script = (
         "import sys, torch\n"
-        "from model.correlation import cost_volume\n"
+        "from cdvd_tsp.model.correlation import cost_volume\n"
         "cost_volume(torch.rand(1, 2, 5, 5), torch.rand(1, 2, 5, 5))\n"
-        "assert 'cupy' not in sys.modules and 'model.correlation_cuda' not in sys.modules, sorted(sys.modules)\n"
+        "kernel = 'cdvd_tsp.model.correlation_cuda'\n"
+        "assert 'cupy' not in sys.modules and kernel not in sys.modules, sorted(sys.modules)\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT / "code", capture_output=True, text=True, timeout=120
@@ -338,7 +339,7 @@ def test_the_cpu_path_never_imports_cupy() -> None:
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA compiler) to compile the kernels")
 def test_the_kernel_source_compiles_for_every_dtype(tmp_path: Path) -> None:
-    from model.correlation_cuda import C_TYPES, KERNEL_NAMES, KERNEL_SOURCE
+    from cdvd_tsp.model.correlation_cuda import C_TYPES, KERNEL_NAMES, KERNEL_SOURCE
 
     instances = "".join(
         f"template __global__ void {name}<{C_TYPES[dtype]}, 4>("

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.correlation import cost_volume_torch, relative_difference, torch_gradients
-from model.correlation_cuda import KERNEL_SOURCE
+from cdvd_tsp.model.correlation import cost_volume_torch, relative_difference, torch_gradients
+from cdvd_tsp.model.correlation_cuda import KERNEL_SOURCE
 
 DRIVER = Path(__file__).parent / "data" / "kernel_host_driver.cpp"
 HOST_PRELUDE = """

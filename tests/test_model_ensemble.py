@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.ensemble import DIHEDRAL, IDENTITY, SelfEnsemble, TimeReversal, Transform, backward_outputs, mean
+from cdvd_tsp.model.streaming import StreamingRunner, with_border
 from conftest import ensemble_video, seeded_model
-from model.cdvd_tsp import CDVD_TSP
-from model.ensemble import DIHEDRAL, IDENTITY, SelfEnsemble, TimeReversal, Transform, backward_outputs, mean
-from model.streaming import StreamingRunner, with_border
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

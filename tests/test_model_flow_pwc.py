@@ -4,7 +4,7 @@ inputs' memory layout, and `estimate_flow` rescales the network's flow to the fr
 import pytest
 import torch
 
-from model.flow_pwc import Flow_PWC, warp_features
+from cdvd_tsp.model.flow_pwc import Flow_PWC, warp_features
 
 VALUE = 2.0
 

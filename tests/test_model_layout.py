@@ -2,7 +2,7 @@
 
 import torch
 
-from model.layout import in_layout, in_layout_of, memory_format_of
+from cdvd_tsp.model.layout import in_layout, in_layout_of, memory_format_of
 
 
 def test_the_layout_of_a_tensor_is_channels_last_only_when_unambiguous() -> None:

@@ -18,13 +18,13 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
-import inference  # noqa: E402
-from data.frames import read_rgb  # noqa: E402
-from export_model import export_onnx_file  # noqa: E402
-from model import onnx_export, onnx_step  # noqa: E402
-from model.cdvd_tsp import CDVD_TSP  # noqa: E402
-from model.checkpoint import load_weights, with_n_sequence  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from cdvd_tsp import inference  # noqa: E402
+from cdvd_tsp.data.frames import read_rgb  # noqa: E402
+from cdvd_tsp.export_model import export_onnx_file  # noqa: E402
+from cdvd_tsp.model import onnx_export, onnx_step  # noqa: E402
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP  # noqa: E402
+from cdvd_tsp.model.checkpoint import load_weights, with_n_sequence  # noqa: E402
+from cdvd_tsp.utils.errors import UserError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -123,8 +123,8 @@ def test_a_failed_check_deletes_the_file(
         destination.write_bytes(path.read_bytes())
         return 0.0
 
-    monkeypatch.setattr("export_model.export_step", copied)
-    monkeypatch.setattr("export_model.check_export", lambda *args: {(48, 64): 0.0, (72, 96): 3e-4})
+    monkeypatch.setattr("cdvd_tsp.export_model.export_step", copied)
+    monkeypatch.setattr("cdvd_tsp.export_model.check_export", lambda *args: {(48, 64): 0.0, (72, 96): 3e-4})
     destination = tmp_path / "bad.onnx"
     with pytest.raises(UserError, match=r"differs from PyTorch's by more than 0\.0001 \(64x48: 0, 96x72: 0\.0003\)"):
         export_onnx_file(checkpoint, destination, half=False)
@@ -174,8 +174,8 @@ def test_half_exports_float16_and_checks_it_with_the_half_bound(
         destination.write_bytes(path.read_bytes())
         return 0.0
 
-    monkeypatch.setattr("export_model.export_step", copied)
-    monkeypatch.setattr("export_model.check_export", lambda *args: {(48, 64): 4e-4, (72, 96): 1e-3})
+    monkeypatch.setattr("cdvd_tsp.export_model.export_step", copied)
+    monkeypatch.setattr("cdvd_tsp.export_model.check_export", lambda *args: {(48, 64): 4e-4, (72, 96): 1e-3})
     report = export_onnx_file(checkpoint, tmp_path / "half.onnx", half=True)
     assert asked == [True] and report.half and report.dtype_name == "float16"
     assert report.tolerance == onnx_export.HALF_CHECK_TOLERANCE and (tmp_path / "half.onnx").is_file()

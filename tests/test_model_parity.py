@@ -8,12 +8,12 @@ import importlib.util
 import pytest
 import torch
 
+from cdvd_tsp.model.cdvd_tsp import StepOptions
+from cdvd_tsp.model.correlation import BACKEND_VARIABLE, SELECTOR, cost_volume
+from cdvd_tsp.model.flow_pwc import warp_features
+from cdvd_tsp.model.prior import temporal_sharpness_prior
+from cdvd_tsp.utils.precision import tf32_switched
 from conftest import Reference, relative_error
-from model.cdvd_tsp import StepOptions
-from model.correlation import BACKEND_VARIABLE, SELECTOR, cost_volume
-from model.flow_pwc import warp_features
-from model.prior import temporal_sharpness_prior
-from utils.precision import tf32_switched
 
 FLOAT64_TOLERANCE = 1e-7
 FLOAT32_TOLERANCE = 1e-4

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from model.prior import box_filter, temporal_sharpness_prior
+from cdvd_tsp.model.prior import box_filter, temporal_sharpness_prior
 
 
 def test_the_box_filter_divides_by_25_at_the_border_too() -> None:

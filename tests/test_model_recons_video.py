@@ -4,7 +4,7 @@ the released checkpoints use, and that the output is computed, not passed throug
 import pytest
 import torch
 
-from model.recons_video import RECONS_VIDEO
+from cdvd_tsp.model.recons_video import RECONS_VIDEO
 
 RELEASED_PARAMETERS = 6812771
 """Parameters of the released restoration net (n_feat 32, n_resblock 3, kernel 5, three frames and the prior)."""

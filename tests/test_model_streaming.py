@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.streaming import FanOut, Restored, StreamingRunner, WindowRunner, frames_needed, with_border
 from conftest import relative_error, run_frames, seeded_model
-from model.cdvd_tsp import CDVD_TSP
-from model.streaming import FanOut, Restored, StreamingRunner, WindowRunner, frames_needed, with_border
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cdvd_tsp.infer.planning import PRESETS
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.model.streaming import SIZE_MULTIPLE, StreamingRunner, WindowRunner, with_border
+from cdvd_tsp.model.tiling import TiledRunner, Tiler, plan_tiles, tile_starts
+from cdvd_tsp.utils.image import to_tensor, to_uint8
+from cdvd_tsp.utils.metrics import psnr
+from cdvd_tsp.utils.paths import from_repo
 from conftest import blurred, run_frames, seeded_model, sharp_frames
-from infer.planning import PRESETS
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from model.streaming import SIZE_MULTIPLE, StreamingRunner, WindowRunner, with_border
-from model.tiling import TiledRunner, Tiler, plan_tiles, tile_starts
-from utils.image import to_tensor, to_uint8
-from utils.metrics import psnr
-from utils.paths import from_repo
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import main as train_main
-from option import (
+from cdvd_tsp import main as train_main
+from cdvd_tsp.option import (
     DERIVED,
     apply_saved_options,
     build_parser,
@@ -21,9 +21,9 @@ from option import (
     read_options,
     run_options,
 )
-from option.template import TEMPLATES
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
+from cdvd_tsp.option.template import TEMPLATES
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
 
 RELEASE_FLAGS = [
     "--n_threads",
@@ -99,8 +99,8 @@ def test_released_template_and_flags_given_win() -> None:
 def test_the_short_demo_is_the_demo_made_short() -> None:
     """DEMO_SHORT: DEMO's recipe and data with one stage, one window per training clip and two epochs, so that an
     epoch is 48 steps (the demo's 192 training clips in batches of 4), not 480."""
-    from data.demo import SPLITS
-    from data.videodata import repeat_count
+    from cdvd_tsp.data.demo import SPLITS
+    from cdvd_tsp.data.videodata import repeat_count
 
     args, demo = parse_args(["--template", "DEMO_SHORT"]), parse_args(["--template", "DEMO"])
     assert (args.n_stages, args.n_sequence, args.n_frames_per_video, args.epochs) == (1, 3, 3, 2)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from option import apply_saved_options, parse_args, run_options
-from utils.errors import UserError
+from cdvd_tsp.option import apply_saved_options, parse_args, run_options
+from cdvd_tsp.utils.errors import UserError
 
 NEVER_SAVED = {
     *("save", "load", "resume", "test_only", "experiment_dir", "pretrain_models_dir", "no_flow_pretrain", "pre_train")

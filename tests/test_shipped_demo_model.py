@@ -2,10 +2,10 @@
 
 import torch
 
-from infer.planning import PRESETS
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from utils.paths import from_repo
+from cdvd_tsp.infer.planning import PRESETS
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.utils.paths import from_repo
 
 SHIPPED = from_repo(PRESETS["DEMO"].model_path)  # the file `inference.py --default_data DEMO` loads
 MAX_BYTES = 35 * 1024 * 1024

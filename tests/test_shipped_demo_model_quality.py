@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from data.camera_blur import synthesize_photo_clip
-from data.demo import SPLITS
-from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
-from infer.planning import PRESETS
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from utils.image import to_tensor, to_uint8
-from utils.metrics import psnr
-from utils.paths import from_repo
+from cdvd_tsp.data.camera_blur import synthesize_photo_clip
+from cdvd_tsp.data.demo import SPLITS
+from cdvd_tsp.data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
+from cdvd_tsp.infer.planning import PRESETS
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.utils.image import to_tensor, to_uint8
+from cdvd_tsp.utils.metrics import psnr
+from cdvd_tsp.utils.paths import from_repo
 
 SEEDS = (5, 6)
 SIZE = (64, 64)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.camera_blur import (
+from cdvd_tsp.data.camera_blur import (
     MotionSettings,
     camera_flow,
     make_photo_dataset,
@@ -18,13 +18,13 @@ from data.camera_blur import (
     synthesize_photo_clip,
     to_linear,
 )
-from data.frame_blur import average_exposure, blur_frame_sequence
-from data.frames import read_rgb, scan_dataset
-from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
-from model.flow_pwc import Flow_PWC
-from synthesize import main
-from utils.errors import UserError
-from utils.paths import REPO_ROOT
+from cdvd_tsp.data.frame_blur import average_exposure, blur_frame_sequence
+from cdvd_tsp.data.frames import read_rgb, scan_dataset
+from cdvd_tsp.data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
+from cdvd_tsp.model.flow_pwc import Flow_PWC
+from cdvd_tsp.synthesize import main
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import REPO_ROOT
 
 TINY = {"n_frames": 6, "size": (24, 40), "settings": MotionSettings(subframes=3)}
 STILL = MotionSettings(speed=(0.0, 0.0), wobble=0.0, rotation=0.0, zoom=0.0, subframes=5)

@@ -13,10 +13,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.cdvd_tsp import CDVD_TSP
-from model.flow_pwc import Network
-from option import parse_args
-from trainer.model_setup import (
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.flow_pwc import Network
+from cdvd_tsp.option import parse_args
+from cdvd_tsp.trainer.model_setup import (
     FLOW_PRETRAIN_FILE,
     build_model,
     freeze_flow_net_if_asked,
@@ -25,8 +25,8 @@ from trainer.model_setup import (
     unwrap,
     wrap_model,
 )
-from utils.errors import UserError
-from utils.runtime import Runtime
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from trainer.running_loss import RunningLoss
-from trainer.step import zero_non_finite_gradients
+from cdvd_tsp.trainer.running_loss import RunningLoss
+from cdvd_tsp.trainer.step import zero_non_finite_gradients
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from logger.experiment import History
-from trainer.validation import COLLAPSE_BELOW_INPUT_DB, PSNR_OF_IDENTICAL, SHAVE, collapse, float_psnr, window_images
+from cdvd_tsp.logger.experiment import History
+from cdvd_tsp.trainer.validation import (
+    COLLAPSE_BELOW_INPUT_DB,
+    PSNR_OF_IDENTICAL,
+    SHAVE,
+    collapse,
+    float_psnr,
+    window_images,
+)
 
 
 def test_the_float_psnr_shaves_4_pixels_and_takes_peak_1() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import atomic
+from cdvd_tsp.utils import atomic
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ import argparse
 
 import pytest
 
-from infer.options import build_parser as inference_parser
-from option.parser import build_parser as training_parser
-from utils.cli import CommandParser
+from cdvd_tsp.infer.options import build_parser as inference_parser
+from cdvd_tsp.option.parser import build_parser as training_parser
+from cdvd_tsp.utils.cli import CommandParser
 
 GROUPS = ("what to read", "what to write", "the model", "evaluation protocol", "device and speed", "distributed")
 

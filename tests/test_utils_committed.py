@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from utils import atomic, committed, locking, manifest
-from utils.committed import CommitError, Stage, Unit
-from utils.manifest import ManifestError
-from utils.paths import REPO_ROOT
+from cdvd_tsp.utils import atomic, committed, locking, manifest
+from cdvd_tsp.utils.committed import CommitError, Stage, Unit
+from cdvd_tsp.utils.manifest import ManifestError
+from cdvd_tsp.utils.paths import REPO_ROOT
 
 KEY = "results.json"
 OTHER = "other.json"
@@ -525,7 +525,7 @@ def test_two_names_in_one_folder_never_meet(tmp_path: Path) -> None:
 HOLDER = """
 import sys, time
 sys.path.insert(0, "code")
-from utils.committed import Unit
+from cdvd_tsp.utils.committed import Unit
 unit = Unit.open(sys.argv[1], "results.json")
 print("holding", flush=True)
 time.sleep(120)

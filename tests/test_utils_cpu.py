@@ -7,8 +7,8 @@ from unittest import mock
 import pytest
 import torch
 
-from utils import cpu
-from utils.cpu import (
+from cdvd_tsp.utils import cpu
+from cdvd_tsp.utils.cpu import (
     Bf16Support,
     CpuInfo,
     ThreadChoice,
@@ -22,7 +22,7 @@ from utils.cpu import (
     thread_choice,
     threads_for_idle,
 )
-from utils.errors import UserError
+from cdvd_tsp.utils.errors import UserError
 
 XEON = """processor\t: 0
 vendor_id\t: GenuineIntel

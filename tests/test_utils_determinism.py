@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from utils.determinism import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, use_deterministic_algorithms
+from cdvd_tsp.utils.determinism import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, use_deterministic_algorithms
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ message. The statuses of signals and stops: tests/test_utils_signals.py."""
 import subprocess
 import sys
 
-from utils.errors import Stopped, UserError, first_line
-from utils.paths import REPO_ROOT
+from cdvd_tsp.utils.errors import Stopped, UserError, first_line
+from cdvd_tsp.utils.paths import REPO_ROOT
 
 
 def test_a_user_error_is_one_line_on_stderr_and_status_2_in_a_real_process() -> None:
     script = (
-        "from utils.errors import UserError, run_cli\ndef main():\n    raise UserError('bad --flag')\nrun_cli(main)\n"
+        "from cdvd_tsp.utils.errors import UserError, run_cli\n"
+        "def main():\n    raise UserError('bad --flag')\nrun_cli(main)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT / "code", capture_output=True, text=True, check=False

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from utils.image import cropped_size, to_tensor, to_uint8
+from cdvd_tsp.utils.image import cropped_size, to_tensor, to_uint8
 
 
 def test_uint8_round_trip_and_protocol_rounding() -> None:

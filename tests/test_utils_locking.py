@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import locking
-from utils.locking import try_lock
+from cdvd_tsp.utils import locking
+from cdvd_tsp.utils.locking import try_lock
 
 pytestmark = pytest.mark.skipif(not locking.AVAILABLE, reason="needs flock (POSIX)")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
+from cdvd_tsp.utils.metrics import CROP_BORDER, MIN_SIZE, psnr, score_frame, ssim
 from conftest import blurred, sharp_frames
-from utils.metrics import CROP_BORDER, MIN_SIZE, psnr, score_frame, ssim
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_y_channel_metrics_equal_basicsr_convention(crop: int, degrade: str) -> 
 
 
 def test_luma_is_bt601_on_the_16_to_235_scale() -> None:
-    from utils.metrics import luma
+    from cdvd_tsp.utils.metrics import luma
 
     corners = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 0, 255]]], dtype=np.uint8)
     np.testing.assert_allclose(luma(corners), [[16.0, 235.0, 16.0 + 65.481, 16.0 + 24.966]], atol=1e-12)
@@ -197,7 +197,7 @@ def test_defaults_are_the_protocol_and_unchanged() -> None:
 
 
 def test_the_smallest_size_follows_the_crop() -> None:
-    from utils.metrics import min_size
+    from cdvd_tsp.utils.metrics import min_size
 
     image = np.zeros((11, 11, 3), dtype=np.uint8)
     assert min_size(0) == 11 and min_size() == MIN_SIZE

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from cdvd_tsp.utils import metrics_device
+from cdvd_tsp.utils.metrics import CROP_BORDER, MIN_SIZE, SSIM_SIGMA, SSIM_WINDOW, FrameScores, psnr, score_frame, ssim
+from cdvd_tsp.utils.metrics_device import psnr_tensor, score_frame_tensor, ssim_tensor
 from conftest import blurred, sharp_frames
-from utils import metrics_device
-from utils.metrics import CROP_BORDER, MIN_SIZE, SSIM_SIGMA, SSIM_WINDOW, FrameScores, psnr, score_frame, ssim
-from utils.metrics_device import psnr_tensor, score_frame_tensor, ssim_tensor
 
 GAUSSIAN = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA, cv2.CV_64F)
 

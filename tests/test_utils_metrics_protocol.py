@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.metrics import psnr, ssim
+from cdvd_tsp.utils.metrics import psnr, ssim
 
 SIZE = 32
 

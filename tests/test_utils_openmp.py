@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from utils.openmp import OPENMP_DEFAULT, PASSIVE, WAIT_POLICY_VARIABLE, prefer_passive_waiting, wait_policy
+from cdvd_tsp.utils.openmp import OPENMP_DEFAULT, PASSIVE, WAIT_POLICY_VARIABLE, prefer_passive_waiting, wait_policy
 
 CODE = Path(__file__).resolve().parents[1] / "code"
 
@@ -27,9 +27,9 @@ def test_the_policy_recorded_is_the_environment_s() -> None:
 
 def test_inference_sets_the_policy_before_torch_is_loaded() -> None:
     probe = (
-        "import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); import inference; "
+        "import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); from cdvd_tsp import inference; "
         "print(os.environ.get('OMP_WAIT_POLICY')); "
-        "import utils.openmp as o; print(o.prefer_passive_waiting())"  # torch is loaded by now: too late
+        "import cdvd_tsp.utils.openmp as o; print(o.prefer_passive_waiting())"  # torch is loaded by now: too late
     )
     completed = subprocess.run(
         [sys.executable, "-c", probe], cwd=CODE, capture_output=True, text=True, check=True, timeout=120

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.paths import REPO_ROOT, from_repo
+from cdvd_tsp.utils.paths import REPO_ROOT, from_repo
 
 
 def test_relative_paths_resolve_against_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

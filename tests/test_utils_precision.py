@@ -5,17 +5,17 @@ under bfloat16, and sampling grids are never built in 16 bits."""
 import pytest
 import torch
 
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.acceleration import accelerated_step
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.flow_pwc import sampling_grid, warp_features
+from cdvd_tsp.option import parse_args
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.utils import precision
+from cdvd_tsp.utils.cpu import Bf16Support, bf16_support
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.precision import PRECISIONS, get_precision, tf32_switched
 from conftest import seeded_model
-from loss import Loss
-from model.acceleration import accelerated_step
-from model.cdvd_tsp import CDVD_TSP
-from model.flow_pwc import sampling_grid, warp_features
-from option import parse_args
-from trainer.step import TrainStep
-from utils import precision
-from utils.cpu import Bf16Support, bf16_support
-from utils.errors import UserError
-from utils.precision import PRECISIONS, get_precision, tf32_switched
 
 CPU = torch.device("cpu")
 

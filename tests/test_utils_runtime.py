@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.runtime import Ranks, Runtime, StopVote, join, leave, pick_device
+from cdvd_tsp.utils.signals import StopRequests
 from conftest import free_port
-from utils.errors import UserError
-from utils.runtime import Ranks, Runtime, StopVote, join, leave, pick_device
-from utils.signals import StopRequests
 
 
 def polls_until_stop(vote: StopVote, requests: StopRequests, request_at: int | None, at_once: bool) -> list[int]:

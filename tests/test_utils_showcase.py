@@ -5,7 +5,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from utils.showcase import GAP, LABEL_HEIGHT, side_by_side, write_animation
+from cdvd_tsp.utils.showcase import GAP, LABEL_HEIGHT, side_by_side, write_animation
 
 
 def test_side_by_side_lays_panels_out_in_a_row_with_labels(tmp_path: Path) -> None:

@@ -9,9 +9,16 @@ import time
 
 import pytest
 
-from utils.errors import Stopped, UserError, run_cli
-from utils.paths import REPO_ROOT
-from utils.signals import STOP_SIGNALS, TRAINING_STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
+from cdvd_tsp.utils.errors import Stopped, UserError, run_cli
+from cdvd_tsp.utils.paths import REPO_ROOT
+from cdvd_tsp.utils.signals import (
+    STOP_SIGNALS,
+    TRAINING_STOP_SIGNALS,
+    Interrupted,
+    StopRequests,
+    exit_status,
+    signal_name,
+)
 
 
 def send(number: int) -> None:
@@ -152,8 +159,8 @@ def test_a_command_without_a_context_dies_of_sigterm_and_with_one_exits_143() ->
     program = (
         "import contextlib, sys, time\n"
         "sys.path.insert(0, 'code')\n"
-        "from utils.errors import run_cli\n"
-        "from utils.signals import StopRequests\n"
+        "from cdvd_tsp.utils.errors import run_cli\n"
+        "from cdvd_tsp.utils.signals import StopRequests\n"
         "def main():\n"
         "    handled = sys.argv[1] == 'handled'\n"
         "    with StopRequests(raise_in_main=True) if handled else contextlib.nullcontext():\n"

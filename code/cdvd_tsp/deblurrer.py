@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infer.checks import check_size, frames_with_output
-from infer.execution import make_execution
-from infer.options import build_parser
-from infer.planning import PRESETS, plan_restoration
-from infer.restorer import Restorer
-from infer.run import run
-from utils.errors import UserError
-from utils.paths import from_repo
-from utils.runtime import Ranks, pick_device
+from cdvd_tsp.infer.checks import check_size, frames_with_output
+from cdvd_tsp.infer.execution import make_execution
+from cdvd_tsp.infer.options import build_parser
+from cdvd_tsp.infer.planning import PRESETS, plan_restoration
+from cdvd_tsp.infer.restorer import Restorer
+from cdvd_tsp.infer.run import run
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import from_repo
+from cdvd_tsp.utils.runtime import Ranks, pick_device
 
 
 class DeblurError(UserError):

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.frames import write_pairs
-from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
-from utils.atomic import atomic_write_json
+from cdvd_tsp.data.frames import write_pairs
+from cdvd_tsp.data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS, load_photo
+from cdvd_tsp.utils.atomic import atomic_write_json
 
 PHOTO_SETS = {"train": TRAIN_PHOTOS, "held_out": HELD_OUT_PHOTOS}
 """Names that stand for a set of sample photos in `expand_photo_sets`."""

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.camera_blur import make_photo_dataset
-from data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS
-from utils.locking import wait_lock
-from utils.paths import from_repo
+from cdvd_tsp.data.camera_blur import make_photo_dataset
+from cdvd_tsp.data.sample_photos import HELD_OUT_PHOTOS, TRAIN_PHOTOS
+from cdvd_tsp.utils.locking import wait_lock
+from cdvd_tsp.utils.paths import from_repo
 
 logger = logging.getLogger(__name__)
 

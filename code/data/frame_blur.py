@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data.camera_blur import to_display, to_linear
+from cdvd_tsp.data.camera_blur import to_display, to_linear
 
 
 def average_exposure(frames: Sequence[np.ndarray]) -> np.ndarray:

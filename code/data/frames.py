@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from utils.errors import UserError, first_line
+from cdvd_tsp.utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 

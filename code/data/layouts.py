@@ -34,8 +34,16 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.frames import BLUR_DIR, VideoFrames, list_frames, natural_key, pair_by_name, reset_warnings, scan_dataset
-from utils.errors import UserError
+from cdvd_tsp.data.frames import (
+    BLUR_DIR,
+    VideoFrames,
+    list_frames,
+    natural_key,
+    pair_by_name,
+    reset_warnings,
+    scan_dataset,
+)
+from cdvd_tsp.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

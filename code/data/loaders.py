@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from data.videodata import SamplingOptions, VideoData
+from cdvd_tsp.data.videodata import SamplingOptions, VideoData
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.frames import read_rgb
-from utils.errors import UserError
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.utils.errors import UserError
 
 TRAIN_PHOTOS = (
     "skimage:astronaut.png",

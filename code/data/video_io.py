@@ -28,7 +28,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from data.frames import (
+from cdvd_tsp.data.frames import (
     IMAGE_SUFFIXES,
     SIXTEEN_BIT,
     check_same_size,
@@ -38,7 +38,7 @@ from data.frames import (
     to_8_bit,
     warn_once,
 )
-from utils.errors import UserError, first_line
+from cdvd_tsp.utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 

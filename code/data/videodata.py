@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.frames import VideoFrames, check_same_size, read_rgb, reset_warnings, scan_dataset
-from utils.errors import UserError
-from utils.image import cropped_size, to_tensor
+from cdvd_tsp.data.frames import VideoFrames, check_same_size, read_rgb, reset_warnings, scan_dataset
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.image import cropped_size, to_tensor
 
 logger = logging.getLogger(__name__)
 

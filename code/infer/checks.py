@@ -3,14 +3,14 @@ the file (infer/planning.py calls them before anything is written)."""
 
 from pathlib import Path
 
-from data.frames import BLUR_DIR, GT_DIR
-from model.checkpoint import read_checkpoint
-from model.streaming import RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
-from model.tiling import DEFAULT_OVERLAP, Tiler
-from utils.errors import UserError
-from utils.image import cropped_size
-from utils.manifest import read_manifest
-from utils.metrics import check_options, min_size
+from cdvd_tsp.data.frames import BLUR_DIR, GT_DIR
+from cdvd_tsp.model.checkpoint import read_checkpoint
+from cdvd_tsp.model.streaming import RELEASE_BORDER, SIZE_MULTIPLE, frames_needed
+from cdvd_tsp.model.tiling import DEFAULT_OVERLAP, Tiler
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.image import cropped_size
+from cdvd_tsp.utils.manifest import read_manifest
+from cdvd_tsp.utils.metrics import check_options, min_size
 
 README_HINT = 'see README.md, section "Released weights and datasets"'
 RELEASED_N_STAGES = 2
@@ -75,7 +75,7 @@ def pick_n_stages(path: Path, given: int | None) -> int:
 
 def pick_onnx_n_stages(path: Path, given: int | None) -> int:
     """The stages T an exported ONNX step records; a ``given`` ``--n_stages`` must agree."""
-    from model.onnx_step import read_n_stages
+    from cdvd_tsp.model.onnx_step import read_n_stages
 
     recorded = read_n_stages(path)
     if given is not None and given != recorded:

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.streaming import SIZE_MULTIPLE
-from utils.image import cropped_size
+from cdvd_tsp.model.streaming import SIZE_MULTIPLE
+from cdvd_tsp.utils.image import cropped_size
 
 
 def pad_to_multiple(tensor: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from model.acceleration import RELEASE_OPTIONS, LayoutChoice, recommended_choice
-from model.cdvd_tsp import StepOptions
-from model.onnx_step import EXPORTED_OPTIONS
-from utils.cpu import bf16_support, thread_choice
-from utils.errors import UserError
-from utils.precision import Precision, get_precision
+from cdvd_tsp.model.acceleration import RELEASE_OPTIONS, LayoutChoice, recommended_choice
+from cdvd_tsp.model.cdvd_tsp import StepOptions
+from cdvd_tsp.model.onnx_step import EXPORTED_OPTIONS
+from cdvd_tsp.utils.cpu import bf16_support, thread_choice
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.precision import Precision, get_precision
 
 PYTORCH, ONNXRUNTIME = "pytorch", "onnxruntime"
 BACKENDS = (PYTORCH, ONNXRUNTIME)
@@ -160,7 +160,7 @@ def check_backend(args: argparse.Namespace) -> str:
     exported file fixes the step and its dtype)."""
     if args.backend == PYTORCH:
         return PYTORCH
-    from model.onnx_step import import_onnxruntime
+    from cdvd_tsp.model.onnx_step import import_onnxruntime
 
     import_onnxruntime()
     if args.device == "cuda":

@@ -17,13 +17,13 @@ from types import TracebackType
 import torch
 from torch import Tensor
 
-from data.frames import read_rgb
-from data.video_io import FolderSource
-from infer.conversion import FramePreparer
-from infer.planning import Job, Restoration
-from infer.reader import read_ahead
-from infer.restorer import padded
-from infer.transfer import Transfer
+from cdvd_tsp.data.frames import read_rgb
+from cdvd_tsp.data.video_io import FolderSource
+from cdvd_tsp.infer.conversion import FramePreparer
+from cdvd_tsp.infer.planning import Job, Restoration
+from cdvd_tsp.infer.reader import read_ahead
+from cdvd_tsp.infer.restorer import padded
+from cdvd_tsp.infer.transfer import Transfer
 
 READ_AHEAD = 4
 """Frames decoded ahead of the model, per stream (blurred, sharp)."""

@@ -3,17 +3,17 @@
 import argparse
 from collections.abc import Sequence
 
-from data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
-from data.video_io import CODEC_CHOICES
-from infer.checks import RELEASED_N_STAGES
-from infer.execution import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH
-from infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
-from model.streaming import BORDER_MODES, RELEASE_BORDER
-from model.tiling import DEFAULT_OVERLAP
-from utils.cli import CommandParser
-from utils.cpu import usable_cores
-from utils.metrics import CHANNELS, CROP_BORDER
-from utils.precision import PRECISIONS
+from cdvd_tsp.data.layouts import AUTO, GOPRO_BLURS, LAYOUTS
+from cdvd_tsp.data.video_io import CODEC_CHOICES
+from cdvd_tsp.infer.checks import RELEASED_N_STAGES
+from cdvd_tsp.infer.execution import BACKENDS, BATCHED_FLOWS, CHANNELS_LAST, FLOW_BF16, LEVER_AUTO, PYTORCH
+from cdvd_tsp.infer.planning import ENSEMBLES, GOPRO_BLUR, PRESETS, SHOWCASE_DIR, SPATIAL_ENSEMBLE
+from cdvd_tsp.model.streaming import BORDER_MODES, RELEASE_BORDER
+from cdvd_tsp.model.tiling import DEFAULT_OVERLAP
+from cdvd_tsp.utils.cli import CommandParser
+from cdvd_tsp.utils.cpu import usable_cores
+from cdvd_tsp.utils.metrics import CHANNELS, CROP_BORDER
+from cdvd_tsp.utils.precision import PRECISIONS
 
 MIN_WORKERS, MAX_WORKERS = 4, 16
 

@@ -26,17 +26,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from data.frames import write_png
-from data.video_io import VideoSource, VideoWriter
-from infer.conversion import FramePreparer
-from infer.planning import Job, Metrics
-from infer.report import FrameTimes, Report, printable
-from infer.transfer import Ready, Transfer
-from utils.atomic import writing
-from utils.errors import UserError
-from utils.metrics import FrameScores, score_frame
-from utils.metrics_device import score_frame_tensor
-from utils.showcase import ShowcaseWriter
+from cdvd_tsp.data.frames import write_png
+from cdvd_tsp.data.video_io import VideoSource, VideoWriter
+from cdvd_tsp.infer.conversion import FramePreparer
+from cdvd_tsp.infer.planning import Job, Metrics
+from cdvd_tsp.infer.report import FrameTimes, Report, printable
+from cdvd_tsp.infer.transfer import Ready, Transfer
+from cdvd_tsp.utils.atomic import writing
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.metrics import FrameScores, score_frame
+from cdvd_tsp.utils.metrics_device import score_frame_tensor
+from cdvd_tsp.utils.showcase import ShowcaseWriter
 
 FALLBACK_FPS = 25.0
 """The frame rate of an output video whose input says none."""

@@ -33,15 +33,15 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from infer.conversion import FramePreparer
-from infer.inputs import VideoInput
-from infer.outputs import QueuedOutput, VideoOutputs, WrittenOutput, queue_output, write_and_score
-from infer.planning import Job, Plan
-from infer.report import Report
-from infer.restorer import Restorer
-from infer.transfer import Transfer
-from infer.workers import InOrder
-from model.streaming import Runner
+from cdvd_tsp.infer.conversion import FramePreparer
+from cdvd_tsp.infer.inputs import VideoInput
+from cdvd_tsp.infer.outputs import QueuedOutput, VideoOutputs, WrittenOutput, queue_output, write_and_score
+from cdvd_tsp.infer.planning import Job, Plan
+from cdvd_tsp.infer.report import Report
+from cdvd_tsp.infer.restorer import Restorer
+from cdvd_tsp.infer.transfer import Transfer
+from cdvd_tsp.infer.workers import InOrder
+from cdvd_tsp.model.streaming import Runner
 
 logger = logging.getLogger(__name__)
 

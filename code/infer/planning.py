@@ -15,10 +15,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.frames import check_same_size
-from data.layouts import AUTO, detect_layout, find_videos
-from data.video_io import Encoding, FolderSource, VideoSource, folder_source, is_video_path, open_input, plan_encoding
-from infer.checks import (
+from cdvd_tsp.data.frames import check_same_size
+from cdvd_tsp.data.layouts import AUTO, detect_layout, find_videos
+from cdvd_tsp.data.video_io import (
+    Encoding,
+    FolderSource,
+    VideoSource,
+    folder_source,
+    is_video_path,
+    open_input,
+    plan_encoding,
+)
+from cdvd_tsp.infer.checks import (
     INPUT_META,
     check_dataset_folder,
     check_default_place,
@@ -35,12 +43,12 @@ from infer.checks import (
     pick_onnx_n_stages,
     pick_tiles,
 )
-from infer.execution import ONNXRUNTIME, PYTORCH, Execution, make_execution
-from infer.report import LOG_PREFIX
-from utils.errors import UserError
-from utils.paths import from_repo
-from utils.runtime import pick_device
-from utils.showcase import ShowcaseWriter
+from cdvd_tsp.infer.execution import ONNXRUNTIME, PYTORCH, Execution, make_execution
+from cdvd_tsp.infer.report import LOG_PREFIX
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.paths import from_repo
+from cdvd_tsp.utils.runtime import pick_device
+from cdvd_tsp.utils.showcase import ShowcaseWriter
 
 logger = logging.getLogger(__name__)
 

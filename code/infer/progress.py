@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from infer.planning import Plan
-from infer.report import METRICS, FrameTimes, VideoResults, json_number
-from infer.settings import RunSettings
-from utils import atomic
-from utils.atomic import writing
-from utils.committed import PRIVATE, Stage, Unit
-from utils.metrics import FrameScores
+from cdvd_tsp.infer.planning import Plan
+from cdvd_tsp.infer.report import METRICS, FrameTimes, VideoResults, json_number
+from cdvd_tsp.infer.settings import RunSettings
+from cdvd_tsp.utils import atomic
+from cdvd_tsp.utils.atomic import writing
+from cdvd_tsp.utils.committed import PRIVATE, Stage, Unit
+from cdvd_tsp.utils.metrics import FrameScores
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from utils.atomic import writing
-from utils.errors import UserError
-from utils.metrics import FrameScores
+from cdvd_tsp.utils.atomic import writing
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.metrics import FrameScores
 
 METRICS = ("psnr", "ssim", "input_psnr", "input_ssim")
 EXTRA = "+ "

@@ -17,19 +17,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from infer.checks import RELEASED_N_STAGES
-from infer.conversion import FramePreparer
-from infer.execution import ONNXRUNTIME, Execution
-from infer.outputs import NonFiniteOutput
-from infer.planning import Plan, Restoration
-from infer.runners import runner_factory
-from infer.transfer import Transfer
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_weights
-from model.ensemble import TimeReversal, backward_outputs
-from model.onnx_step import OnnxModel
-from model.streaming import Runner, with_border
-from utils.precision import tf32_switched
+from cdvd_tsp.infer.checks import RELEASED_N_STAGES
+from cdvd_tsp.infer.conversion import FramePreparer
+from cdvd_tsp.infer.execution import ONNXRUNTIME, Execution
+from cdvd_tsp.infer.outputs import NonFiniteOutput
+from cdvd_tsp.infer.planning import Plan, Restoration
+from cdvd_tsp.infer.runners import runner_factory
+from cdvd_tsp.infer.transfer import Transfer
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.model.ensemble import TimeReversal, backward_outputs
+from cdvd_tsp.model.onnx_step import OnnxModel
+from cdvd_tsp.model.streaming import Runner, with_border
+from cdvd_tsp.utils.precision import tf32_switched
 
 
 def load_model(path: Path, device: torch.device, n_stages: int = RELEASED_N_STAGES) -> CDVD_TSP:

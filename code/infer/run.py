@@ -40,11 +40,11 @@ from pathlib import Path
 
 import torch
 
-from data.demo import make_demo_data
-from infer.pipeline import Pipeline
-from infer.planning import CLAIM_NAME, SHOWCASE_DIR, Job, Plan, demo_folders, make_plan, shard
-from infer.progress import Recorder, RunRecord, planned_videos
-from infer.report import (
+from cdvd_tsp.data.demo import make_demo_data
+from cdvd_tsp.infer.pipeline import Pipeline
+from cdvd_tsp.infer.planning import CLAIM_NAME, SHOWCASE_DIR, Job, Plan, demo_folders, make_plan, shard
+from cdvd_tsp.infer.progress import Recorder, RunRecord, planned_videos
+from cdvd_tsp.infer.report import (
     EXTRA,
     Report,
     Results,
@@ -56,15 +56,15 @@ from infer.report import (
     write_summary,
     write_videos,
 )
-from infer.restorer import Restorer, on_device
-from infer.settings import RunSettings, cost_volume_code, run_settings
-from infer.staging import Staging
-from utils import atomic
-from utils.atomic import writing
-from utils.cli import rerun_command
-from utils.errors import EXIT_USER_ERROR, UserError
-from utils.runtime import Ranks, Runtime, join
-from utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
+from cdvd_tsp.infer.restorer import Restorer, on_device
+from cdvd_tsp.infer.settings import RunSettings, cost_volume_code, run_settings
+from cdvd_tsp.infer.staging import Staging
+from cdvd_tsp.utils import atomic
+from cdvd_tsp.utils.atomic import writing
+from cdvd_tsp.utils.cli import rerun_command
+from cdvd_tsp.utils.errors import EXIT_USER_ERROR, UserError
+from cdvd_tsp.utils.runtime import Ranks, Runtime, join
+from cdvd_tsp.utils.signals import STOP_SIGNALS, Interrupted, StopRequests, exit_status, signal_name
 
 logger = logging.getLogger(__name__)
 

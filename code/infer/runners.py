@@ -11,15 +11,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from infer.execution import Execution
-from infer.planning import Restoration
-from model.acceleration import accelerated_step
-from model.cdvd_tsp import CDVD_TSP
-from model.ensemble import SelfEnsemble
-from model.onnx_step import OnnxModel
-from model.streaming import Restored, Runner, StreamingRunner, WindowRunner
-from model.tiling import TiledRunner
-from utils.precision import Precision, autocast
+from cdvd_tsp.infer.execution import Execution
+from cdvd_tsp.infer.planning import Restoration
+from cdvd_tsp.model.acceleration import accelerated_step
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.ensemble import SelfEnsemble
+from cdvd_tsp.model.onnx_step import OnnxModel
+from cdvd_tsp.model.streaming import Restored, Runner, StreamingRunner, WindowRunner
+from cdvd_tsp.model.tiling import TiledRunner
+from cdvd_tsp.utils.precision import Precision, autocast
 
 
 class AutocastRunner:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from infer.execution import ONNXRUNTIME, Execution
-from infer.planning import Deblurring, Evaluation, Plan
-from model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
-from model.streaming import SIZE_MULTIPLE
-from utils.openmp import wait_policy
+from cdvd_tsp.infer.execution import ONNXRUNTIME, Execution
+from cdvd_tsp.infer.planning import Deblurring, Evaluation, Plan
+from cdvd_tsp.model.correlation import BACKEND_VARIABLE, SELECTOR, backend_choice
+from cdvd_tsp.model.streaming import SIZE_MULTIPLE
+from cdvd_tsp.utils.openmp import wait_policy
 
 ENSEMBLE_TEXT = {
     None: "off",

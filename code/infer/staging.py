@@ -29,12 +29,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from infer import progress
-from infer.progress import RunRecord, Stopped
-from infer.report import VideoResults
-from utils import atomic, committed, manifest
-from utils.committed import Stage, Unit
-from utils.errors import UserError
+from cdvd_tsp.infer import progress
+from cdvd_tsp.infer.progress import RunRecord, Stopped
+from cdvd_tsp.infer.report import VideoResults
+from cdvd_tsp.utils import atomic, committed, manifest
+from cdvd_tsp.utils.committed import Stage, Unit
+from cdvd_tsp.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

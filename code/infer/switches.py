@@ -22,9 +22,9 @@ from collections.abc import Iterator
 import cv2
 import torch
 
-from utils.cpu import configure_threads
-from utils.determinism import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, use_deterministic_algorithms
-from utils.errors import UserError
+from cdvd_tsp.utils.cpu import configure_threads
+from cdvd_tsp.utils.determinism import CUBLAS_DETERMINISTIC, CUBLAS_VARIABLE, use_deterministic_algorithms
+from cdvd_tsp.utils.errors import UserError
 
 RESERVED_CORES = 0
 """Cores kept from the model for the pipeline's workers (docs/benchmarks-inference.md, "Threads": none)."""

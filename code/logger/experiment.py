@@ -59,11 +59,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.frames import write_png
-from logger.plots import render_series
-from utils import atomic, committed, manifest
-from utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
-from utils.errors import UserError, first_line
+from cdvd_tsp.data.frames import write_png
+from cdvd_tsp.logger.plots import render_series
+from cdvd_tsp.utils import atomic, committed, manifest
+from cdvd_tsp.utils.atomic import atomic_write_text, is_temporary, torch_bytes, writing
+from cdvd_tsp.utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 

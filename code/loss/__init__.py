@@ -6,8 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from loss.hem import HEM
-from utils.errors import UserError
+from cdvd_tsp.loss.hem import HEM
+from cdvd_tsp.utils.errors import UserError
 
 LOSS_TYPES = {"L1": nn.L1Loss, "MSE": nn.MSELoss, "HEM": HEM}
 SPEC_FORM = "<weight>*<type> terms joined by '+', e.g. '1*L1+2*HEM'"

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.cdvd_tsp import CDVD_TSP, StepOptions
-from model.streaming import Step
-from utils.cpu import bf16_support, cpu_capability, this_bf16_unit
-from utils.precision import Precision, autocast
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP, StepOptions
+from cdvd_tsp.model.streaming import Step
+from cdvd_tsp.utils.cpu import bf16_support, cpu_capability, this_bf16_unit
+from cdvd_tsp.utils.precision import Precision, autocast
 
 logger = logging.getLogger(__name__)
 

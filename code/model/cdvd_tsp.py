@@ -7,12 +7,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from model.checkpoint import load_weights
-from model.flow_pwc import Flow_PWC
-from model.layout import in_layout, in_layout_of
-from model.prior import temporal_sharpness_prior
-from model.recons_video import RECONS_VIDEO
-from model.stages import CascadeOutputs
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.model.flow_pwc import Flow_PWC
+from cdvd_tsp.model.layout import in_layout, in_layout_of
+from cdvd_tsp.model.prior import temporal_sharpness_prior
+from cdvd_tsp.model.recons_video import RECONS_VIDEO
+from cdvd_tsp.model.stages import CascadeOutputs
 
 logger = logging.getLogger(__name__)
 

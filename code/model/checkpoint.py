@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from utils.errors import UserError, first_line
+from cdvd_tsp.utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from model.layout import in_layout_of
-from utils.errors import UserError, first_line
+from cdvd_tsp.model.layout import in_layout_of
+from cdvd_tsp.utils.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class KernelSelector:
 
 
 def _load_cupy_kernel() -> FastKernel:
-    from model.correlation_cuda import load_kernel  # imports CuPy: only when a kernel could be used
+    from cdvd_tsp.model.correlation_cuda import load_kernel  # imports CuPy: only when a kernel could be used
 
     return load_kernel()
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.streaming import FanOut, Restored, Runner
+from cdvd_tsp.model.streaming import FanOut, Restored, Runner
 
 logger = logging.getLogger(__name__)
 

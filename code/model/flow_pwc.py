@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.checkpoint import load_weights
-from model.correlation import cost_volume
-from model.layout import in_layout_of
+from cdvd_tsp.model.checkpoint import load_weights
+from cdvd_tsp.model.correlation import cost_volume
+from cdvd_tsp.model.layout import in_layout_of
 
 logger = logging.getLogger(__name__)
 

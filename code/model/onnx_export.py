@@ -21,8 +21,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from model.cdvd_tsp import CDVD_TSP
-from model.onnx_step import EXPORTED_OPTIONS, INPUT_NAMES, N_STAGES_KEY, OUTPUT_NAME, OnnxModel, import_optional
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.onnx_step import (
+    EXPORTED_OPTIONS,
+    INPUT_NAMES,
+    N_STAGES_KEY,
+    OUTPUT_NAME,
+    OnnxModel,
+    import_optional,
+)
 
 OPSETS = (17, 18)
 DEFAULT_OPSET = 18

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.cdvd_tsp import StepOptions
-from utils.errors import UserError
+from cdvd_tsp.model.cdvd_tsp import StepOptions
+from cdvd_tsp.utils.errors import UserError
 
 EXPORTED_OPTIONS = StepOptions(batch_flows=True)
 """How the exported step lays out its work: both flows in one call of the flow net (half the graph of two calls;

@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from model.blocks import ResBlock, conv_relu, upconv_relu
+from cdvd_tsp.model.blocks import ResBlock, conv_relu, upconv_relu
 
 
 class RECONS_VIDEO(nn.Module):

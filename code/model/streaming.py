@@ -24,8 +24,8 @@ from typing import Generic, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from model.cdvd_tsp import CDVD_TSP
-from model.stages import CascadeOutputs
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.stages import CascadeOutputs
 
 Item = TypeVar("Item")
 Tag = TypeVar("Tag")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.streaming import SIZE_MULTIPLE, FanOut, Runner
+from cdvd_tsp.model.streaming import SIZE_MULTIPLE, FanOut, Runner
 
 logger = logging.getLogger(__name__)
 

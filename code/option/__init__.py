@@ -11,9 +11,9 @@
 import argparse
 from collections.abc import Sequence
 
-from option.checks import check_options, option_warnings
-from option.derive import DERIVED, derive
-from option.parser import (
+from cdvd_tsp.option.checks import check_options, option_warnings
+from cdvd_tsp.option.derive import DERIVED, derive
+from cdvd_tsp.option.parser import (
     AMP_MODES,
     CHANNELS_LAST_MODES,
     MODELS,
@@ -23,7 +23,7 @@ from option.parser import (
     explicit_options,
     read_options,
 )
-from option.resume import ADJUSTABLE_OPTIONS, CONTROL_OPTIONS, apply_saved_options, run_options
+from cdvd_tsp.option.resume import ADJUSTABLE_OPTIONS, CONTROL_OPTIONS, apply_saved_options, run_options
 
 __all__ = [
     "ADJUSTABLE_OPTIONS",

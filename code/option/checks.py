@@ -4,10 +4,10 @@ warnings for release flags that have no effect here. Neither changes the options
 import argparse
 import importlib.util
 
-from loss import parse_loss_spec
-from option.parser import MID_LOSS_WEIGHT, MODELS, NO_VALUE
-from utils.errors import UserError
-from utils.precision import NEEDS_CUDA, cpu_refusal
+from cdvd_tsp.loss import parse_loss_spec
+from cdvd_tsp.option.parser import MID_LOSS_WEIGHT, MODELS, NO_VALUE
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.precision import NEEDS_CUDA, cpu_refusal
 
 
 def _require(condition: bool, message: str) -> None:

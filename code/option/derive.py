@@ -15,8 +15,8 @@ files they lead to are added under these names:
 import argparse
 from pathlib import Path
 
-from option.parser import NO_VALUE
-from utils.paths import from_repo
+from cdvd_tsp.option.parser import NO_VALUE
+from cdvd_tsp.utils.paths import from_repo
 
 DERIVED = ("n_sequence", "train_dir", "test_dir", "run_dir", "pretrain_dir", "pre_train_path")
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from option.template import DEFAULT_TEMPLATE, TEMPLATES, template_defaults
-from utils.cli import CommandParser
-from utils.errors import UserError
+from cdvd_tsp.option.template import DEFAULT_TEMPLATE, TEMPLATES, template_defaults
+from cdvd_tsp.utils.cli import CommandParser
+from cdvd_tsp.utils.errors import UserError
 
 MODELS = ("CDVD_TSP",)
 AMP_MODES = ("off", "bf16", "fp16")

@@ -3,9 +3,9 @@
 import argparse
 from typing import Any
 
-from option.derive import derive
-from option.parser import build_parser
-from utils.errors import UserError
+from cdvd_tsp.option.derive import derive
+from cdvd_tsp.option.parser import build_parser
+from cdvd_tsp.utils.errors import UserError
 
 CONTROL_OPTIONS = frozenset(
     {"save", "load", "resume", "test_only", "experiment_dir", "pretrain_models_dir", "no_flow_pretrain", "pre_train"}

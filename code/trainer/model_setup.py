@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.cdvd_tsp import CDVD_TSP, StepOptions
-from utils.errors import UserError
-from utils.runtime import Runtime
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP, StepOptions
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.runtime import Runtime
 
 FLOW_PRETRAIN_FILE = "network-default.pytorch"
 PARAMETER_GROUPS = ("restoration_net", "flow_net")

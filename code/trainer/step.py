@@ -7,9 +7,9 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from loss import Loss
-from trainer.model_setup import unwrap
-from utils.precision import PRECISIONS, autocast
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.trainer.model_setup import unwrap
+from cdvd_tsp.utils.precision import PRECISIONS, autocast
 
 AMP_PRECISIONS = {"bf16": PRECISIONS["bf16"], "fp16": PRECISIONS["fp16"]}
 """--amp: the autocast settings of utils/precision.py, on CUDA and, for bf16, on a CPU with native bfloat16 (checked

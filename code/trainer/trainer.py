@@ -25,15 +25,15 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import StepLR
 from tqdm import tqdm
 
-from data.loaders import batches_per_epoch, start_epoch, train_loader, validation_loader
-from data.videodata import VideoData
-from logger.experiment import Experiment, History
-from logger.tensorboard import TENSORBOARD_DIR, VALIDATION_IMAGES, Curves
-from loss import Loss
-from model.cdvd_tsp import CDVD_TSP
-from model.checkpoint import load_into, with_n_sequence
-from option import run_options
-from trainer.model_setup import (
+from cdvd_tsp.data.loaders import batches_per_epoch, start_epoch, train_loader, validation_loader
+from cdvd_tsp.data.videodata import VideoData
+from cdvd_tsp.logger.experiment import Experiment, History
+from cdvd_tsp.logger.tensorboard import TENSORBOARD_DIR, VALIDATION_IMAGES, Curves
+from cdvd_tsp.loss import Loss
+from cdvd_tsp.model.cdvd_tsp import CDVD_TSP
+from cdvd_tsp.model.checkpoint import load_into, with_n_sequence
+from cdvd_tsp.option import run_options
+from cdvd_tsp.trainer.model_setup import (
     PARAMETER_GROUPS,
     freeze_flow_net_if_asked,
     make_optimizer,
@@ -41,14 +41,14 @@ from trainer.model_setup import (
     step_options,
     wrap_model,
 )
-from trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
-from trainer.running_loss import Reading, RunningLoss
-from trainer.step import TrainStep
-from trainer.validation import collapse, float_psnr, window_images
-from utils.cli import program_words
-from utils.errors import Stopped, UserError
-from utils.runtime import Runtime, StopVote
-from utils.signals import Interrupted, StopRequests, signal_name
+from cdvd_tsp.trainer.randomness import capture_rng_state, derived_seed, restore_rng_state
+from cdvd_tsp.trainer.running_loss import Reading, RunningLoss
+from cdvd_tsp.trainer.step import TrainStep
+from cdvd_tsp.trainer.validation import collapse, float_psnr, window_images
+from cdvd_tsp.utils.cli import program_words
+from cdvd_tsp.utils.errors import Stopped, UserError
+from cdvd_tsp.utils.runtime import Runtime, StopVote
+from cdvd_tsp.utils.signals import Interrupted, StopRequests, signal_name
 
 STATE_FORMAT = 3
 """Version 3: state.pt of an epoch's commit holds no copy of the weights and the optimizer, only the names of the

@@ -5,7 +5,7 @@ import math
 
 from torch import Tensor
 
-from utils.image import to_uint8
+from cdvd_tsp.utils.image import to_uint8
 
 SHAVE = 4
 """Pixels left out on every side, as the release measured."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError, first_line
+from cdvd_tsp.utils.errors import UserError, first_line
 
 TEMPORARY_SUFFIX = ".tmp"
 

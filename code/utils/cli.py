@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import NoReturn
 
-from utils.errors import EXIT_USER_ERROR
+from cdvd_tsp.utils.errors import EXIT_USER_ERROR
 
 UNKNOWN = re.compile(r"unrecognized arguments: (.*)")
 

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utils import atomic
-from utils.errors import UserError
-from utils.locking import LockFile
-from utils.manifest import (
+from cdvd_tsp.utils import atomic
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.locking import LockFile
+from cdvd_tsp.utils.manifest import (
     PRIVATE,
     REPLACES,
     STAGED_MANIFEST,

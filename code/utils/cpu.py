@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from utils.errors import UserError
+from cdvd_tsp.utils.errors import UserError
 
 CPUINFO = Path("/proc/cpuinfo")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")

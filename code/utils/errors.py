@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from utils.signals import exit_status, signal_name
+from cdvd_tsp.utils.signals import exit_status, signal_name
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = exit_status(signal.SIGINT)

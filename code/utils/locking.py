@@ -7,7 +7,7 @@ import errno
 import os
 from pathlib import Path
 
-from utils.atomic import WriteError, writing
+from cdvd_tsp.utils.atomic import WriteError, writing
 
 try:
     import fcntl

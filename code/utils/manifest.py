@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from utils.errors import UserError
+from cdvd_tsp.utils.errors import UserError
 
 FORMAT = "cdvd-tsp committed folder"
 VERSION = 1

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from utils.metrics import (
+from cdvd_tsp.utils.metrics import (
     CROP_BORDER,
     SSIM_C1,
     SSIM_C2,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cpu import bf16_support
-from utils.errors import UserError
+from cdvd_tsp.utils.cpu import bf16_support
+from cdvd_tsp.utils.errors import UserError
 
 
 @dataclass(frozen=True)

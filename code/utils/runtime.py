@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from utils.errors import UserError
-from utils.signals import StopRequests
+from cdvd_tsp.utils.errors import UserError
+from cdvd_tsp.utils.signals import StopRequests
 
 logger = logging.getLogger(__name__)
 
