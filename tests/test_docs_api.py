@@ -13,7 +13,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", API_DOC.read_text(), flags=re.DOTA
 
 
 def test_the_page_has_its_examples() -> None:
-    assert len(EXAMPLES) == 5
+    assert len(EXAMPLES) == 6
 
 
 @pytest.mark.usefixtures("single_thread")
