@@ -4,6 +4,7 @@ code/model/), so a host's modules of the same names (a ``utils/`` beside a noteb
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,17 @@ def test_a_host_with_modules_of_the_same_names_imports_and_runs_the_project(tmp_
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["5 (20, 28, 3) uint8", "the host's own utils"]  # the host's, untouched
+
+
+def test_the_package_without_code_beside_it_says_how_to_install(tmp_path: Path) -> None:
+    """What ``pip install .`` (not editable) would put in site-packages: the package's folder alone."""
+    shutil.copytree(CODE / "cdvd_tsp", tmp_path / "cdvd_tsp", ignore=shutil.ignore_patterns("__pycache__"))
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import cdvd_tsp"], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ImportError: cdvd_tsp: {tmp_path.resolve()} does not hold the project's code/ (model/, data/, ...): install "
+        "the project from its clone with `python -m pip install -e .` (editable), or put its code/ on sys.path"
+    )

@@ -12,7 +12,13 @@ from typing import Any
 
 if __name__ != "cdvd_tsp":  # this folder seen again through code/ (cdvd_tsp.cdvd_tsp): refused, or walks never end
     raise ImportError(f"{__name__}: the package cdvd_tsp is not a module of itself")
-__path__.append(str(Path(__file__).resolve().parent.parent))  # code/
+CODE = Path(__file__).resolve().parent.parent
+if not (CODE / "model" / "cdvd_tsp.py").is_file():  # a copy of this folder alone, as `pip install .` would make
+    raise ImportError(
+        f"cdvd_tsp: {CODE} does not hold the project's code/ (model/, data/, ...): install the project from its "
+        "clone with `python -m pip install -e .` (editable), or put its code/ on sys.path"
+    )
+__path__.append(str(CODE))
 
 __all__ = ["DeblurError", "Deblurrer"]
 
