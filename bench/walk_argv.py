@@ -111,8 +111,8 @@ class Repo:
     def lookup(self, module: str, name: str | None, depth: int = 0) -> Target:
         """What ``name`` is in ``module`` (the module itself for None), if it is defined in code/."""
         module = self.canonical(module)
-        if name is None or self.canonical(f"{module}.{name}") in self.defs:
-            found = module if name is None else self.canonical(f"{module}.{name}")
+        found = module if name is None else self.canonical(f"{module}.{name}")
+        if name is None or found in self.defs:
             return found if found in self.defs else None
         node = self.defs.get(module, {}).get(name)
         if isinstance(node, ast.ClassDef):
