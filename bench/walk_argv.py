@@ -30,6 +30,10 @@ in 33 rooms (86 returns); these defaults give 109 in 29 (80) and 117 in 29 (88) 
 into an already expanded function as a visit, ``--pass-through`` also counts coming back through a caller that makes
 no further call, ``--per-function`` expands each function once whatever its tainted parameters. ``--merge
 MODULE=INTO`` counts the walk as if MODULE's code were in INTO: what a merge of the two modules would save.
+``--target STAYS/RETURNS`` (one per start) searches the merges that would bring the walks there (`search_merges`,
+greedy), under ``--most-lines`` (no merged module larger) and ``--keep MODULE`` (never merged)::
+
+    python bench/walk_argv.py --target 79/54 --target 84/56 --keep utils.committed --most-lines 630
 
 It also prints the lines of Python of each package of code/ (the top-level modules together as ``code/*.py``).
 """
@@ -38,6 +42,7 @@ import argparse
 import ast
 import sys
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -85,12 +90,15 @@ class Repo:
         self.rules = rules or Rules()
         self.defs: dict[str, dict[str, FuncDef | ast.ClassDef]] = {}
         self.imports: dict[str, dict[str, tuple[str, str | None]]] = {}
+        self.lines: dict[str, int] = {}
         code = root / "code"
         for path in sorted(code.rglob("*.py")):
             parts = path.relative_to(code).with_suffix("").parts
             package = parts[:-1]  # what a relative import of level 1 names
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            text = path.read_text(encoding="utf-8")
+            tree = ast.parse(text, str(path))
+            self.lines[name] = len(text.splitlines())
             self.defs[name] = {n.name: n for n in tree.body if isinstance(n, FuncDef | ast.ClassDef)}
             self.imports[name] = imports = {}
             for node in ast.walk(tree):
@@ -294,12 +302,66 @@ def figures(rooms: list[str]) -> tuple[int, int, int]:
     return len(rooms), len(set(rooms)), len(rooms) - len(set(rooms))
 
 
+def over(walks: dict[str, list[str]], targets: dict[str, tuple[int, int]]) -> int:
+    """How far the walks are above their targets: the stays and the returns over, summed."""
+    total = 0
+    for start, (most_stays, most_returns) in targets.items():
+        stays, _, returns = figures(walks[start])
+        total += max(0, stays - most_stays) + max(0, returns - most_returns)
+    return total
+
+
+def search_merges(
+    walks: dict[str, list[str]],
+    targets: dict[str, tuple[int, int]],
+    lines: dict[str, int],
+    most_lines: int | None = None,
+    kept: Collection[str] = (),
+) -> list[tuple[str, int, dict[str, list[str]]]]:
+    """Merges that bring the walks to their targets (STAYS, RETURNS per start), found greedily: each step merges the
+    two rooms whose merge lowers `over` most (of equals, the one making the smaller module), of at most
+    ``most_lines`` lines together and neither of them one of the ``kept`` modules; it stops when the targets are
+    met or no merge lowers it. Each step: the merged room (its modules joined by +), its lines, the
+    walks after it."""
+    steps: list[tuple[str, int, dict[str, list[str]]]] = []
+    size = {room: lines.get(room, 0) for rooms in walks.values() for room in rooms if room not in kept}
+    while over(walks, targets):
+        best: tuple[int, int, str, str] | None = None
+        for first in sorted(size):
+            for second in sorted(size):
+                if first < second and (most_lines is None or size[first] + size[second] <= most_lines):
+                    joined = merge_walks(walks, {first: f"{first}+{second}", second: f"{first}+{second}"})
+                    candidate = (over(joined, targets), size[first] + size[second], first, second)
+                    best = candidate if best is None or candidate < best else best
+        if best is None or best[0] >= over(walks, targets):
+            break
+        _, lines_joined, first, second = best
+        room = f"{first}+{second}"
+        walks = merge_walks(walks, {first: room, second: room})
+        size[room] = size.pop(first) + size.pop(second)
+        steps.append((room, lines_joined, walks))
+    return steps
+
+
+def merge_walks(walks: dict[str, list[str]], merges: dict[str, str]) -> dict[str, list[str]]:
+    return {start: merged(rooms, merges) for start, rooms in walks.items()}
+
+
 def package_lines(root: Path) -> dict[str, int]:
     lines: Counter[str] = Counter()
     for path in sorted((root / "code").rglob("*.py")):
         parts = path.relative_to(root / "code").parts
         lines["code/*.py" if len(parts) == 1 else f"code/{parts[0]}"] += len(path.read_bytes().splitlines())
     return dict(sorted(lines.items()))
+
+
+def target(text: str) -> tuple[int, int]:
+    """``STAYS/RETURNS`` as two numbers."""
+    try:
+        stays, returns = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not STAYS/RETURNS (two whole numbers)") from None
+    return stays, returns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +376,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODULE=INTO",
         help="count MODULE's stays as INTO's (the figures a merge of the two would give); repeatable",
     )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        type=target,
+        metavar="STAYS/RETURNS",
+        help="the most stays and returns for a start, in the starts' order; with them, the merges that would meet "
+        "them are searched (`search_merges`) and printed",
+    )
+    parser.add_argument("--most-lines", type=int, help="with --target: no merge makes a module of more lines")
+    parser.add_argument(
+        "--keep", action="append", default=[], metavar="MODULE", help="with --target: MODULE is never merged"
+    )
     for rule in fields(Rules):
         parser.add_argument(
             f"--{rule.name.replace('_', '-')}",
@@ -323,15 +398,26 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
     repo = Repo(args.root, Rules(**{rule.name: getattr(args, rule.name) for rule in fields(Rules)}))
+    if len(args.target) > len(args.starts):
+        parser.error(f"--target: {len(args.target)} given for {len(args.starts)} starts")
     merges = dict(pair.split("=", 1) for pair in args.merge)
-    for start in args.starts:
-        rooms = merged(walk(repo, start), merges)
+    walks = {start: merged(walk(repo, start), merges) for start in args.starts}
+    for start, rooms in walks.items():
         stays, distinct, returns = figures(rooms)
         print(f"{start}: {stays} stays in {distinct} rooms, {returns} returns")
         if args.verbose:
             print("  " + " -> ".join(rooms))
             again = Counter(room for i, room in enumerate(rooms) if room in rooms[:i])
             print("  returns per room: " + ", ".join(f"{room} {n}" for room, n in again.most_common()))
+    if args.target:
+        targets = dict(zip(args.starts, args.target, strict=False))
+        print("targets: " + ", ".join(f"{start} {most[0]}/{most[1]}" for start, most in targets.items()))
+        steps = search_merges(walks, targets, repo.lines, args.most_lines, args.keep)
+        for room, size, after in steps:
+            reached = ", ".join(f"{stays}/{returns}" for stays, _, returns in map(figures, after.values()))
+            print(f"  merge {room} ({size} lines): {reached}")
+        final = steps[-1][2] if steps else walks
+        print(f"  {'met' if not over(final, targets) else 'not met'} after {len(steps)} merge(s)")
     lines = package_lines(args.root)
     for package, count in lines.items():
         print(f"{package}: {count} lines")

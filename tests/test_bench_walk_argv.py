@@ -139,3 +139,30 @@ def test_classes_methods_of_tainted_objects_and_their_bases(tmp_path: Path) -> N
 
 def test_lines_per_package(chain: Path) -> None:
     assert walk_argv.package_lines(chain) == {"code/*.py": 8, "code/pkg": 12}  # a.py 9 lines, b.py 3, __init__.py none
+
+
+def test_the_merges_that_meet_a_target_are_searched_within_the_limits(
+    chain: Path, capsys: pytest.CaptureFixture
+) -> None:
+    walks = {"start": walk(chain, pass_through=True)}  # app -> pkg.a -> pkg.b -> pkg.a -> app: 5 stays, 2 returns
+    lines = walk_argv.Repo(chain).lines
+    assert lines == {"app": 8, "pkg": 0, "pkg.a": 9, "pkg.b": 3}
+    assert walk_argv.search_merges(walks, {"start": (5, 2)}, lines) == []  # met already
+    # the smaller of the two merges that meet 3 stays: pkg.a with pkg.b (12 lines), not with app (17)
+    assert walk_argv.search_merges(walks, {"start": (3, 1)}, lines) == [
+        ("pkg.a+pkg.b", 12, {"start": ["app", "pkg.a+pkg.b", "app"]})
+    ]
+    assert walk_argv.search_merges(walks, {"start": (3, 1)}, lines, most_lines=11) == []  # no merge that small
+    [(room, size, after)] = walk_argv.search_merges(walks, {"start": (3, 1)}, lines, kept=["pkg.b"])
+    assert (room, size, after["start"]) == ("app+pkg.a", 17, ["app+pkg.a", "pkg.b", "app+pkg.a"])
+    argv = ["code/app.py:main:argv", "--root", str(chain), "--pass-through", "--target", "1/0"]
+    assert walk_argv.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "  merge pkg.a+pkg.b (12 lines): 3/1\n" in out and "  merge app+pkg.a+pkg.b (20 lines): 1/0\n" in out
+    assert "  met after 2 merge(s)" in out
+    assert walk_argv.main([*argv, "--keep", "pkg.b"]) == 0
+    assert "  not met after 1 merge(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        walk_argv.main([*argv, "--target", "1/0"])  # two targets for one start
+    with pytest.raises(SystemExit):
+        walk_argv.main(["code/app.py:main:argv", "--root", str(chain), "--target", "3"])
