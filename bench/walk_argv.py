@@ -40,6 +40,7 @@ It also prints the lines of Python of each package of code/ (the top-level modul
 
 import argparse
 import ast
+import itertools
 import sys
 from collections import Counter
 from collections.abc import Collection
@@ -96,9 +97,9 @@ class Repo:
             parts = path.relative_to(code).with_suffix("").parts
             package = parts[:-1]  # what a relative import of level 1 names
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            text = path.read_text(encoding="utf-8")
-            tree = ast.parse(text, str(path))
-            self.lines[name] = len(text.splitlines())
+            source = path.read_bytes()
+            tree = ast.parse(source, str(path))
+            self.lines[name] = len(source.splitlines())  # counted as `package_lines` counts
             self.defs[name] = {n.name: n for n in tree.body if isinstance(n, FuncDef | ast.ClassDef)}
             self.imports[name] = imports = {}
             for node in ast.walk(tree):
@@ -325,21 +326,19 @@ def search_merges(
     walks after it."""
     steps: list[tuple[str, int, dict[str, list[str]]]] = []
     size = {room: lines.get(room, 0) for rooms in walks.values() for room in rooms if room not in kept}
-    while over(walks, targets):
-        best: tuple[int, int, str, str] | None = None
-        for first in sorted(size):
-            for second in sorted(size):
-                if first < second and (most_lines is None or size[first] + size[second] <= most_lines):
-                    joined = merge_walks(walks, {first: f"{first}+{second}", second: f"{first}+{second}"})
-                    candidate = (over(joined, targets), size[first] + size[second], first, second)
-                    best = candidate if best is None or candidate < best else best
-        if best is None or best[0] >= over(walks, targets):
+    while now := over(walks, targets):
+        candidates = [  # the merged room named "+" (no module's name): only the figures count here
+            (over(merge_walks(walks, {first: "+", second: "+"}), targets), size[first] + size[second], first, second)
+            for first, second in itertools.combinations(sorted(size), 2)
+            if most_lines is None or size[first] + size[second] <= most_lines
+        ]
+        if not candidates or min(candidates)[0] >= now:
             break
-        _, lines_joined, first, second = best
+        _, joined_lines, first, second = min(candidates)
         room = f"{first}+{second}"
         walks = merge_walks(walks, {first: room, second: room})
         size[room] = size.pop(first) + size.pop(second)
-        steps.append((room, lines_joined, walks))
+        steps.append((room, joined_lines, walks))
     return steps
 
 
@@ -397,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             help="a variant of the rules (module docstring)",
         )
     args = parser.parse_args(argv)
-    repo = Repo(args.root, Rules(**{rule.name: getattr(args, rule.name) for rule in fields(Rules)}))
     if len(args.target) > len(args.starts):
         parser.error(f"--target: {len(args.target)} given for {len(args.starts)} starts")
+    repo = Repo(args.root, Rules(**{rule.name: getattr(args, rule.name) for rule in fields(Rules)}))
     merges = dict(pair.split("=", 1) for pair in args.merge)
     walks = {start: merged(walk(repo, start), merges) for start in args.starts}
     for start, rooms in walks.items():
